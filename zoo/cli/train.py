@@ -1,0 +1,16 @@
+"""`zoo-train`: train one model, or a whole zoo with `-m` (Hydra multirun)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from zoo.config import CONF_DIR
+from zoo.train.run import train_model
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> str:
+    return train_model(cfg).state
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""MNIST-1D (Greydanus 2020): 4,000 train / 1,000 test sequences of length 40, built offline.
+
+Generated once with the package's default arguments and cached as `.npz` (no pickle),
+so every worker of a sweep reads the same bytes.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from zoo.atomic import atomic_write
+
+
+def load_mnist1d(root: str | Path) -> dict[str, np.ndarray]:
+    """Arrays `x_train, y_train, x_test, y_test`, generating `root/mnist1d.npz` on first use."""
+    path = Path(root) / "mnist1d.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        data = make_dataset(get_dataset_args())
+        arrays = {"x_train": data["x"], "y_train": data["y"], "x_test": data["x_test"], "y_test": data["y_test"]}
+        with atomic_write(path) as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

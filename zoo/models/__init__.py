@@ -1,0 +1,43 @@
+"""Model registry: `build(model_cfg)` turns a config section into an initialized module."""
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from zoo.models.mlp import MLP
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {"mlp": MLP}
+
+# Init schemes for weight matrices / conv kernels; "default" keeps PyTorch's own.
+INITS: dict[str, Callable[[torch.Tensor], Any]] = {
+    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "xavier_uniform": nn.init.xavier_uniform_,
+}
+
+
+def register(name: str, factory: Callable[..., nn.Module]) -> None:
+    REGISTRY[name] = factory
+
+
+def build(cfg: Mapping) -> nn.Module:
+    """Build the model named by `cfg["name"]`; other keys are its arguments, `init` picks the init.
+
+    Uses the global torch RNG: seed it first for reproducible weights.
+    """
+    args = dict(cfg)
+    name, init = args.pop("name"), args.pop("init", "default")
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model.name={name!r}; registered: {sorted(REGISTRY)}")
+    model = REGISTRY[name](**args)
+    if init != "default":
+        if init not in INITS:
+            raise ValueError(f"unknown model.init={init!r}; choose one of {['default', *INITS]}")
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                INITS[init](module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    return model

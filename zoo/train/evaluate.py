@@ -1,0 +1,22 @@
+"""Loss and accuracy of a classifier over batches, in eval mode."""
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over all samples; restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    loss = correct = count = 0.0
+    for x, y in batches:
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    model.train(was_training)
+    return {"loss": loss / count, "acc": correct / count}

@@ -1,0 +1,45 @@
+"""Model ids: `<prefix>-<8 hex>`, the hex a sha256 of every setting that changes the trained weights.
+
+The same grid cell always gets the same id, so a relaunched sweep finds its finished
+and unfinished models. Sections that only say *where* or *how fast* (paths, which
+epochs are saved, launcher, threads, the zoo's name) do not enter the hash.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "hydra", "id", "grid")
+
+
+def _plain(cfg: DictConfig | Mapping) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def model_hash(cfg: DictConfig | Mapping) -> str:
+    semantic = {k: v for k, v in _plain(cfg).items() if k not in NOT_HASHED}
+    canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def model_id(cfg: DictConfig) -> str:
+    """E.g. `mlp-w16-b32-s0-1a2b3c4d`; the prefix is the zoo's `zoo.prefix` template."""
+    return f"{cfg.zoo.prefix}-{model_hash(cfg)}"
+
+
+def grid_values(cfg: DictConfig) -> dict:
+    """The values of this model on the zoo's grid axes, plus its seed (dotted keys)."""
+    values = {axis: OmegaConf.select(cfg, axis, throw_on_missing=True) for axis in cfg.zoo.axes}
+    values["seed"] = cfg.seed
+    return values
+
+
+def with_identity(cfg: DictConfig) -> DictConfig:
+    """A resolved copy of `cfg` with `id` and `grid` filled in, as written to `config.yaml`."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(cfg):
+        cfg.id = model_id(cfg)
+        cfg.grid = grid_values(cfg)
+    return cfg

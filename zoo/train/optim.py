@@ -1,0 +1,32 @@
+"""Optimizer + per-step LR schedule from the `optim` config section."""
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping, total_steps: int):
+    """Returns `(optimizer, scheduler)`; the scheduler is stepped once per batch."""
+    name = cfg["name"]
+    if name == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
+                              weight_decay=cfg["weight_decay"], nesterov=cfg.get("nesterov", False))
+    elif name == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    else:
+        raise ValueError(f"unknown optim.name={name!r}; choose 'sgd' or 'adamw'")
+    sched = cfg["scheduler"]
+    if sched["name"] == "onecycle":
+        # PyTorch's defaults, as the reference used them: with cycle_momentum=True the
+        # momentum cycles 0.95 -> 0.85 -> 0.95 and the optimizer's own momentum is ignored.
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg["lr"], total_steps=total_steps, pct_start=sched["pct_start"],
+            anneal_strategy=sched["anneal_strategy"], cycle_momentum=sched["cycle_momentum"],
+            base_momentum=sched["base_momentum"], max_momentum=sched["max_momentum"],
+            div_factor=sched["div_factor"], final_div_factor=sched["final_div_factor"])
+    elif sched["name"] == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    else:
+        raise ValueError(f"unknown optim.scheduler.name={sched['name']!r}; choose 'onecycle' or 'constant'")
+    return opt, scheduler

@@ -1,0 +1,98 @@
+"""Train one model of a zoo into its run dir: skip if done, resume if started."""
+
+import logging
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig
+
+from zoo import data as datasets
+from zoo.models import build
+from zoo.train.callbacks import Diverged, RunDirWriter
+from zoo.train.ids import with_identity
+from zoo.train.module import Classifier
+from zoo.train.rundir import RunDir, zoo_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    id: str
+    state: str
+    reason: str
+    seconds: float
+    path: Path
+
+
+def run_dir(cfg: DictConfig) -> RunDir:
+    return RunDir(zoo_dir(Path(cfg.paths.runs).resolve(), cfg.zoo.name) / "models" / cfg.id)
+
+
+def checkpoint_epochs(cfg: DictConfig) -> set[int]:
+    """`checkpoint.epochs` (a list) ∪ every `checkpoint.every`-th epoch ∪ the final epoch."""
+    last = cfg.trainer.max_epochs
+    epochs = {e for e in cfg.checkpoint.epochs or [] if 0 <= e <= last} | {last}
+    if cfg.checkpoint.every:
+        epochs |= set(range(0, last + 1, cfg.checkpoint.every))
+    return epochs
+
+
+def train_model(cfg: DictConfig) -> Result:
+    """Train the model `cfg` describes. Divergence and errors are recorded in the run dir's
+    `status`, not raised, so one bad cell never stops a sweep."""
+    cfg = with_identity(cfg)
+    run = run_dir(cfg)
+    if run.is_done():
+        log.info("%s: already done (%s), skipped", cfg.id, run.status()[0])
+        return Result(cfg.id, *run.status(), 0.0, run.path)
+    start = time.perf_counter()
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    try:
+        _fit(cfg, run)
+        state, reason = "ok", ""
+    except Diverged as err:
+        state, reason = "diverged", str(err)
+    except Exception as err:  # noqa: BLE001 - recorded in the run dir, reported by the summary
+        state, reason = "failed", f"{type(err).__name__}: {err}"
+        (run.path / "error.log").write_text(traceback.format_exc())
+        log.error("%s failed: %s (traceback in %s)", cfg.id, reason, run.path / "error.log")
+    run.write_status(state, reason)
+    if state != "failed":  # failed runs stay open: the next launch retries them
+        run.mark_done()
+    seconds = time.perf_counter() - start
+    test_acc = (run.metrics() or [{}])[-1].get("test_acc")
+    log.info("%s: %s %s test_acc=%s (%.1f s)", cfg.id, state, reason, test_acc, seconds)
+    return Result(cfg.id, state, reason, seconds, run.path)
+
+
+def _fit(cfg: DictConfig, run: RunDir) -> None:
+    torch.set_num_threads(cfg.runtime.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for noise in (".*does not have many workers.*", ".*`srun` command is available.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", noise)
+    data = datasets.load(cfg.data, cfg.paths.data)
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.model)
+    module = Classifier(model, data, cfg.optim, batch_size=cfg.data.batch_size,
+                        max_epochs=cfg.trainer.max_epochs, seed=cfg.seed)
+    eval_batches = {split: datasets.Batches(*data.split(split), cfg.data.eval_batch_size)
+                    for split in ("train", "test")}
+    trainer = pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs, gradient_clip_val=cfg.trainer.gradient_clip_val,
+        precision=cfg.trainer.precision, accelerator=cfg.runtime.accelerator, devices=1,
+        deterministic=cfg.runtime.deterministic, enable_progress_bar=cfg.runtime.progress_bar,
+        logger=False, enable_checkpointing=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0,
+        callbacks=[RunDirWriter(run, eval_batches, checkpoint_epochs(cfg))],
+    )
+    resume = run.last_ckpt if run.last_ckpt.exists() else None
+    if resume:
+        log.info("%s: resuming from %s", cfg.id, resume)
+    trainer.fit(module, ckpt_path=resume)
