@@ -41,3 +41,10 @@ def build(cfg: Mapping) -> nn.Module:
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
     return model
+
+
+def from_meta(meta: Mapping, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Rebuild the module of a packed sample (`meta["config"]["model"]`) and load its weights."""
+    model = build({**meta["config"]["model"], "init": "default"})
+    model.load_state_dict(weights)
+    return model.eval()
