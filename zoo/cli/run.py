@@ -1,0 +1,13 @@
+"""`zoo-run [overrides]`: the whole pipeline for a zoo (default: the offline `demo` zoo)."""
+
+import sys
+
+from zoo.pipeline import run_pipeline
+
+
+def main() -> None:
+    sys.exit(run_pipeline(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Text tables of a zoo's state: one row per grid cell, seeds pooled."""
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+from omegaconf import DictConfig
+
+from zoo.train.run import run_dir
+
+
+def cell_table(cfgs: Iterable[DictConfig]) -> str:
+    """Status counts and mean final test accuracy per cell of the zoo's two grid axes."""
+    cells: dict[tuple, list[tuple[str, float | None]]] = defaultdict(list)
+    axes = None
+    for cfg in cfgs:
+        axes = list(cfg.zoo.axes)
+        run = run_dir(cfg)
+        state = run.status()[0]
+        last = (run.metrics() or [{}])[-1]
+        cells[tuple(cfg.grid[a] for a in axes)].append((state, last.get("test_acc")))
+    header = [*axes, "models", "status", "test_acc"]
+    rows = []
+    for key in sorted(cells):
+        states = Counter(state for state, _ in cells[key])
+        accs = [acc for state, acc in cells[key] if state == "ok" and acc is not None]
+        mean = f"{sum(accs) / len(accs):.3f}" if accs else "-"
+        rows.append([*map(str, key), str(len(cells[key])), " ".join(f"{s}:{n}" for s, n in sorted(states.items())), mean])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows])
+
+
+def status_counts(cfgs: Iterable[DictConfig]) -> Counter:
+    return Counter(run_dir(cfg).status()[0] for cfg in cfgs)

@@ -1,0 +1,64 @@
+"""The cells of a sweep, enumerated exactly as Hydra's basic sweeper launches them.
+
+Lets the pipeline, summaries and resubmission know every model id of a zoo without
+running anything: zoo config `hydra.sweeper.params` + command-line overrides (which win).
+"""
+
+from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its cell expansion, reused
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+
+from zoo.config import CONF_DIR
+from zoo.train.ids import with_identity
+
+PLAIN_TOP_LEVEL_KEYS = ("seed",)
+
+
+def compose_config(overrides: list[str] = (), *, hydra: bool = False, config_name: str = "train") -> DictConfig:
+    """The config a run with these overrides gets (`hydra=True` keeps the `hydra` node)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, list(overrides), return_hydra_config=hydra)
+
+
+def cell_overrides(overrides: list[str] = ()) -> list[list[str]]:
+    """One override list per cell of the sweep, in Hydra's launch order."""
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
+    params = compose_config(fixed, hydra=True).hydra.sweeper.params or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
+    parsed = parser.parse_overrides(arguments)
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+def cell_configs(overrides: list[str] = ()) -> list[DictConfig]:
+    """Resolved config (with `id` and `grid`) of every model the sweep trains.
+
+    Composing is slow (~70 ms), so cells are composed once per distinct set of
+    structural overrides (config groups, `+`/`~`) and plain `a.b=value` overrides are
+    applied to a copy — the same update Hydra itself applies for them.
+    """
+    parser = OverridesParser.create()
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    configs = []
+    cells = cell_overrides(overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for cell in cells:
+            parsed = parser.parse_overrides(cell)
+            plain = [o for o in parsed if _is_plain_value(o)]
+            structural = tuple(o.input_line for o in parsed if o not in plain)
+            if structural not in composed:
+                composed[structural] = compose("train", list(structural))
+            cfg = composed[structural].copy()
+            for o in plain:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+            configs.append(with_identity(cfg))
+    return configs
+
+
+def _is_plain_value(override: Override) -> bool:
+    # Config groups are addressed with `/`, never `.`; top-level plain keys (seed) are listed.
+    key = override.key_or_group
+    return (not override.is_add() and not override.is_delete() and not override.is_force_add()
+            and ("." in key or key in PLAIN_TOP_LEVEL_KEYS) and not key.startswith("hydra"))
