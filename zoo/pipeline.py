@@ -6,7 +6,7 @@ import time
 
 from zoo.summary import cell_table, status_counts
 from zoo.sweep import cell_configs
-from zoo.train.run import run_dir
+from zoo.train.rundir import run_dir
 
 
 def run_stage(name: str, argv: list[str]) -> None:

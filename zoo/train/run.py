@@ -16,7 +16,8 @@ from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter
 from zoo.train.ids import with_identity
 from zoo.train.module import Classifier
-from zoo.train.rundir import RunDir, zoo_dir
+from zoo.config import validate
+from zoo.train.rundir import RunDir, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,6 @@ class Result:
     reason: str
     seconds: float
     path: Path
-
-
-def run_dir(cfg: DictConfig) -> RunDir:
-    return RunDir(zoo_dir(Path(cfg.paths.runs).resolve(), cfg.zoo.name) / "models" / cfg.id)
 
 
 def checkpoint_epochs(cfg: DictConfig) -> set[int]:
@@ -46,6 +43,7 @@ def checkpoint_epochs(cfg: DictConfig) -> set[int]:
 def train_model(cfg: DictConfig) -> Result:
     """Train the model `cfg` describes. Divergence and errors are recorded in the run dir's
     `status`, not raised, so one bad cell never stops a sweep."""
+    validate(cfg)
     cfg = with_identity(cfg)
     run = run_dir(cfg)
     if run.is_done():

@@ -97,6 +97,11 @@ class RunDir:
         write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def run_dir(cfg: DictConfig) -> RunDir:
+    """The run dir of the model `cfg` (with `id`) describes."""
+    return RunDir(zoo_dir(Path(cfg.paths.runs).resolve(), cfg.zoo.name) / "models" / cfg.id)
+
+
 def list_runs(runs_root: str | Path, zoo: str) -> list[RunDir]:
     models = zoo_dir(runs_root, zoo) / "models"
     return [RunDir(p) for p in sorted(models.iterdir()) if p.is_dir()] if models.exists() else []

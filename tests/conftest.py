@@ -1,0 +1,29 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Small, fast cells: the first 300 mnist1d samples, a few epochs.
+FAST = ["data.n_train=300", "trainer.max_epochs=2"]
+
+
+def zoo_train(root: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`zoo-train` through its real entry point, all outputs under `root`."""
+    flags = [o for o in overrides if o.startswith("-")]  # argparse wants flags before overrides
+    values = [o for o in overrides if not o.startswith("-")]
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.train", *flags, f"paths.root={root}", *values],
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"zoo-train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """One mnist1d cache for the whole session (generating it takes seconds)."""
+    from zoo.data.mnist1d import load_mnist1d
+
+    root = tmp_path_factory.mktemp("data")
+    load_mnist1d(root)
+    return root

@@ -1,0 +1,157 @@
+"""Training a zoo through the real `zoo-train` entry point: Hydra multirun, resume, skip, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FAST, zoo_train
+from zoo.data import Batches, load
+from zoo.models import build
+from zoo.sweep import cell_configs
+from zoo.train.evaluate import evaluate
+from zoo.train.rundir import run_dir
+
+GRID = ["zoo=demo", "model.width=4,8", "data.batch_size=64,256", "seed=0", *FAST]
+
+
+def data_opts(root, data_root):
+    return [f"paths.root={root}", f"paths.data={data_root}"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, data_root):
+    """A 2x2 grid trained once by a real Hydra multirun on the parallel local launcher."""
+    root = tmp_path_factory.mktemp("sweep")
+    overrides = [*GRID, f"paths.data={data_root}"]
+    proc = zoo_train(root, "-m", *overrides)
+    cfgs = cell_configs([f"paths.root={root}", *overrides])
+    return root, overrides, cfgs, proc
+
+
+def test_multirun_writes_complete_run_dirs(sweep):
+    root, _, cfgs, _ = sweep
+    assert len(cfgs) == 4
+    models = sorted(p.name for p in (root / "runs" / "demo" / "models").iterdir())
+    assert models == sorted(cfg.id for cfg in cfgs)
+    for cfg in cfgs:
+        run = run_dir(cfg)
+        assert cfg.id.startswith(f"mlp-w{cfg.model.width}-b{cfg.data.batch_size}-s0-")
+        assert run.status() == ("ok", "") and run.is_done()
+        assert run.config().grid == {"model.width": cfg.model.width, "data.batch_size": cfg.data.batch_size, "seed": 0}
+        rows = run.metrics()
+        assert [r["epoch"] for r in rows] == [0, 1, 2]
+        assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+        assert sorted(run.checkpoints()) == [0, 1, 2]
+        assert run.last_ckpt.exists()
+
+
+def test_ids_are_stable_and_distinct(sweep):
+    root, overrides, cfgs, _ = sweep
+    again = cell_configs([f"paths.root={root}", *overrides])
+    assert [c.id for c in again] == [c.id for c in cfgs]
+    assert len({c.id for c in cfgs}) == 4
+    longer = cell_configs([f"paths.root={root}", *overrides, "trainer.max_epochs=3"])
+    assert not {c.id for c in longer} & {c.id for c in cfgs}, "a longer schedule is a different model"
+
+
+def test_checkpoints_reproduce_logged_accuracy(sweep, data_root):
+    _, _, cfgs, _ = sweep
+    for cfg in cfgs:
+        run = run_dir(cfg)
+        data = load(cfg.data, data_root)
+        logged = {r["epoch"]: r for r in run.metrics()}
+        for epoch, path in run.checkpoints().items():
+            model = build(cfg.model)
+            model.load_state_dict(load_file(path))
+            result = evaluate(model, Batches(data.x_test, data.y_test, 1000))
+            assert result["acc"] == logged[epoch]["test_acc"]
+            assert result["loss"] == pytest.approx(logged[epoch]["test_loss"], rel=1e-6)
+
+
+def test_rerun_of_finished_sweep_trains_nothing(sweep):
+    root, overrides, cfgs, _ = sweep
+    before = {cfg.id: run_dir(cfg).metrics_path.stat().st_mtime_ns for cfg in cfgs}
+    proc = zoo_train(root, "-m", *overrides)
+    assert proc.stderr.count("already done (ok), skipped") + proc.stdout.count("already done (ok), skipped") == 4
+    assert {cfg.id: run_dir(cfg).metrics_path.stat().st_mtime_ns for cfg in cfgs} == before
+
+
+def test_same_seed_gives_bitwise_identical_weights(tmp_path, data_root):
+    finals = []
+    for name in ("a", "b"):
+        zoo_train(tmp_path / name, f"paths.data={data_root}", "model.width=8", "data.batch_size=32", *FAST)
+        (model_dir,) = (tmp_path / name / "runs" / "demo" / "models").iterdir()
+        finals.append(load_file(model_dir / "ckpt" / "epoch_0002.safetensors"))
+    assert finals[0].keys() == finals[1].keys()
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_divergence_is_recorded_and_the_sweep_completes(tmp_path, data_root):
+    proc = zoo_train(tmp_path, "-m", "hydra/launcher=basic", f"paths.data={data_root}", "model.width=16",
+                     "data.batch_size=32", "seed=0", "optim.lr=0.05,1e3", *FAST)
+    assert proc.returncode == 0
+    cfgs = cell_configs([f"paths.root={tmp_path}", f"paths.data={data_root}", "model.width=16",
+                         "data.batch_size=32", "seed=0", "optim.lr=0.05,1e3", *FAST])
+    assert len(cfgs) == 2
+    states = {cfg.optim.lr: run_dir(cfg).status() for cfg in cfgs}
+    assert states[0.05] == ("ok", "")
+    assert states[1e3][0] == "diverged" and "epoch 1" in states[1e3][1]
+    assert all(run_dir(cfg).is_done() for cfg in cfgs), "a diverged model is finished, not retried"
+
+
+def _final_state(root):
+    (model_dir,) = (root / "runs" / "demo" / "models").iterdir()
+    rows = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    return model_dir, rows, load_file(max((model_dir / "ckpt").iterdir()))
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_root):
+    args = [f"paths.data={data_root}", "model.width=32", "data.batch_size=8", "data.n_train=1000",
+            "trainer.max_epochs=12", "checkpoint.epochs=[0,12]"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "zoo.cli.train", f"paths.root={killed}", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = None
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once a few epochs (and last.ckpt) are on disk
+        found = list((killed / "runs" / "demo" / "models").glob("*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 5:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics is not None, "training did not get going"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (metrics.parent / "DONE").exists() and (metrics.parent / "last.ckpt").exists()
+    n_before = len(metrics.read_text().splitlines())
+    assert n_before < 13, "killed too late to test resume"
+
+    zoo_train(killed, *args)
+    zoo_train(tmp_path / "straight", *args)
+    run_k, rows_k, weights_k = _final_state(killed)
+    _, rows_s, weights_s = _final_state(tmp_path / "straight")
+    assert [r["epoch"] for r in rows_k] == list(range(13)), "epochs continuous, none lost or duplicated"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(rows_k) == strip(rows_s)
+    assert all(torch.equal(weights_k[k], weights_s[k]) for k in weights_s)
+    assert (run_k / "DONE").exists()
+
+
+def test_misspelt_key_gives_hydras_error(tmp_path):
+    proc = zoo_train(tmp_path, "model.widht=8", check=False)
+    assert proc.returncode != 0
+    assert "Could not override 'model.widht'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_value_names_the_key(tmp_path):
+    proc = zoo_train(tmp_path, "model.width=abc", check=False)
+    assert proc.returncode != 0
+    assert "model.width='abc' is not a positive integer" in proc.stderr
