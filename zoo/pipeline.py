@@ -16,7 +16,7 @@ def run_stage(name: str, argv: list[str]) -> None:
 
 
 def run_pipeline(overrides: list[str]) -> int:
-    """train → summary for the zoo the overrides select; exit code 1 if any model failed."""
+    """train → landscape → phases for the zoo the overrides select; exit code 1 if any model failed."""
     timings = {}
     start = time.perf_counter()
     cfgs = cell_configs(overrides)
@@ -29,6 +29,10 @@ def run_pipeline(overrides: list[str]) -> int:
 
     print(f"\n== summary\n\n{cell_table(cfgs)}")
     counts = status_counts(cfgs)
+    for stage in ("landscape", "phases"):
+        start = time.perf_counter()
+        run_stage(stage, [f"zoo.cli.{stage}", *overrides])
+        timings[stage] = time.perf_counter() - start
     print("\nstatus:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     print("wall time per stage:", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     if counts["failed"]:

@@ -25,8 +25,14 @@ def cell_table(cfgs: Iterable[DictConfig]) -> str:
         accs = [acc for state, acc in cells[key] if state == "ok" and acc is not None]
         mean = f"{sum(accs) / len(accs):.3f}" if accs else "-"
         rows.append([*map(str, key), str(len(cells[key])), " ".join(f"{s}:{n}" for s, n in sorted(states.items())), mean])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows])
+    return format_table(header, rows)
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    """Aligned plain-text columns; floats to 3 significant digits."""
+    cells = [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
 def status_counts(cfgs: Iterable[DictConfig]) -> Counter:

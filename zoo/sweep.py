@@ -22,13 +22,17 @@ def compose_config(overrides: list[str] = (), *, hydra: bool = False, config_nam
         return compose(config_name, list(overrides), return_hydra_config=hydra)
 
 
+def fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that are not sweeps (`a=1,2` is a sweep): what every cell shares."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
 def cell_overrides(overrides: list[str] = ()) -> list[list[str]]:
     """One override list per cell of the sweep, in Hydra's launch order."""
-    parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
-    params = compose_config(fixed, hydra=True).hydra.sweeper.params or {}
+    params = compose_config(fixed_overrides(overrides), hydra=True).hydra.sweeper.params or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
-    parsed = parser.parse_overrides(arguments)
+    parsed = OverridesParser.create().parse_overrides(arguments)
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 

@@ -2,7 +2,7 @@
 
 The same grid cell always gets the same id, so a relaunched sweep finds its finished
 and unfinished models. Sections that only say *where* or *how fast* (paths, which
-epochs are saved, launcher, threads, the zoo's name) do not enter the hash.
+epochs are saved, launcher, threads, post-processing, the zoo's name) do not enter the hash.
 """
 
 import hashlib
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "hydra", "id", "grid")
+NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "landscape", "phases", "hydra", "id", "grid")
 
 
 def _plain(cfg: DictConfig | Mapping) -> dict:

@@ -1,0 +1,33 @@
+"""`zoo-phases [overrides]`: phase table + figures of a zoo, or `metrics_csv=path.csv`
+to re-label any table with columns (the zoo's axes, train_loss, mc_loss_train, cka)."""
+
+import sys
+from pathlib import Path
+
+from zoo.landscape.table import relabel_csv, write_phases
+from zoo.summary import format_table
+from zoo.sweep import cell_configs, compose_config, fixed_overrides
+
+SHOWN = ("n_models", "train_loss", "test_acc", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "phase")
+
+
+def main() -> None:
+    overrides = [f"phases.{o}" if o.startswith("metrics_csv=") else o for o in sys.argv[1:]]
+    cfg = compose_config(fixed_overrides(overrides))
+    csv = cfg.phases.metrics_csv
+    if csv:
+        out, rows = relabel_csv(Path(csv), cfg)
+        axes = list(cfg.zoo.axes)
+    else:
+        cfgs = cell_configs(overrides)
+        out, rows = write_phases(cfgs)
+        axes = list(cfgs[0].zoo.axes)
+    columns = [*axes, *(c for c in SHOWN if c in rows[0])]
+    print(format_table(columns, [[r[c] if r[c] is not None else "-" for c in columns] for r in rows]))
+    print(f"\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}"
+                                        for p in ("I", "II", "III", "IV-A", "IV-B", None)))
+    print(f"phase table: {out}\nfigures: {out.parent / 'figures' if not csv else out.parent}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The landscape stage: per-model Hessian metrics and per-seed-pair CKA / mode connectivity.
+
+Work is split into independent items — one per model, one per pair of seeds of a grid
+cell — each covering every measured epoch and written atomically at the end, so a rerun
+skips finished items and a killed run redoes only the items it was in.
+
+    runs/<zoo>/models/<id>/landscape.json     {"<epoch>": {hessian_top, hessian_trace, ...}}
+    runs/<zoo>/pairs/<id_a>__<id_b>.json      {"<epoch>": {cka, mc_loss_train, ..., curves}}
+"""
+
+import itertools
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from zoo import data as datasets
+from zoo.atomic import write_json
+from zoo.models import build
+from zoo.train.rundir import RunDir, run_dir
+
+
+@dataclass
+class Item:
+    """One unit of work: `runs` (1 model, or 2 seeds of a cell) at `epochs`, written to `out`,
+    measured with the current `landscape` settings on the data under `data_root`."""
+    runs: tuple[str, ...]
+    epochs: tuple[int, ...]
+    out: str
+    landscape: dict
+    data_root: str
+
+    @property
+    def kind(self) -> str:
+        return "model" if len(self.runs) == 1 else "pair"
+
+
+def cell_key(cfg: DictConfig) -> tuple:
+    return tuple(cfg.grid[axis] for axis in cfg.zoo.axes)
+
+
+def measured_epochs(cfg: DictConfig) -> tuple[int, ...]:
+    wanted = cfg.landscape.epochs
+    return tuple(sorted({cfg.trainer.max_epochs if e == "final" else int(e) for e in wanted}))
+
+
+def pairs_dir(cfg: DictConfig) -> Path:
+    return run_dir(cfg).path.parent.parent / "pairs"
+
+
+def plan(cfgs: Sequence[DictConfig]) -> list[Item]:
+    """All items of a zoo: one per trained (`ok`) model, one per pair of `ok` seeds of a cell."""
+    ok = [cfg for cfg in cfgs if run_dir(cfg).status()[0] == "ok"]
+
+    def item(members: Sequence[DictConfig], out: Path) -> Item:
+        first = members[0]
+        return Item(tuple(str(run_dir(c).path) for c in members), measured_epochs(first), str(out),
+                    OmegaConf.to_container(first.landscape, resolve=True), str(Path(first.paths.data).resolve()))
+
+    items = [item([c], run_dir(c).path / "landscape.json") for c in ok]
+    cells = defaultdict(list)
+    for cfg in ok:
+        cells[cell_key(cfg)].append(cfg)
+    for seeds in cells.values():
+        for a, b in itertools.combinations(sorted(seeds, key=lambda c: c.seed), 2):
+            items.append(item([a, b], pairs_dir(a) / f"{a.id}__{b.id}.json"))
+    return items
+
+
+def is_done(item: Item) -> bool:
+    path = Path(item.out)
+    return path.exists() and all(str(e) in json.loads(path.read_text()) for e in item.epochs)
+
+
+# -- measuring one item (runs in a worker process) -------------------------------------------
+
+def _model(run: RunDir, cfg: DictConfig, epoch: int) -> torch.nn.Module:
+    path = run.ckpt_path(epoch)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: add epoch {epoch} to checkpoint.epochs and retrain, "
+                                f"or change landscape.epochs")
+    model = build({**cfg.model, "init": "default"})
+    model.load_state_dict(load_file(path))
+    return model.eval()
+
+
+def _subset(x, y, n: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A fixed, seeded subset of `n` samples in batches: the same for every model of a zoo."""
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return [(x[i], y[i]) for i in idx.split(batch_size)]
+
+
+def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictConfig) -> dict:
+    from zoo.landscape.hessian import hessian_metrics
+
+    h = land.hessian
+    batches = _subset(*data.split(h.split), h.n_samples, h.batch_size, h.seed)
+    start = time.perf_counter()
+    m = hessian_metrics(_model(run, cfg, epoch), F.cross_entropy, batches, top_n=h.top_n,
+                        max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol, seed=h.seed)
+    return {"hessian_top": m["top_eigenvalues"][0], "hessian_top_eigenvalues": m["top_eigenvalues"],
+            "hessian_trace": m["trace"], "hessian_trace_std": m["trace_std"], "hessian_n_hvp": m["n_hvp"],
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfig], epoch: int, data,
+                  land: DictConfig) -> dict:
+    from zoo.landscape.cka import minibatch_cka
+    from zoo.landscape.connectivity import connectivity_metrics
+
+    a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
+    start = time.perf_counter()
+    cka_batches = datasets.Batches(*data.split(land.cka.split), land.cka.batch_size)
+    result = {"cka": minibatch_cka(a, b, list(cka_batches), layer=land.cka.layer)}
+    bz = land.bezier
+    train = list(datasets.Batches(*data.split("train"), bz.batch_size))
+    test = list(datasets.Batches(*data.split("test"), bz.batch_size))
+    result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=bz.steps,
+                                   lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed)
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def run_item(item: Item) -> Item:
+    """Measure every missing epoch of `item` and write its JSON atomically."""
+    torch.set_num_threads(1)
+    runs = tuple(RunDir(p) for p in item.runs)
+    cfgs = tuple(r.config() for r in runs)
+    data = datasets.load(cfgs[0].data, item.data_root)
+    land = OmegaConf.create(item.landscape)
+    out = Path(item.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    for epoch in item.epochs:
+        if str(epoch) not in results:
+            results[str(epoch)] = (_model_metrics(runs[0], cfgs[0], epoch, data, land) if item.kind == "model"
+                                   else _pair_metrics(runs, cfgs, epoch, data, land))
+    write_json(out, results)
+    return item
+
+
+def run_landscape(cfgs: Sequence[DictConfig], workers: int = -1) -> dict[str, int]:
+    """Measure every missing item of the zoo in parallel processes, with a progress bar."""
+    items = plan(cfgs)
+    todo = [item for item in items if not is_done(item)]
+    workers = min(os.cpu_count() if workers in (-1, None) else workers, max(len(todo), 1))
+    failed = []
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_item, item): item for item in todo}
+        for future in tqdm(as_completed(futures), total=len(todo), desc="landscape items", unit="item"):
+            if future.exception() is not None:
+                failed.append(futures[future])
+                tqdm.write(f"landscape item {futures[future].out} failed: {future.exception()!r}")
+    return {"items": len(items), "measured": len(todo) - len(failed), "failed": len(failed)}
+
+
+def load_results(cfgs: Sequence[DictConfig]) -> tuple[dict[str, dict], dict[tuple[str, str], dict]]:
+    """Per-model and per-pair results on disk, keyed by model id / (id_a, id_b)."""
+    per_model, per_pair = {}, {}
+    for item in plan(cfgs):
+        if Path(item.out).exists():
+            results = json.loads(Path(item.out).read_text())
+            ids = tuple(Path(p).name for p in item.runs)
+            (per_model if item.kind == "model" else per_pair)[ids[0] if len(ids) == 1 else ids] = results
+    return per_model, per_pair

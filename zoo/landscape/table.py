@@ -1,0 +1,128 @@
+"""The phase table of a zoo: one row per grid cell, metrics averaged over seeds and seed pairs.
+
+Written by `zoo-phases` as `runs/<zoo>/phases.csv` (+ `phases.json`: model id -> phase,
+for packing) with PNG figures in `runs/<zoo>/figures/`.
+"""
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from zoo.atomic import write_json, write_text
+from zoo.landscape.phases import classify
+from zoo.landscape.plots import heatmap, phase_map
+from zoo.landscape.stage import cell_key, load_results, measured_epochs
+from zoo.train.rundir import run_dir
+
+TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+MODEL_KEYS = ("hessian_top", "hessian_trace")
+PAIR_KEYS = ("cka", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test", "linear_mc_loss_train")
+PLOTTED = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "linear_mc_loss_train")
+
+
+def _mean(values: list) -> float:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else math.nan
+
+
+def thresholds(cfg: DictConfig) -> dict:
+    p = cfg.phases
+    return {"loss_threshold": p.loss_threshold, "mc_epsilon": p.mc_epsilon, "cka_threshold": p.cka_threshold}
+
+
+def label(row: dict, cfg: DictConfig) -> str | None:
+    """The row's phase; None where a seed did not finish `ok` (diverged cells have no landscape)."""
+    if row.get("n_ok", 1) < row.get("n_models", 1):
+        return None
+    return classify({**row, "mc": row[cfg.phases.mc_key]}, **thresholds(cfg))
+
+
+def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
+    """One row per cell: axes, counts, mean final train metrics, landscape metrics, phase."""
+    per_model, per_pair = load_results(cfgs)
+    cells = defaultdict(list)
+    for cfg in cfgs:
+        cells[cell_key(cfg)].append(cfg)
+    rows = []
+    for key, members in sorted(cells.items()):
+        first = members[0]
+        epoch = str(measured_epochs(first)[-1])
+        ok = [c for c in members if run_dir(c).status()[0] == "ok"]
+        finals = [run_dir(c).metrics()[-1] for c in ok]
+        row = dict(zip(first.zoo.axes, key)) | {"n_models": len(members), "n_ok": len(ok)}
+        row |= {k: _mean([f[k] for f in finals]) for k in TRAIN_KEYS}
+        row |= {k: _mean([per_model.get(c.id, {}).get(epoch, {}).get(k) for c in ok]) for k in MODEL_KEYS}
+        pairs = [per_pair[p][epoch] for p in per_pair if p[0] in {c.id for c in ok} and epoch in per_pair[p]]
+        row |= {k: _mean([p.get(k) for p in pairs]) for k in PAIR_KEYS}
+        if len(ok) == len(members) and not pairs:
+            raise ValueError(f"cell {row} has no pair measurements at epoch {epoch}: run zoo-landscape first "
+                             "(phases need at least 2 seeds per cell)")
+        row["phase"] = label(row, first)
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: Sequence[Mapping], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a metrics CSV; numeric cells become floats, empty cells None."""
+    def parse(value: str):
+        if value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_figures(rows: Sequence[dict], axes: Sequence[str], out_dir: Path, title: str) -> list[Path]:
+    x, y = axes
+    paths = [phase_map(rows, x, y, out_dir / "phase_map.png", title=f"{title}: phases")]
+    for metric in PLOTTED:
+        if any(isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric]) for r in rows):
+            paths.append(heatmap(rows, x, y, metric, out_dir / f"{metric}.png", title=f"{title}: {metric}"))
+    return paths
+
+
+def write_phases(cfgs: Sequence[DictConfig]) -> tuple[Path, list[dict]]:
+    """phases.csv, phases.json and figures for the zoo; returns the CSV path and rows."""
+    rows = phase_rows(cfgs)
+    zoo_path = run_dir(cfgs[0]).path.parent.parent
+    write_csv(rows, zoo_path / "phases.csv")
+    by_cell = {tuple(r[a] for a in cfgs[0].zoo.axes): r["phase"] for r in rows}
+    write_json(zoo_path / "phases.json", {c.id: by_cell[cell_key(c)] for c in cfgs})
+    write_figures(rows, list(cfgs[0].zoo.axes), zoo_path / "figures", cfgs[0].zoo.name)
+    return zoo_path / "phases.csv", rows
+
+
+def relabel_csv(path: Path, cfg: DictConfig) -> tuple[Path, list[dict]]:
+    """Classify every row of a metrics CSV (columns: the zoo's axes, train_loss, mc key, cka);
+    writes `<name>_phases.csv` and figures beside it."""
+    rows = read_csv(path)
+    missing = {*cfg.zoo.axes, "train_loss", cfg.phases.mc_key} - set(rows[0])
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}; set zoo.axes / phases.mc_key to match "
+                         f"its columns {list(rows[0])}")
+    for row in rows:
+        row["phase"] = label(row, cfg)
+    out = path.with_name(f"{path.stem}_phases.csv")
+    write_csv(rows, out)
+    write_figures(rows, list(cfg.zoo.axes), path.parent / f"{path.stem}_figures", path.stem)
+    return out, rows
