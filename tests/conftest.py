@@ -1,3 +1,5 @@
+pytest_plugins = ["slurm_cluster"]  # the one-node SLURM test cluster fixtures
+
 import subprocess
 import sys
 from pathlib import Path

@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Start a one-node SLURM cluster on localhost (munged + slurmctld + slurmd) with
+# all of its state in one directory, for tests and CI.
+#
+#   eval "$(bash slurm/testcluster/start.sh [STATE_DIR])"
+#
+# stdout carries only the line `export SLURM_CONF=STATE_DIR/slurm.conf`; progress
+# goes to stderr. Idempotent: if the cluster is already up with the same
+# slurm.conf it does nothing; if only MaxArraySize changed it restarts slurmctld
+# (~2 s, jobs survive); any other change restarts slurmctld and slurmd.
+#
+# Environment:
+#   ZOO_SLURM_DIR             state dir when no argument is given (/tmp/zoo-slurm)
+#   ZOO_SLURM_MAX_ARRAY_SIZE  MaxArraySize (1001, SLURM's default; caps the array *index*)
+#   ZOO_SLURM_PORT            slurmctld port (6817); slurmd uses the next one
+#   ZOO_SLURM_START_TIMEOUT   seconds to wait for the node to come up (60)
+set -euo pipefail
+
+# Debian installs the daemons and mungekey in /usr/sbin, missing from some PATHs.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+if [ "$(id -u)" -ne 0 ]; then
+    # slurmd has to run as root to start jobs as the submitting user.
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo -n --preserve-env=ZOO_SLURM_DIR,ZOO_SLURM_MAX_ARRAY_SIZE,ZOO_SLURM_PORT,ZOO_SLURM_START_TIMEOUT \
+            bash "$0" "$@"
+    fi
+    echo "start.sh: must run as root (or with sudo available)" >&2
+    exit 1
+fi
+
+for tool in munged mungekey slurmctld slurmd sinfo scontrol; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "start.sh: $tool not found; run: bash $(dirname "$0")/install.sh" >&2
+        exit 1
+    }
+done
+
+STATE_DIR=${1:-${ZOO_SLURM_DIR:-/tmp/zoo-slurm}}
+mkdir -p "$STATE_DIR"
+STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
+MAX_ARRAY_SIZE=${ZOO_SLURM_MAX_ARRAY_SIZE:-1001}
+CTLD_PORT=${ZOO_SLURM_PORT:-6817}
+SLURMD_PORT=$((CTLD_PORT + 1))
+TIMEOUT=${ZOO_SLURM_START_TIMEOUT:-60}
+
+CONF=$STATE_DIR/slurm.conf
+MUNGE_DIR=$STATE_DIR/munge          # socket + pid: must be world-traversable (munged checks)
+MUNGE_PRIV=$MUNGE_DIR/private       # key, seed, log: private to the munge user
+MUNGE_SOCKET=$MUNGE_DIR/munge.socket.2
+RUN_DIR=$STATE_DIR/run
+LOG_DIR=$STATE_DIR/log
+export SLURM_CONF=$CONF             # for the scontrol/sinfo calls below
+
+log() { echo "start.sh: $*" >&2; }
+
+# Serialise concurrent start/stop calls on the same state dir (e.g. pytest-xdist workers).
+# The daemons are started with fd 9 closed: munged would otherwise hold the lock forever.
+exec 9>"$STATE_DIR/.lock"
+flock 9
+
+# alive PIDFILE NAME: the pid in PIDFILE is running and is NAME (guards against pid reuse).
+alive() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
+
+# stop_pid PIDFILE NAME: SIGTERM, wait up to 10 s, then SIGKILL.
+stop_pid() {
+    alive "$1" "$2" || { rm -f "$1"; return 0; }
+    local pid
+    pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$1"
+}
+
+print_logs() {
+    local f
+    for f in "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" "$MUNGE_PRIV/munged.log"; do
+        [ -f "$f" ] || continue
+        echo "---- tail of $f" >&2
+        tail -n 25 "$f" >&2
+    done
+}
+
+die() {
+    log "ERROR: $*"
+    print_logs
+    exit 1
+}
+
+# check_daemon PIDFILE NAME: die if NAME has exited. A daemon writes its pid file
+# only after forking, so a missing pid file counts only 3 s after LAUNCHED.
+LAUNCHED=$SECONDS
+check_daemon() {
+    alive "$1" "$2" && return 0
+    if [ -s "$1" ] || [ $((SECONDS - LAUNCHED)) -ge 3 ]; then
+        die "$2 exited (see its log below)"
+    fi
+}
+
+# ---------------------------------------------------------------- slurm.conf
+# slurmd identifies its node by the short hostname; addresses are pinned to
+# 127.0.0.1 so that nothing depends on DNS or /etc/hosts.
+HOST=$(hostname -s)
+CPUS=$(nproc)
+MEM_MB=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
+# A cgroup (v2) memory limit below the machine's memory is the real limit.
+if [ -r /sys/fs/cgroup/memory.max ]; then
+    cg=$(cat /sys/fs/cgroup/memory.max)
+    if [ "$cg" != max ] && [ $((cg / 1048576)) -lt "$MEM_MB" ]; then MEM_MB=$((cg / 1048576)); fi
+fi
+# Keep a margin for the OS and the daemons: 10 %, at least 512 MB.
+MARGIN=$((MEM_MB / 10 > 512 ? MEM_MB / 10 : 512))
+REAL_MEM=$((MEM_MB - MARGIN))
+[ "$REAL_MEM" -ge 256 ] || die "too little memory (${MEM_MB} MB)"
+# Without a default, CR_Core_Memory gives a job with no --mem the whole node's
+# memory, so only one job would run at a time.
+DEF_MEM_PER_CPU=$((REAL_MEM / CPUS < 1024 ? REAL_MEM / CPUS : 1024))
+MAX_JOB_COUNT=$((MAX_ARRAY_SIZE * 2 > 10000 ? MAX_ARRAY_SIZE * 2 : 10000))
+
+mkdir -p "$RUN_DIR" "$LOG_DIR" "$STATE_DIR/ctld" "$STATE_DIR/spool"
+NEW_CONF=$STATE_DIR/slurm.conf.new
+cat >"$NEW_CONF" <<EOF
+# Generated by slurm/testcluster/start.sh; edits are overwritten.
+ClusterName=zoo
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+SlurmUser=root
+SlurmdUser=root
+# Our own munged, on a socket in the state dir. cred_expire (min 5) is also the
+# delay before a requeued job may start again (default 120 s).
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
+StateSaveLocation=$STATE_DIR/ctld
+SlurmdSpoolDir=$STATE_DIR/spool
+SlurmctldPidFile=$RUN_DIR/slurmctld.pid
+SlurmdPidFile=$RUN_DIR/slurmd.pid
+SlurmctldLogFile=$LOG_DIR/slurmctld.log
+SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmctldDebug=info
+MailProg=/bin/true
+SlurmdDebug=info
+# No cgroups, no accounting database: works in containers (sacct does not work).
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$DEF_MEM_PER_CPU
+# Fast scheduling and short timers for tests.
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=1
+MessageTimeout=10
+KillWait=5
+InactiveLimit=0
+Waittime=0
+SlurmdTimeout=60
+# Finished jobs stay visible to scontrol for 5 minutes (sacct is unavailable).
+MinJobAge=300
+# A DOWN node returns to service as soon as its slurmd registers again.
+ReturnToService=2
+# Batch jobs can be requeued (submitit requeues on timeout/preemption).
+JobRequeue=1
+MaxArraySize=$MAX_ARRAY_SIZE
+MaxJobCount=$MAX_JOB_COUNT
+# Trust the numbers below rather than draining the node if hardware detection disagrees.
+SlurmdParameters=config_overrides
+NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS Sockets=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$REAL_MEM State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+
+# ---------------------------------------------------------------- munged
+MUNGE_USER=()
+start_munged() {
+    mkdir -p "$MUNGE_PRIV"
+    chmod 0755 "$MUNGE_DIR"
+    chmod 0700 "$MUNGE_PRIV"
+    # Run as the unprivileged `munge` user (as Debian does) when it can reach the
+    # state dir; otherwise as root, which munged also accepts.
+    if id munge >/dev/null 2>&1 && runuser -u munge -- test -x "$MUNGE_DIR" 2>/dev/null; then
+        chown -R munge:munge "$MUNGE_DIR"
+        MUNGE_USER=(runuser -u munge --)
+    else
+        chown -R root:root "$MUNGE_DIR"
+    fi
+    if [ ! -s "$MUNGE_PRIV/munge.key" ]; then
+        "${MUNGE_USER[@]}" mungekey -c -k "$MUNGE_PRIV/munge.key"
+    fi
+    rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    "${MUNGE_USER[@]}" munged --socket="$MUNGE_SOCKET" --key-file="$MUNGE_PRIV/munge.key" \
+        --pid-file="$MUNGE_DIR/munged.pid" --log-file="$MUNGE_PRIV/munged.log" \
+        --seed-file="$MUNGE_PRIV/munged.seed" 9>&- ||
+        die "munged failed to start"
+}
+
+if alive "$MUNGE_DIR/munged.pid" munged; then
+    :
+else
+    log "starting munged"
+    start_munged
+fi
+munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1 ||
+    die "munge self-test failed (socket $MUNGE_SOCKET)"
+
+# ---------------------------------------------------------------- slurm daemons
+start_slurm() {
+    log "starting slurmctld and slurmd (state in $STATE_DIR)"
+    LAUNCHED=$SECONDS
+    if ! alive "$RUN_DIR/slurmctld.pid" slurmctld; then
+        rm -f "$RUN_DIR/slurmctld.pid"
+        slurmctld -f "$CONF" 9>&- || die "slurmctld failed to start"
+    fi
+    # slurmd must find the controller, so wait for it to answer first. A client
+    # call to a dead controller takes seconds (retries), so check the process too.
+    local deadline=$((SECONDS + TIMEOUT))
+    while :; do
+        sleep 0.2
+        check_daemon "$RUN_DIR/slurmctld.pid" slurmctld
+        scontrol ping 2>/dev/null | grep -q UP && break
+        [ "$SECONDS" -lt "$deadline" ] || die "slurmctld not answering after ${TIMEOUT}s"
+    done
+    if ! alive "$RUN_DIR/slurmd.pid" slurmd; then
+        rm -f "$RUN_DIR/slurmd.pid"
+        LAUNCHED=$SECONDS
+        slurmd -f "$CONF" -N "$HOST" 9>&- || die "slurmd failed to start"
+    else
+        # slurmd kept running: make it re-read slurm.conf and register now,
+        # rather than after the controller's next ping (node UNKNOWN for ~5 s).
+        scontrol reconfigure || die "scontrol reconfigure failed"
+    fi
+}
+
+# Settings that only slurmctld reads.
+CTLD_ONLY='^(MaxArraySize|MaxJobCount)='
+ctld_up=0
+alive "$RUN_DIR/slurmctld.pid" slurmctld && alive "$RUN_DIR/slurmd.pid" slurmd && ctld_up=1
+
+if [ "$ctld_up" = 1 ] && cmp -s "$NEW_CONF" "$CONF"; then
+    rm -f "$NEW_CONF"
+    log "already running with this configuration"
+elif [ "$ctld_up" = 1 ] && diff -q <(grep -v -E "$CTLD_ONLY" "$NEW_CONF") \
+    <(grep -v -E "$CTLD_ONLY" "$CONF") >/dev/null; then
+    # Only controller limits changed. `scontrol reconfigure` is not enough: in
+    # 22.05 `scontrol show config` then reports the new MaxArraySize but sbatch is
+    # still checked against the old one. Restarting slurmctld alone is quick and
+    # keeps jobs (state is saved in StateSaveLocation).
+    mv "$NEW_CONF" "$CONF"
+    log "MaxArraySize -> $MAX_ARRAY_SIZE: restarting slurmctld"
+    stop_pid "$RUN_DIR/slurmctld.pid" slurmctld
+    start_slurm
+else
+    mv "$NEW_CONF" "$CONF"
+    if [ "$ctld_up" = 1 ]; then
+        log "configuration changed: restarting slurmctld and slurmd"
+    fi
+    # Also clears a half-started cluster (one daemon dead); recorded jobs survive.
+    stop_pid "$RUN_DIR/slurmd.pid" slurmd
+    stop_pid "$RUN_DIR/slurmctld.pid" slurmctld
+    start_slurm
+fi
+
+# ---------------------------------------------------------------- wait for the node
+deadline=$((SECONDS + TIMEOUT))
+resumed=0
+while :; do
+    check_daemon "$RUN_DIR/slurmctld.pid" slurmctld
+    check_daemon "$RUN_DIR/slurmd.pid" slurmd
+    state=$(sinfo -h -n "$HOST" -o %t 2>/dev/null | head -n 1 || true)
+    case "$state" in
+    idle | mix | alloc | comp) break ;;
+    esac
+    # A node left DOWN/DRAINED by an earlier run: try resuming it once.
+    if [ "$resumed" = 0 ] && [ $((deadline - SECONDS)) -lt $((TIMEOUT - 5)) ] &&
+        [[ "$state" =~ ^(down|drain|drng|fail) ]]; then
+        scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true
+        resumed=1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        sinfo -N -l >&2 2>&1 || true
+        scontrol show node "$HOST" >&2 2>&1 || true
+        die "node $HOST not up after ${TIMEOUT}s (sinfo state: '${state:-no answer}')"
+    fi
+    sleep 0.5
+done
+
+# Sanity check: slurmctld reports the MaxArraySize asked for.
+actual=$(scontrol show config | awk '$1 == "MaxArraySize" {print $3}')
+[ "$actual" = "$MAX_ARRAY_SIZE" ] || die "MaxArraySize is $actual, expected $MAX_ARRAY_SIZE"
+
+log "node $HOST is $state: partition debug, ${CPUS} CPUs, ${REAL_MEM} MB, MaxArraySize=$MAX_ARRAY_SIZE"
+echo "export SLURM_CONF=$CONF"
