@@ -1,0 +1,237 @@
+"""Packing a really trained tiny zoo: shards, manifest, determinism, atomicity, verify, HDF5, CLI."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import zoo as zoo_package
+import zoo.cli.pack as pack_cli
+from zoo.load import open_zoo
+from zoo.pack import export_hdf5, pack_zoo, verify
+from zoo.pack.manifest import SCHEMA_PATH
+from zoo.pack.samples import run_samples
+from zoo.pack.shards import write_shards
+from zoo.sweep import compose_config
+from zoo.train.run import train_model
+from zoo.train.rundir import list_runs
+
+TINY = ["data.n_train=300", "trainer.max_epochs=2", "data.batch_size=32"]
+CELLS = [["model.width=4"], ["model.width=8"], ["model.width=16", "optim.lr=1e3"]]  # the last one diverges
+
+
+def train_tiny_zoo(root, data_root, cells=CELLS) -> list:
+    """Train each cell of the demo zoo for 2 epochs into `root/runs/demo` (checkpoints at epochs 0, 1, 2)."""
+    for overrides in cells:
+        train_model(compose_config([f"paths.root={root}", f"paths.data={data_root}", *TINY, *overrides]))
+    return list_runs(root / "runs", "demo")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, data_root):
+    """Two trained models and a diverged one, with landscape/phase results for one model."""
+    root = tmp_path_factory.mktemp("zoo")
+    runs = train_tiny_zoo(root, data_root)
+    ok = [r for r in runs if r.status()[0] == "ok"]
+    (ok[0].path / "landscape.json").write_text(json.dumps({"2": {"top_eig": 3.5, "trace": 10.0}}))
+    (root / "runs" / "demo" / "phases.json").write_text(json.dumps({ok[0].id: "IV-B", ok[1].id: None}))
+    return root, runs
+
+
+def pack(root, out="shards", **kw):
+    kw = {"max_shard_bytes": 2**28, "max_shard_count": 4, "include_failed": False, **kw}
+    return pack_zoo(root / "runs", "demo", root / out, root / "manifests" / f"{out}.json", **kw)
+
+
+@pytest.fixture(scope="module")
+def packed(zoo):
+    root, _ = zoo
+    return root / "manifests" / "shards.json", pack(root)
+
+
+def test_manifest_counts_every_model_and_matches_its_schema(zoo, packed):
+    _, runs = zoo
+    path, manifest = packed
+    assert manifest == json.loads(path.read_text())
+    assert manifest["zoo"] == "demo" and manifest["schema_version"] == 1
+    assert manifest["counts"]["models"] == 3 and manifest["counts"]["packed_models"] == 2
+    assert manifest["counts"]["status"] == {"ok": 2, "diverged": 1}
+    assert manifest["counts"]["phase"] == {"IV-B": 1, "unlabeled": 2}
+    assert manifest["counts"]["samples"] == 6 == sum(s["samples"] for s in manifest["shards"])
+    assert manifest["counts"]["checkpoints"] == sum(len(r.checkpoints()) for r in runs)
+    assert [s["name"] for s in manifest["shards"]] == ["demo-000000.tar", "demo-000001.tar"]
+    assert manifest["grid"] == {"axes": ["model.width", "data.batch_size"],
+                                "values": {"model.width": [4, 8, 16], "data.batch_size": [32], "seed": [0]}}
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(manifest, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_samples_carry_checkpoint_bytes_and_metadata(zoo, packed):
+    root, runs = zoo
+    by_id = {r.id: r for r in runs}
+    tars = sorted((root / "shards").glob("*.tar"))
+    members = [m for t in tars for m in tarfile.open(t).getmembers()]
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o444)}
+    samples = list(open_zoo(packed[0], view="state_dict"))
+    ok = [r for r in runs if r.status()[0] == "ok"]
+    assert [(m["id"], m["epoch"]) for _, m in samples] == [(r.id, e) for r in ok for e in (0, 1, 2)]
+    for weights, meta in samples:
+        run = by_id[meta["id"]]
+        raw = run.ckpt_path(meta["epoch"]).read_bytes()
+        assert meta["sha256"] == hashlib.sha256(raw).hexdigest()
+        expected = load_file(run.ckpt_path(meta["epoch"]))
+        assert list(weights) == ["layers.0.weight", "layers.2.weight", "layers.4.weight"]
+        assert all(torch.equal(weights[k], expected[k]) for k in expected)
+        row = next(r for r in run.metrics() if r["epoch"] == meta["epoch"])
+        assert meta["metrics"] == {k: v for k, v in row.items() if k != "epoch"}
+        assert meta["config"]["id"] == meta["id"] and meta["arch"] == "mlp" and meta["status"] == "ok"
+        assert meta["grid"] == dict(run.config().grid) and meta["n_params"] == sum(t.numel() for t in expected.values())
+        assert meta["version"] == zoo_package.__version__
+        if (run.path / "landscape.json").exists():
+            assert meta["phase"] == "IV-B"
+            assert meta["landscape"] == ({"top_eig": 3.5, "trace": 10.0} if meta["epoch"] == 2 else None)
+        else:
+            assert meta["phase"] is None and meta["landscape"] is None
+
+
+def test_packing_twice_gives_byte_identical_shards(zoo, packed):
+    root, _ = zoo
+    again = pack(root, out="again")
+    first = packed[1]
+    assert again["shards"] == first["shards"]
+    for shard in first["shards"]:
+        assert (root / "again" / shard["name"]).read_bytes() == (root / "shards" / shard["name"]).read_bytes()
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("created", "location")}  # noqa: E731
+    assert strip(again) == strip(first)
+
+
+def test_shards_respect_size_and_count_bounds_and_failed_models_are_optional(zoo, tmp_path):
+    root, runs = zoo
+    sample_bytes = max(p.stat().st_size for r in runs for p in r.checkpoints().values()) + 4096
+    manifest = pack_zoo(root / "runs", "demo", tmp_path / "s", tmp_path / "m.json", max_shard_bytes=2 * sample_bytes,
+                        max_shard_count=3, include_failed=True)
+    diverged = next(r for r in runs if r.status()[0] == "diverged")
+    assert manifest["counts"]["packed_models"] == 3
+    assert manifest["counts"]["samples"] == 6 + len(diverged.checkpoints())
+    assert all(s["bytes"] <= 2 * sample_bytes and s["samples"] <= 3 for s in manifest["shards"])
+    assert len(manifest["shards"]) > manifest["counts"]["samples"] // 3
+    assert verify(tmp_path / "m.json") == []
+
+
+def test_interrupted_pack_leaves_only_complete_shards_and_a_rerun_is_clean(zoo, tmp_path):
+    root, runs = zoo
+    out = tmp_path / "shards"
+
+    def interrupted():
+        for i, sample in enumerate(s for r in runs for s in run_samples(r, "demo", None)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield sample
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(interrupted(), out, "demo", max_bytes=2**28, max_count=2)
+    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar"]
+    assert len(tarfile.open(out / "demo-000000.tar").getmembers()) == 4
+    (out / ".demo-000001.tar.x1y2.tmp").write_bytes(b"half a shard left by kill -9")
+    (out / "demo-000007.tar").write_bytes(b"shard of an earlier, larger pack")
+    pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
+    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar", "demo-000001.tar"]
+    assert verify(tmp_path / "m.json") == []
+
+
+@pytest.fixture
+def shard_copy(zoo, packed, tmp_path):
+    root, _ = zoo
+    return shutil.copytree(root / "shards", tmp_path / "copy")
+
+
+def test_verify_names_shard_and_key_of_a_flipped_byte(packed, shard_copy):
+    path = shard_copy / "demo-000001.tar"
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".weights.safetensors"))
+    data = bytearray(path.read_bytes())
+    data[member.offset_data + member.size - 1] ^= 0x01  # last byte of the last tensor
+    path.write_bytes(bytes(data))
+    problems = verify(packed[0], shards=shard_copy)
+    key = member.name.partition(".")[0]
+    assert f"demo-000001.tar: {key}: weights do not match the sha256 in meta.json" in problems
+    assert any(p.startswith("demo-000001.tar: sha256") for p in problems)
+    assert len(problems) == 2
+
+
+def test_verify_reports_a_missing_shard_and_an_extra_file(packed, shard_copy):
+    (shard_copy / "demo-000000.tar").unlink()
+    (shard_copy / "notes.txt").write_text("not a shard")
+    problems = verify(packed[0], shards=shard_copy)
+    assert problems == [f"{shard_copy / 'notes.txt'}: not listed in the manifest; remove it or re-run zoo-pack",
+                        "demo-000000.tar: missing; download it or re-run zoo-pack"]
+
+
+def test_verify_accepts_a_url_pattern_and_names_the_key_where_a_shard_is_cut(packed, shard_copy):
+    assert verify(packed[0], shards=f"{shard_copy}/demo-{{000000..000001}}.tar") == []
+    path = shard_copy / "demo-000000.tar"
+    cut = tarfile.open(path).getmembers()[1].offset + 100  # inside the header of the first sample's weights
+    path.write_bytes(path.read_bytes()[:cut])
+    problems = verify(packed[0], shards=f"pipe:cat {shard_copy}/demo-{{000000..000001}}.tar")
+    assert problems[0].startswith("demo-000000.tar: truncated after member 'mlp-w4-b32-s0-")
+    assert "_e0000.meta.json'" in problems[0]
+    assert problems[1:3] == ["demo-000000.tar: 0 samples read, the manifest lists 4",
+                             f"demo-000000.tar: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}"]
+    assert problems[3].startswith("demo-000000.tar: sha256") and len(problems) == 4
+
+
+def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
+    path = export_hdf5(packed[0], tmp_path / "demo.h5")
+    stream = {f"{m['id']}_e{m['epoch']:04d}": (w, m) for w, m in open_zoo(packed[0], view="flat")}
+    with h5py.File(path) as h5:
+        assert h5.attrs["zoo"] == "demo"
+        rows = 0
+        for name, group in h5.items():
+            assert name.startswith("mlp-")
+            keys = [k.decode() for k in group["meta/key"][:]]
+            rows += len(keys)
+            names = [n.decode() for n in group["layout/names"][:]]
+            assert names == ["layers.0.weight", "layers.2.weight", "layers.4.weight"]
+            assert group["layout/offsets"][-1] == group["weights"].shape[1]
+            for i, key in enumerate(keys):
+                flat, meta = stream[key]
+                assert np.array_equal(group["weights"][i], flat.numpy())
+                assert json.loads(group["meta/json"][i]) == meta
+                assert group["meta/epoch"][i] == meta["epoch"]
+                assert group["meta/grid/model.width"][i] == meta["grid"]["model.width"]
+                assert group["meta/metrics/test_acc"][i] == meta["metrics"]["test_acc"]
+                assert group["meta/phase"][i].decode() == (meta["phase"] or "")
+                if meta["phase"] == "IV-B":  # the model with landscape.json: NaN at epochs not measured
+                    top_eig = group["meta/landscape/top_eig"][i]
+                    assert top_eig == 3.5 if meta["landscape"] else np.isnan(top_eig)
+        assert rows == len(stream)
+    half = export_hdf5(packed[0], tmp_path / "half.h5", dtype="float16")
+    with h5py.File(half) as h5:
+        group = next(iter(h5.values()))
+        assert group["weights"].dtype == np.float16
+        key = group["meta/key"][0].decode()
+        assert np.allclose(group["weights"][0], stream[key][0].numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
+    root, _ = zoo
+    common = [f"paths.runs={root / 'runs'}", f"paths.root={tmp_path}", "pack.max_shard_count=2"]
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "zoo=demo", *common], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
+    assert pack_cli.main(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
+    assert pack_cli.main(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
+    (tmp_path / "shards" / "demo" / "demo-000002.tar").unlink()
+    capsys.readouterr()
+    assert pack_cli.main(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
+    assert "demo-000002.tar: missing" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="zoo-pack hdf5: 1 shard.s. of .* not found in .*demo-000002.tar"):
+        pack_cli.main(["hdf5", *common])

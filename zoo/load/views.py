@@ -1,0 +1,111 @@
+"""Weights of a sample, decoded from safetensors bytes, in the three views a loader offers.
+
+- `state_dict`: `{name: tensor}` in module order (the order of `meta["layout"]`).
+- `flat`: one float32 vector, the floating-point tensors concatenated in module order
+  (integer buffers such as BatchNorm's `num_batches_tracked` are left out).
+- `layers`: `{module name: float32 vector}`, one per module with floating-point tensors.
+
+Tensors are views on the sample's buffer (no copy); `flat` and `layers` copy only where
+tensors must be concatenated or cast.
+"""
+
+import json
+from collections.abc import Mapping
+
+import torch
+
+# safetensors dtype codes → torch dtypes, and torch dtype names as written in `meta["layout"]`.
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+VIEWS = ("flat", "state_dict", "layers")
+
+
+def read_header(data: bytes | bytearray) -> tuple[dict, int]:
+    """The safetensors header (`{name: {dtype, shape, data_offsets}}`, without `__metadata__`)
+    and the offset where tensor data starts."""
+    size = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or size > len(data) - 8:
+        raise ValueError(f"not a safetensors buffer ({len(data)} bytes, header size {size})")
+    header = json.loads(bytes(data[8:8 + size]))
+    header.pop("__metadata__", None)
+    return header, 8 + size
+
+
+def layout(data: bytes | bytearray, order: list[str]) -> list[dict]:
+    """`[{name, shape, dtype}]` of the tensors in `data`, in `order` (module order)."""
+    header, _ = read_header(data)
+    if sorted(order) != sorted(header):
+        raise ValueError(f"tensor names {sorted(header)} do not match the model's {sorted(order)}")
+    return [{"name": n, "shape": header[n]["shape"], "dtype": str(DTYPES[header[n]["dtype"]]).removeprefix("torch.")}
+            for n in order]
+
+
+def decode(data: bytearray, meta: Mapping) -> dict[str, torch.Tensor]:
+    """The state dict of a sample, in module order, as views on `data` (one shared storage)."""
+    header, start = read_header(data)
+    buffer = torch.frombuffer(data, dtype=torch.uint8)
+    weights = {}
+    for spec in meta["layout"]:
+        info = header[spec["name"]]
+        begin, end = info["data_offsets"]
+        weights[spec["name"]] = buffer[start + begin:start + end].view(DTYPES[info["dtype"]]).view(info["shape"])
+    return weights
+
+
+def flat(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The floating-point tensors, flattened, cast to float32 and concatenated."""
+    parts = [t.reshape(-1) for t in weights.values() if t.is_floating_point()]
+    if parts and _adjacent_float32(parts):
+        # already one run of float32 in memory (decode's views, safetensors order = module order): no copy
+        return parts[0].as_strided((sum(p.numel() for p in parts),), (1,))
+    return _cat32(parts)
+
+
+def _adjacent_float32(parts: list[torch.Tensor]) -> bool:
+    return all(p.dtype == torch.float32 for p in parts) and all(
+        a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.data_ptr() + a.nbytes == b.data_ptr()
+        for a, b in zip(parts, parts[1:]))
+
+
+def layers(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One float32 vector per module (tensor names up to the last dot), in module order."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, t in weights.items():
+        if t.is_floating_point():
+            groups.setdefault(name.rpartition(".")[0], []).append(t.reshape(-1))
+    return {module: _cat32(parts) for module, parts in groups.items()}
+
+
+def unflatten(vector: torch.Tensor, spec: list[dict]) -> dict[str, torch.Tensor]:
+    """Inverse of `flat` for the floating-point tensors of `spec` (a `meta["layout"]`)."""
+    weights, offset = {}, 0
+    for s in spec:
+        dtype = getattr(torch, s["dtype"])
+        if not dtype.is_floating_point:
+            continue
+        numel = torch.Size(s["shape"]).numel()
+        weights[s["name"]] = vector[offset:offset + numel].view(s["shape"]).to(dtype)
+        offset += numel
+    if offset != len(vector):
+        raise ValueError(f"vector has {len(vector)} values, the layout {offset}")
+    return weights
+
+
+def view(weights: dict[str, torch.Tensor], name: str):
+    """`weights` (a state dict) in the view called `name`."""
+    if name == "state_dict":
+        return weights
+    if name == "flat":
+        return flat(weights)
+    if name == "layers":
+        return layers(weights)
+    raise ValueError(f"unknown view={name!r}; choose one of {VIEWS}")
+
+
+def _cat32(parts: list[torch.Tensor]) -> torch.Tensor:
+    if len(parts) == 1:
+        return parts[0].float()  # no copy when it already is float32
+    return torch.cat([p.float() for p in parts]) if parts else torch.empty(0)

@@ -1,0 +1,74 @@
+"""Packing a zoo: models → shards + manifest. `pack_zoo` reads run dirs; `zoo.pack.importer`
+feeds models of the reference layout through the same `pack_models`."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from zoo.atomic import write_json
+from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
+from zoo.pack.samples import Sample, read_json, run_samples
+from zoo.pack.shards import write_shards
+from zoo.train.rundir import list_runs, zoo_dir
+
+FAILED = ("diverged", "failed")
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model to pack: what the manifest counts, and its samples, read when they are written."""
+    id: str
+    status: str  # ok | diverged | failed | running | missing
+    phase: str | None
+    grid: dict
+    checkpoints: int
+    samples: Callable[[], Iterator[Sample]]
+
+
+def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir: str | Path,
+                manifest_path: str | Path, max_shard_bytes: int, max_shard_count: int,
+                include_failed: bool) -> dict:
+    """Write the samples of the models to pack into shards, then the manifest; returns the manifest.
+
+    Models with status `ok` are packed; `diverged` and `failed` ones too if `include_failed`;
+    unfinished ones never. All are counted in the manifest.
+    """
+    packed = {m.id for m in models if m.status == "ok" or (include_failed and m.status in FAILED)}
+
+    def samples() -> Iterator[Sample]:
+        for model in tqdm(models, desc=f"pack {zoo_name}", unit="model"):
+            if model.id in packed:
+                yield from model.samples()
+
+    shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
+    records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
+    manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
+                              location=relative_location(out_dir, manifest_path))
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest_path: str | Path, *,
+             max_shard_bytes: int = 256 * 2**20, max_shard_count: int = 256, include_failed: bool = False) -> dict:
+    """Pack `runs_root/<zoo>/models/*` into `out_dir/<zoo>-%06d.tar` and write the manifest.
+
+    Uses `runs_root/<zoo>/phases.json` and each model's `landscape.json` where they exist.
+    """
+    runs = list_runs(runs_root, zoo_name)
+    if not runs:
+        raise FileNotFoundError(f"no models in {zoo_dir(runs_root, zoo_name) / 'models'}; train the zoo first "
+                                f"(`zoo-train -m zoo={zoo_name}`) or set paths.runs")
+    phases = read_json(zoo_dir(runs_root, zoo_name) / "phases.json", {})
+    models, axes = [], []
+    for run in runs:
+        config = OmegaConf.to_container(run.config()) if run.config_path.exists() else {}
+        axes = axes or list(config.get("zoo", {}).get("axes", []))
+        phase = phases.get(run.id)
+        models.append(Model(id=run.id, status=run.status()[0], phase=phase, grid=config.get("grid", {}),
+                            checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase)))
+    return pack_models(models, zoo_name=zoo_name, axes=axes, out_dir=out_dir, manifest_path=manifest_path,
+                       max_shard_bytes=max_shard_bytes, max_shard_count=max_shard_count, include_failed=include_failed)

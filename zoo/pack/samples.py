@@ -1,0 +1,80 @@
+"""Shard samples: one per model × checkpoint epoch, keyed `<id>_e<epoch:04d>` (DESIGN.md).
+
+A sample is two tar members: `<key>.weights.safetensors` (the checkpoint's bytes, unchanged)
+and `<key>.meta.json` (who the model is, how it was trained, how it did at that epoch).
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+import zoo
+from zoo.load.views import layout
+from zoo.models import build
+from zoo.train.rundir import RunDir
+
+MAX_KEY = 100 - len(".weights.safetensors")  # a ustar member name holds 100 characters
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    meta: dict
+    weights: bytes
+
+    def members(self) -> list[tuple[str, bytes]]:
+        """`(name, bytes)` of the tar members, in a fixed order with canonical JSON."""
+        meta = json.dumps(self.meta, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+        return [(f"{self.key}.meta.json", meta), (f"{self.key}.weights.safetensors", self.weights)]
+
+
+def sample_key(model_id: str, epoch: int) -> str:
+    key = f"{model_id}_e{epoch:04d}"
+    # webdataset splits key and extension at the first dot; tar names must stay flat and short
+    if "." in key or "/" in key or len(key) > MAX_KEY:
+        raise ValueError(f"model id {model_id!r} cannot key a shard sample: it must have no '.' or '/' "
+                         f"and at most {MAX_KEY - 6} characters; shorten `zoo.prefix`")
+    return key
+
+
+def make_sample(*, zoo_name: str, model_id: str, epoch: int, arch: str, grid: Mapping, config: Mapping,
+                status: str, phase: str | None, metrics: Mapping | None, landscape: Mapping | None,
+                weights: bytes, order: list[str]) -> Sample:
+    """The sample of one checkpoint; `order` lists the tensor names in module order."""
+    spec = layout(weights, order)
+    meta = {
+        "zoo": zoo_name, "id": model_id, "epoch": epoch, "arch": arch, "grid": dict(grid), "config": dict(config),
+        "n_params": sum(torch.Size(s["shape"]).numel() for s in spec if getattr(torch, s["dtype"]).is_floating_point),
+        "layout": spec, "metrics": metrics, "landscape": landscape, "phase": phase, "status": status,
+        "sha256": hashlib.sha256(weights).hexdigest(), "version": zoo.__version__,
+    }
+    return Sample(sample_key(model_id, epoch), meta, weights)
+
+
+def module_order(model_cfg: Mapping) -> list[str]:
+    """State-dict names of the model, in module order (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        return list(build({**model_cfg, "init": "default"}).state_dict())
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def run_samples(run: RunDir, zoo_name: str, phase: str | None) -> Iterator[Sample]:
+    """The samples of one run dir, epoch by epoch; one checkpoint in memory at a time."""
+    config = OmegaConf.to_container(run.config())
+    metrics = {row["epoch"]: {k: v for k, v in row.items() if k != "epoch"} for row in run.metrics()}
+    landscape = read_json(run.path / "landscape.json", {})
+    order = module_order(config["model"])
+    status = run.status()[0]
+    for epoch, path in run.checkpoints().items():
+        yield make_sample(
+            zoo_name=zoo_name, model_id=run.id, epoch=epoch, arch=config["model"]["name"], grid=config["grid"],
+            config=config, status=status, phase=phase, metrics=metrics.get(epoch),
+            landscape=landscape.get(str(epoch)), weights=path.read_bytes(), order=order)
