@@ -9,6 +9,16 @@ from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
 
+# After training, in order; each CLI takes the same overrides as `zoo-train -m`.
+STAGES = [
+    ("landscape", ["zoo.cli.landscape"]),
+    ("phases", ["zoo.cli.phases"]),
+    ("pack", ["zoo.cli.pack"]),
+    ("verify", ["zoo.cli.pack", "verify"]),
+    ("hdf5", ["zoo.cli.pack", "hdf5"]),
+]
+
+
 def run_stage(name: str, argv: list[str]) -> None:
     """Run one stage's CLI as a user would; raises if it fails."""
     print(f"\n== {name}: {' '.join(argv)}", flush=True)
@@ -16,7 +26,8 @@ def run_stage(name: str, argv: list[str]) -> None:
 
 
 def run_pipeline(overrides: list[str]) -> int:
-    """train → landscape → phases for the zoo the overrides select; exit code 1 if any model failed."""
+    """train → landscape → phases → pack → verify → hdf5 for the zoo the overrides select;
+    exit code 1 if any model failed."""
     timings = {}
     start = time.perf_counter()
     cfgs = cell_configs(overrides)
@@ -29,9 +40,9 @@ def run_pipeline(overrides: list[str]) -> int:
 
     print(f"\n== summary\n\n{cell_table(cfgs)}")
     counts = status_counts(cfgs)
-    for stage in ("landscape", "phases"):
+    for stage, argv in STAGES:
         start = time.perf_counter()
-        run_stage(stage, [f"zoo.cli.{stage}", *overrides])
+        run_stage(stage, [*argv, *overrides])
         timings[stage] = time.perf_counter() - start
     print("\nstatus:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     print("wall time per stage:", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
