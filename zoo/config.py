@@ -6,6 +6,10 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
+# `${slug:${optim.lr}}` puts a number into `zoo.prefix` without a dot (0.001 -> 0p001): model ids
+# key shard samples, and webdataset splits a key at its first dot.
+OmegaConf.register_new_resolver("slug", lambda value: format(value, "g").replace(".", "p"), replace=True)
+
 POSITIVE_INTS = ("model.width", "model.depth", "data.batch_size", "data.eval_batch_size", "trainer.max_epochs")
 POSITIVE_FLOATS = ("optim.lr",)
 

@@ -37,7 +37,15 @@ def cell_overrides(overrides: list[str] = ()) -> list[list[str]]:
 
 
 def cell_configs(overrides: list[str] = ()) -> list[DictConfig]:
-    """Resolved config (with `id` and `grid`) of every model the sweep trains.
+    """Resolved config (with `id` and `grid`) of every model the sweep trains."""
+    cells = cell_overrides(overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose_cells(cells)
+
+
+def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[DictConfig]:
+    """Resolved config (with `id` and `grid`) of each cell's override list, inside an initialized
+    Hydra (`initialize_config_dir`, or a running app such as a launcher).
 
     Composing is slow (~70 ms), so cells are composed once per distinct set of
     structural overrides (config groups, `+`/`~`) and plain `a.b=value` overrides are
@@ -46,18 +54,16 @@ def cell_configs(overrides: list[str] = ()) -> list[DictConfig]:
     parser = OverridesParser.create()
     composed: dict[tuple[str, ...], DictConfig] = {}
     configs = []
-    cells = cell_overrides(overrides)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        for cell in cells:
-            parsed = parser.parse_overrides(cell)
-            plain = [o for o in parsed if _is_plain_value(o)]
-            structural = tuple(o.input_line for o in parsed if o not in plain)
-            if structural not in composed:
-                composed[structural] = compose("train", list(structural))
-            cfg = composed[structural].copy()
-            for o in plain:
-                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
-            configs.append(with_identity(cfg))
+    for cell in cells:
+        parsed = parser.parse_overrides(cell)
+        plain = [o for o in parsed if _is_plain_value(o)]
+        structural = tuple(o.input_line for o in parsed if o not in plain)
+        if structural not in composed:
+            composed[structural] = compose(config_name, list(structural))
+        cfg = composed[structural].copy()
+        for o in plain:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        configs.append(with_identity(cfg))
     return configs
 
 

@@ -1,15 +1,19 @@
 """`zoo-landscape [overrides]`: Hessian, CKA and mode connectivity for every model / seed pair
-of the sweep the overrides select (same overrides as `zoo-train -m`)."""
+of the sweep the overrides select (same overrides as `zoo-train -m`); with hydra/launcher=slurm
+the items go out as SLURM job arrays."""
 
 import sys
 
 from zoo.landscape.stage import run_landscape
+from zoo.slurm.landscape import run_landscape_slurm, slurm_settings
 from zoo.sweep import cell_configs
 
 
 def main() -> None:
     cfgs = cell_configs(sys.argv[1:])
-    counts = run_landscape(cfgs, workers=cfgs[0].landscape.workers)
+    settings = slurm_settings(sys.argv[1:])
+    counts = (run_landscape_slurm(cfgs, settings) if settings
+              else run_landscape(cfgs, workers=cfgs[0].landscape.workers))
     print(f"landscape: {counts['items']} items, {counts['measured']} measured now, {counts['failed']} failed")
     sys.exit(1 if counts["failed"] else 0)
 

@@ -4,11 +4,14 @@ import hydra
 from omegaconf import DictConfig
 
 from zoo.config import CONF_DIR
-from zoo.train.run import train_model
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> str:
+    # Imported here: a sweep sent to SLURM never trains in this process, and torch + Lightning
+    # take seconds to import (on a login node, more).
+    from zoo.train.run import train_model
+
     return train_model(cfg).state
 
 

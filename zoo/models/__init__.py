@@ -6,9 +6,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from zoo.models.gpt import GPT
 from zoo.models.mlp import MLP
+from zoo.models.resnet import ResNet
+from zoo.models.vit import ViT
 
-REGISTRY: dict[str, Callable[..., nn.Module]] = {"mlp": MLP}
+REGISTRY: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "resnet": ResNet, "vit": ViT, "gpt": GPT}
 
 # Init schemes for weight matrices / conv kernels; "default" keeps PyTorch's own.
 INITS: dict[str, Callable[[torch.Tensor], Any]] = {

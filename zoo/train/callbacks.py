@@ -7,8 +7,6 @@ import time
 import lightning.pytorch as pl
 from safetensors.torch import save_file
 
-from zoo.data import Batches
-from zoo.train.evaluate import evaluate
 from zoo.train.rundir import RunDir
 
 
@@ -27,13 +25,20 @@ def save_weights(model, path, **metadata) -> None:
     os.replace(tmp, path)
 
 
+def metrics_row(epoch: int, train: dict, test: dict, lr: float, seconds: float) -> dict:
+    """One line of metrics.jsonl: `train_<k>`, `test_<k>` per metric of the task (classifiers: loss, acc)."""
+    return {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
+            **{f"test_{k}": v for k, v in test.items()}, "lr": lr, "seconds": round(seconds, 4)}
+
+
 class RunDirWriter(pl.Callback):
     """Per epoch: divergence check, test evaluation, checkpoint at `ckpt_epochs`, one metrics
     line, then `last.ckpt`. That order makes resume exact: lines past the epoch of
-    `last.ckpt` are dropped on restart and the same epochs are recomputed bit for bit."""
+    `last.ckpt` are dropped on restart and the same epochs are recomputed bit for bit.
+    The module evaluates itself (`module.evaluate(split)`, see zoo.train.tasks)."""
 
-    def __init__(self, run: RunDir, eval_batches: dict[str, Batches], ckpt_epochs: set[int]):
-        self.run, self.eval_batches, self.ckpt_epochs = run, eval_batches, ckpt_epochs
+    def __init__(self, run: RunDir, ckpt_epochs: set[int]):
+        self.run, self.ckpt_epochs = run, ckpt_epochs
         self.t0 = 0.0
 
     def on_train_start(self, trainer, module) -> None:
@@ -42,7 +47,7 @@ class RunDirWriter(pl.Callback):
         self.run.truncate_metrics(done)
         if done == 0:
             self.t0 = time.perf_counter()
-            train = evaluate(module.model, self.eval_batches["train"])
+            train = module.evaluate("train")
             self._write_epoch(trainer, module, 0, train)
 
     def on_train_epoch_start(self, trainer, module) -> None:
@@ -59,12 +64,8 @@ class RunDirWriter(pl.Callback):
         os.replace(tmp, self.run.last_ckpt)
 
     def _write_epoch(self, trainer, module, epoch: int, train: dict) -> None:
-        test = evaluate(module.model, self.eval_batches["test"])
+        test = module.evaluate("test")
         if epoch in self.ckpt_epochs:
             save_weights(module.model, self.run.ckpt_path(epoch), id=self.run.id, epoch=epoch)
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self.run.append_metrics({
-            "epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
-            "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
-            "seconds": round(time.perf_counter() - self.t0, 4),
-        })
+        self.run.append_metrics(metrics_row(epoch, train, test, lr, time.perf_counter() - self.t0))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "landscape", "phases", "hydra", "id", "grid")
+NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "landscape", "phases", "cluster", "hydra", "id", "grid")
 
 
 def _plain(cfg: DictConfig | Mapping) -> dict:

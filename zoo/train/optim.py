@@ -8,14 +8,19 @@ import torch
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping, total_steps: int):
     """Returns `(optimizer, scheduler)`; the scheduler is stepped once per batch."""
     name = cfg["name"]
+    if cfg.get("no_decay_1d"):  # nanoGPT: decay matrices and embeddings, not gains and biases
+        params = list(params)
+        params = [{"params": [p for p in params if p.dim() >= 2]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     if name == "sgd":
         opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
                               weight_decay=cfg["weight_decay"], nesterov=cfg.get("nesterov", False))
-    elif name == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    elif name in ("adam", "adamw"):  # adam: L2 penalty in the gradient; adamw: decoupled decay
+        adam = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        opt = adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                   betas=tuple(cfg.get("betas", (0.9, 0.999))))
     else:
-        raise ValueError(f"unknown optim.name={name!r}; choose 'sgd' or 'adamw'")
+        raise ValueError(f"unknown optim.name={name!r}; choose 'sgd', 'adam' or 'adamw'")
     sched = cfg["scheduler"]
     if sched["name"] == "onecycle":
         # PyTorch's defaults, as the reference used them: with cycle_momentum=True the

@@ -15,9 +15,10 @@ from zoo import data as datasets
 from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter
 from zoo.train.ids import with_identity
-from zoo.train.module import Classifier
+from zoo.train.tasks import accumulation, build_module
 from zoo.config import validate
 from zoo.train.rundir import RunDir, run_dir
+from zoo.train.slurm import trainer_options
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def train_model(cfg: DictConfig) -> Result:
     start = time.perf_counter()
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
+    run.status_path.unlink(missing_ok=True)  # a retried failure is running again
     try:
         _fit(cfg, run)
         state, reason = "ok", ""
@@ -70,26 +72,30 @@ def train_model(cfg: DictConfig) -> Result:
     return Result(cfg.id, state, reason, seconds, run.path)
 
 
-def _fit(cfg: DictConfig, run: RunDir) -> None:
-    torch.set_num_threads(cfg.runtime.threads)
+def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Lightning Trainer every model (or population) of a zoo is fitted with."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     for noise in (".*does not have many workers.*", ".*`srun` command is available.*", ".*LeafSpec.*"):
         warnings.filterwarnings("ignore", noise)
-    data = datasets.load(cfg.data, cfg.paths.data)
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.model)
-    module = Classifier(model, data, cfg.optim, batch_size=cfg.data.batch_size,
-                        max_epochs=cfg.trainer.max_epochs, seed=cfg.seed)
-    eval_batches = {split: datasets.Batches(*data.split(split), cfg.data.eval_batch_size)
-                    for split in ("train", "test")}
-    trainer = pl.Trainer(
+    slurm = trainer_options()
+    return pl.Trainer(
         max_epochs=cfg.trainer.max_epochs, gradient_clip_val=cfg.trainer.gradient_clip_val,
+        accumulate_grad_batches=accumulation(cfg),
         precision=cfg.trainer.precision, accelerator=cfg.runtime.accelerator, devices=1,
         deterministic=cfg.runtime.deterministic, enable_progress_bar=cfg.runtime.progress_bar,
         logger=False, enable_checkpointing=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[RunDirWriter(run, eval_batches, checkpoint_epochs(cfg))],
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[*callbacks, *slurm["callbacks"]],
+        plugins=slurm["plugins"],
     )
+
+
+def _fit(cfg: DictConfig, run: RunDir) -> None:
+    torch.set_num_threads(cfg.runtime.threads)
+    data = datasets.load(cfg.data, cfg.paths.data)
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.model)
+    module = build_module(model, data, cfg)
+    trainer = make_trainer(cfg, [RunDirWriter(run, checkpoint_epochs(cfg))])
     resume = run.last_ckpt if run.last_ckpt.exists() else None
     if resume:
         log.info("%s: resuming from %s", cfg.id, resume)

@@ -1,0 +1,1 @@
+"""zoo's Hydra launcher plugin (see slurm_launcher.py)."""

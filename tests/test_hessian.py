@@ -1,0 +1,85 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mnist1d.data import get_dataset_args, make_dataset
+from pyhessian import hessian
+from torch import nn
+from torch.func import functional_call
+
+from zoo.landscape.hessian import hessian_metrics
+
+criterion = nn.CrossEntropyLoss()
+
+
+def dense_hessian(model: nn.Module, batches) -> torch.Tensor:
+    """Exact Hessian of the sample-weighted mean loss, in float64, eval mode."""
+    model = copy.deepcopy(model).double().eval()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    n = sum(len(y) for _, y in batches)
+
+    def loss(flat):
+        params = dict(zip(names, (c.view(s) for c, s in zip(flat.split([s.numel() for s in shapes]), shapes))))
+        return sum(criterion(functional_call(model, params, (x.double(),)), y) * len(y) / n for x, y in batches)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+@pytest.mark.parametrize("probes", [1, 4])  # one probe per HVP, or four through one vmapped HVP
+def test_matches_the_exact_hessian_of_a_tiny_model(probes):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Linear(12, 4))
+    x, y = torch.randn(100, 10), torch.randint(0, 4, (100,))
+    model(x)  # give BatchNorm running stats, which the Hessian must use (eval mode)
+    batches = [(x[:37], y[:37]), (x[37:], y[37:])]  # unequal sizes: weighting matters
+    exact = torch.linalg.eigvalsh(dense_hessian(model, batches))
+    running_mean = model[1].running_mean.clone()
+
+    out = hessian_metrics(model, criterion, batches, top_n=3, probes=probes)
+
+    assert model.training and torch.equal(model[1].running_mean, running_mean)
+    assert out["top_eigenvalues"] == pytest.approx(exact.flip(0)[:3].tolist(), rel=1e-3)
+    assert 0 < out["trace_std"] and abs(out["trace"] - exact.sum().item()) < 3 * out["trace_std"]
+    assert sum(out["ritz_weights"]) == pytest.approx(1.0)
+    assert out["n_hvp"] < len(exact)  # cheaper than forming the Hessian
+
+
+@pytest.fixture(scope="module")
+def mlp_and_batches():
+    d = make_dataset(get_dataset_args())
+    x, y = torch.tensor(d["x"][:512], dtype=torch.float32), torch.tensor(d["y"][:512])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        loss = criterion(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, [(x[:300], y[:300]), (x[300:], y[300:])]
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # inside PyHessian
+def test_agrees_with_converged_pyhessian(mlp_and_batches):
+    model, batches = mlp_and_batches
+    ours = hessian_metrics(model, criterion, batches)  # our defaults
+
+    torch.manual_seed(0)
+    reference = hessian(copy.deepcopy(model), criterion, dataloader=batches, cuda=False)
+    top, _ = reference.eigenvalues(maxIter=1000, tol=1e-6)
+    trace = np.mean(reference.trace(maxIter=600, tol=0.0))  # tol=0: always all 600 probes
+
+    assert ours["top_eigenvalues"][0] == pytest.approx(top[0], rel=0.01)
+    assert ours["trace"] == pytest.approx(trace, rel=0.05)
+    assert ours["trace_std"] <= 0.01 * abs(ours["trace"])  # the stopping rule held
+    assert ours["n_hvp"] < 150
+
+
+def test_is_deterministic_given_the_seed(mlp_and_batches):
+    model, batches = mlp_and_batches
+    a, b = (hessian_metrics(model, criterion, batches, max_iter=20, seed=3) for _ in range(2))
+    c = hessian_metrics(model, criterion, batches, max_iter=20, seed=4)
+    assert a == b and a["trace"] != c["trace"]

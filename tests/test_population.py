@@ -1,0 +1,202 @@
+"""Population training: the same run dirs as one-by-one training, member for member."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import zoo_train
+from zoo.data import load
+from zoo.sweep import cell_configs
+from zoo.train.grouping import plan, population_key
+from zoo.train.optim import build_optimizer
+from zoo.train.population import Population, cross_entropy, schedule, train_population
+from zoo.train.rundir import run_dir
+from zoo.train.run import train_model
+
+# 300 samples, batch 64: the last batch of each epoch is short (44).
+SMALL = ["zoo=demo", "data.n_train=300", "data.batch_size=64", "trainer.max_epochs=3"]
+
+
+def configs(root, data_root, *overrides):
+    return cell_configs([*SMALL, f"paths.root={root}", f"paths.data={data_root}", *overrides])
+
+
+def files(run):
+    """A run dir's files, without the resume state (per model one-by-one, per population here)."""
+    return sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*") if p.is_file() and p.name != "last.ckpt")
+
+
+def without(row, *keys):
+    return {k: v for k, v in row.items() if k not in keys}
+
+
+def strip(rows, *keys):
+    return [without(r, "seconds", *keys) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, data_root):
+    """The same cells trained one-by-one and as one population: widths 8 (padded to 16) and 16,
+    two learning rates, momentum fixed at two values (OneCycle's cycling off)."""
+    overrides = ["model.width=8,16", "seed=0", "optim.lr=0.05,0.2", "optim.momentum=0.8,0.9",
+                 "optim.scheduler.cycle_momentum=false"]
+    alone = configs(tmp_path_factory.mktemp("alone"), data_root, *overrides)
+    together = configs(tmp_path_factory.mktemp("together"), data_root, *overrides)
+    for cfg in alone:
+        train_model(cfg)
+    results = train_population(together)
+    return alone, together, results
+
+
+def test_population_writes_the_run_dirs_of_one_by_one_training(pair):
+    alone, together, results = pair
+    assert len(together) == 8 and [r.state for r in results] == ["ok"] * 8
+    for a, b in zip(alone, together):
+        ra, rb = run_dir(a), run_dir(b)
+        assert ra.id == rb.id and rb.status() == ("ok", "") and rb.is_done()
+        assert files(ra) == files(rb)
+        assert without(ra.config(), "paths") == without(rb.config(), "paths")
+        assert [r["epoch"] for r in rb.metrics()] == [0, 1, 2, 3]
+
+
+def test_unpadded_members_match_one_by_one_bitwise(pair):
+    alone, together, _ = pair
+    for a, b in zip(alone, together):
+        if a.model.width != 16:
+            continue
+        ra, rb = run_dir(a), run_dir(b)
+        # train_loss is a per-batch mean, which torch sums in a cascade: it may differ in the last bit.
+        assert strip(ra.metrics(), "train_loss") == strip(rb.metrics(), "train_loss")
+        for x, y in zip(ra.metrics(), rb.metrics()):
+            assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6)
+        for epoch, path in ra.checkpoints().items():
+            wa, wb = load_file(path), load_file(rb.ckpt_path(epoch))
+            assert all(torch.equal(wa[k], wb[k]) for k in wa), (a.id, epoch)
+
+
+def test_padded_members_match_one_by_one_within_float_tolerance(pair):
+    alone, together, _ = pair
+    for a, b in zip(alone, together):
+        if a.model.width != 8:
+            continue
+        ra, rb = run_dir(a), run_dir(b)
+        for x, y in zip(ra.metrics(), rb.metrics()):
+            assert without(y, "seconds") == pytest.approx(without(x, "seconds"), rel=1e-4, abs=1e-5)
+        for epoch, path in ra.checkpoints().items():
+            wa, wb = load_file(path), load_file(rb.ckpt_path(epoch))
+            assert wa.keys() == wb.keys()
+            assert all(wa[k].shape == wb[k].shape for k in wa)
+            assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa), (a.id, epoch)
+
+
+def test_padded_units_stay_exactly_zero(data_root, tmp_path):
+    cfgs = configs(tmp_path, data_root, "model.width=2,16", "seed=0")
+    pop = Population(cfgs, load(cfgs[0].data, data_root))
+    for step in range(15):  # 3 epochs of 5 steps
+        idx = torch.stack([torch.randperm(300)[:64] for _ in cfgs])
+        acts = pop.layer_inputs(pop.x_train[idx])
+        grads = pop.gradients(acts, cross_entropy(acts[-1], pop.y_train[idx])[2])
+        pop.sgd_step(grads, step)
+    w0, w1, w2 = (w[0] for w in pop.w)  # the width-2 member, padded to 16
+    assert w0[2:].abs().sum() == 0 and w1[2:].abs().sum() == 0 and w1[:, 2:].abs().sum() == 0
+    assert w2[:, 2:].abs().sum() == 0
+    assert all(v[0].count_nonzero() == pop.w[i][0].count_nonzero() for i, v in enumerate(pop.v))
+    assert w1[:2, :2].abs().sum() > 0, "the member's own units do train"
+
+
+@pytest.mark.parametrize("cycle", [True, False])
+def test_schedule_is_torchs_onecycle(cycle, tmp_path, data_root):
+    (cfg,) = configs(tmp_path, data_root, "model.width=8", "seed=0", f"optim.scheduler.cycle_momentum={cycle}")
+    steps = 50
+    opt, scheduler = build_optimizer([torch.zeros(1, requires_grad=True)], cfg.optim, steps)
+    expected = []
+    for _ in range(steps):
+        expected.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        opt.step()
+        scheduler.step()
+    expected.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+    assert schedule(cfg.optim, steps).tolist() == [list(row) for row in expected]
+    momenta = [m for _, m in expected]
+    assert (min(momenta), max(momenta)) == ((pytest.approx(0.85), 0.95) if cycle else (0.9, 0.9))
+
+
+def test_divergence_stops_only_that_member(tmp_path, data_root):
+    overrides = ["model.width=16", "seed=0", "optim.lr=0.05,1e5"]
+    cfgs = configs(tmp_path / "pop", data_root, *overrides)
+    results = {cfg.optim.lr: r for cfg, r in zip(cfgs, train_population(cfgs))}
+    assert results[1e5].state == "diverged" and "epoch 1" in results[1e5].reason
+    assert results[0.05].state == "ok"
+    (healthy,) = configs(tmp_path / "alone", data_root, *overrides[:2], "optim.lr=0.05")
+    train_model(healthy)
+    bad, good = run_dir(cfgs[1]), run_dir(cfgs[0])
+    assert bad.is_done() and [r["epoch"] for r in bad.metrics()] == [0]
+    assert strip(good.metrics(), "train_loss") == strip(run_dir(healthy).metrics(), "train_loss")
+    final = load_file(good.ckpt_path(3)), load_file(run_dir(healthy).ckpt_path(3))
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0]), "the rest trained as if alone"
+
+
+def test_grouping_of_the_demo_zoo():
+    cfgs = cell_configs(["zoo=demo"])
+    groups = plan(cfgs, workers=2, memory=8 * 2**30)
+    assert sorted(cfg.id for g in groups for cfg in g) == sorted(cfg.id for cfg in cfgs)
+    shapes = sorted((g[0].data.batch_size, tuple(sorted({c.model.width for c in g})), len(g)) for g in groups)
+    expected = [(bs, widths, k) for bs in (8, 32, 128, 512, 1000)
+                for widths, k in (((2, 4, 8, 16, 32), 10), ((64,), 2), ((128,), 2), ((256,), 2))]
+    assert shapes == sorted(expected)
+    assert all(len({(c.data.batch_size, c.trainer.max_epochs) for c in g}) == 1 for g in groups)
+
+
+def test_grouping_limits():
+    capped = plan(cell_configs(["zoo=demo", "data.batch_size=32", "runtime.population=4"]), memory=8 * 2**30)
+    assert sorted(len(g) for g in capped) == [2, 2, 2, 3, 3, 4]  # the 10 narrow ones split evenly
+    wide = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=256", "seed=range(40)"])
+    assert sorted(len(g) for g in plan(wide, memory=8 * 2**30)) == [10, 10, 10, 10]  # cache cap: 13
+    assert max(len(g) for g in plan(wide, memory=40 * 2**20)) < 10  # memory cap
+    off = cell_configs(["zoo=demo", "data.batch_size=32", "runtime.population=off"])
+    assert [len(g) for g in plan(off)] == [1] * 16 and population_key(off[0]) is None
+    adam = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=8", "optim.name=adamw"])
+    assert [len(g) for g in plan(adam)] == [1, 1], "what the population cannot train trains alone"
+
+
+def test_killed_population_resumes_without_duplicates(tmp_path, data_root):
+    overrides = ["model.width=16,32", "data.batch_size=8", "data.n_train=1000", "trainer.max_epochs=40",
+                 "checkpoint.epochs=[0,40]"]
+    script = ("import sys; from zoo.sweep import cell_configs; from zoo.train.population import train_population; "
+              "train_population(cell_configs(sys.argv[1:]))")
+    killed = [*SMALL, f"paths.root={tmp_path / 'killed'}", f"paths.data={data_root}", *overrides]
+    proc = subprocess.Popen([sys.executable, "-c", script, *killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfgs = cell_configs(killed)
+    metrics = run_dir(cfgs[0]).metrics_path
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 5 <= len(metrics.read_text().splitlines()) < 41, "killed too late (or never started) to test resume"
+    assert not run_dir(cfgs[0]).is_done()
+    train_population(cfgs)
+    straight = configs(tmp_path / "straight", data_root, *overrides)
+    train_population(straight)
+    for a, b in zip(cfgs, straight):
+        rows = run_dir(a).metrics()
+        assert [r["epoch"] for r in rows] == list(range(41)), "epochs continuous, none lost or duplicated"
+        assert strip(rows) == strip(run_dir(b).metrics())
+        wa, wb = load_file(run_dir(a).ckpt_path(40)), load_file(run_dir(b).ckpt_path(40))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not list((tmp_path / "killed" / "runs" / "demo" / "populations").iterdir()), "resume state removed"
+
+
+def test_population_launcher_trains_and_skips(tmp_path, data_root):
+    grid = ["-m", "hydra/launcher=population", *SMALL, "model.width=4,8", "seed=0,1", f"paths.data={data_root}"]
+    proc = zoo_train(tmp_path, *grid)
+    assert "population K=4" in proc.stderr + proc.stdout
+    cfgs = cell_configs([f"paths.root={tmp_path}", *grid[2:]])
+    assert all(run_dir(cfg).status() == ("ok", "") and run_dir(cfg).is_done() for cfg in cfgs)
+    again = zoo_train(tmp_path, *grid)
+    assert (again.stderr + again.stdout).count("already done (ok), skipped") == 4

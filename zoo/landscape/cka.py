@@ -1,0 +1,62 @@
+"""Linear centered kernel alignment (CKA, Kornblith et al. 2019) between two models.
+
+`minibatch_cka` follows Nguyen et al. 2021 ("Do wide and deep networks learn the same
+things?"): unbiased HSIC (Song et al. 2012) per batch, summed over batches, so no Gram
+matrix larger than a batch is ever formed.
+"""
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from zoo.landscape import eval_mode
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
+    """Flattened (n, d) output of submodule `layer` (e.g. "layers.1"), or the logits, in eval mode."""
+    captured = []  # the root module ("") gives the logits
+    hook = model.get_submodule(layer or "").register_forward_hook(lambda m, i, out: captured.append(out))
+    try:
+        with eval_mode(model):
+            model(x)
+    finally:
+        hook.remove()
+    return captured[0].flatten(1)
+
+
+def gram(X: Tensor) -> Tensor:
+    """Linear kernel matrix in float64."""
+    X = X.flatten(1).double()
+    return X @ X.T
+
+
+def hsic(K: Tensor, L: Tensor, unbiased: bool = True) -> Tensor:
+    """HSIC of two Gram matrices: unbiased (needs n > 3), or biased tr(KHLH) / (n-1)^2."""
+    n = len(K)
+    if not unbiased:
+        centered = K - K.mean(0) - K.mean(1, keepdim=True) + K.mean()
+        return (centered * L).sum() / (n - 1) ** 2
+    K, L = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
+    KL = K @ L
+    return (KL.trace() + K.sum() * L.sum() / ((n - 1) * (n - 2)) - 2 * KL.sum() / (n - 2)) / (n * (n - 3))
+
+
+def linear_cka(X: Tensor, Y: Tensor, unbiased: bool = False) -> float:
+    """Full-batch linear CKA of feature matrices X (n, d1) and Y (n, d2) on the same n inputs."""
+    K, L = gram(X), gram(Y)
+    return (hsic(K, L, unbiased) / (hsic(K, K, unbiased) * hsic(L, L, unbiased)).sqrt()).item()
+
+
+def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
+                  layer: str | None = None) -> float:
+    """Linear CKA between the two models' `layer` outputs (logits if None), accumulated over batches.
+
+    Every batch needs more than 3 samples; the labels are ignored.
+    """
+    ab = aa = bb = 0.0
+    for x, _ in batches:
+        K, L = gram(features(model_a, x, layer)), gram(features(model_b, x, layer))
+        ab, aa, bb = ab + hsic(K, L), aa + hsic(K, K), bb + hsic(L, L)
+    return (ab / (aa * bb).sqrt()).item()

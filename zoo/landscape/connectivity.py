@@ -1,0 +1,156 @@
+"""Mode connectivity: the linear path and a trained Bezier curve between two models.
+
+The curve follows Garipov et al. 2018 (timgaripov/dnn-mode-connectivity); the metric `mc`
+follows Yang et al. 2021 ("Taxonomizing local versus global structure in neural network
+loss landscapes"): mc = (L(θ0) + L(θ1)) / 2 - L(θ(t*)), with t* the point where
+|L(t) - (L(θ0) + L(θ1)) / 2| is largest. mc < 0 means a barrier.
+"""
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+
+Batches = Sequence[tuple[Tensor, Tensor]]
+
+
+class BezierCurve(nn.Module):
+    """θ(t) = Σ_i C(n-1, i) t^i (1-t)^(n-1-i) θ_i over n = `n_bends` control points.
+
+    As in the reference, n_bends counts the endpoints: θ_0 and θ_{n-1} are the two models
+    (fixed), the n-2 bends between them are trainable and start evenly spaced on the
+    segment. n_bends=2 is the linear path; the default 3 is a quadratic curve.
+    """
+
+    def __init__(self, model_a: nn.Module, model_b: nn.Module, n_bends: int = 3):
+        super().__init__()
+        self.model = copy.deepcopy(model_a)  # the architecture, and BatchNorm buffers of its own
+        self.model.requires_grad_(False)
+        self.names = [name for name, _ in model_a.named_parameters()]
+        a = [p.detach().clone() for p in model_a.parameters()]
+        b = [p.detach().clone() for p in model_b.parameters()]
+        s = torch.linspace(0, 1, n_bends)[1:-1]
+        self.ends = [torch.stack([pa, pb]) for pa, pb in zip(a, b)]
+        self.bends = nn.ParameterList(  # (n_bends - 2, *shape) per parameter
+            [pa + (pb - pa) * s.to(pa).reshape(-1, *[1] * pa.dim()) for pa, pb in zip(a, b)])
+        self.n_bends = n_bends
+
+    def params(self, t: float) -> dict[str, Tensor]:
+        """The model parameters at curve position t in [0, 1]."""
+        n = self.n_bends - 1
+        w = torch.tensor([math.comb(n, i) * t**i * (1 - t) ** (n - i) for i in range(n + 1)])
+        return {name: torch.tensordot(w.to(e), torch.cat([e[:1], bend, e[1:]]), 1)
+                for name, e, bend in zip(self.names, self.ends, self.bends)}
+
+    def forward(self, x: Tensor, t: float) -> Tensor:
+        return functional_call(self.model, self.params(t), (x,))
+
+
+def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
+                 criterion: Callable, *, n_bends: int = 3, steps: int = 1000, lr: float = 1e-2,
+                 optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
+                 cosine: bool = True, seed: int = 0) -> BezierCurve:
+    """Train the bends to minimize E_{t~U(0,1)} L(θ(t)): one random t per step, cycling batches.
+
+    `optimizer` is "adam" or "sgd" (with `momentum`); the learning rate decays to 0 on a
+    cosine if `cosine`. Adam at 1e-2 for ~1,000 steps is the default because SGD for a few
+    hundred steps left large false barriers between well-trained models.
+    """
+    curve = BezierCurve(model_a, model_b, n_bends)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(curve.bends, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(curve.bends, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer={optimizer!r}; choose 'adam' or 'sgd'")
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
+    gen = torch.Generator().manual_seed(seed)
+    curve.model.train()  # BatchNorm uses batch statistics while training, as in the reference
+    for step in range(steps):
+        x, y = train_batches[step % len(train_batches)]
+        loss = criterion(curve(x, torch.rand((), generator=gen).item()), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if schedule:
+            schedule.step()
+    return curve
+
+
+@torch.no_grad()
+def evaluate_curve(curve: BezierCurve, criterion: Callable, train_batches: Batches,
+                   test_batches: Batches | None = None, n_points: int = 21) -> dict[str, list[float]]:
+    """Loss and error at n_points evenly spaced t (endpoints included) on train (and test) batches.
+
+    BatchNorm statistics are recomputed from the train batches at every t.
+    """
+    splits = {"train": train_batches}
+    if test_batches:
+        splits["test"] = test_batches
+    out: dict[str, list[float]] = {"t": torch.linspace(0, 1, n_points).tolist()}
+    for t in out["t"]:
+        params = curve.params(t)
+        _recompute_batchnorm(curve.model, params, train_batches)
+        for split, batches in splits.items():
+            loss, err = _loss_and_error(curve.model, params, batches, criterion)
+            out.setdefault(f"loss_{split}", []).append(loss)
+            out.setdefault(f"err_{split}", []).append(err)
+    return out
+
+
+def _recompute_batchnorm(model: nn.Module, params: dict[str, Tensor], batches: Batches) -> None:
+    """Running stats = sample-weighted average of the batch stats at these params; ends in eval."""
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    if bns:
+        model.train()
+        seen = 0
+        for x, _ in batches:
+            for bn in bns:
+                bn.momentum = len(x) / (seen + len(x))  # 1 on the first batch: old stats are dropped
+            functional_call(model, params, (x,))
+            seen += len(x)
+    model.eval()
+
+
+def _loss_and_error(model: nn.Module, params: dict[str, Tensor], batches: Batches,
+                    criterion: Callable) -> tuple[float, float]:
+    """Sample-weighted mean loss (criterion mean-reduced) and classification error."""
+    n = loss = wrong = 0.0
+    for x, y in batches:
+        out = functional_call(model, params, (x,))
+        n += len(y)
+        loss += criterion(out, y).item() * len(y)
+        wrong += (out.argmax(1) != y).sum().item()
+    return loss / n, wrong / n
+
+
+def linear_path(model_a: nn.Module, model_b: nn.Module, train_batches: Batches, criterion: Callable,
+                test_batches: Batches | None = None, n_points: int = 21) -> dict[str, list[float]]:
+    """`evaluate_curve` along the straight segment between the two models."""
+    return evaluate_curve(BezierCurve(model_a, model_b, n_bends=2), criterion, train_batches,
+                          test_batches, n_points)
+
+
+def mode_connectivity(values: Sequence[float]) -> float:
+    """mc of a curve of losses (or errors) whose first and last values are the endpoints."""
+    mid = (values[0] + values[-1]) / 2
+    peak = max(values, key=lambda v: abs(v - mid))
+    return mid - peak
+
+
+def connectivity_metrics(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
+                         test_batches: Batches, criterion: Callable, *, n_points: int = 21,
+                         **bezier_kwargs) -> dict:
+    """mc of loss and error, train and test, on the trained Bezier curve (`mc_*`) and the linear
+    path (`linear_mc_*`), plus both raw curves (`curve`, `linear`: dicts of lists) for plotting."""
+    curve = bezier_curve(model_a, model_b, train_batches, criterion, **bezier_kwargs)
+    curves = {"curve": evaluate_curve(curve, criterion, train_batches, test_batches, n_points),
+              "linear": linear_path(model_a, model_b, train_batches, criterion, test_batches, n_points)}
+    metrics = {f"{prefix}mc_{key}": mode_connectivity(values)
+               for prefix, name in (("", "curve"), ("linear_", "linear"))
+               for key, values in curves[name].items() if key != "t"}
+    return {**metrics, **curves}

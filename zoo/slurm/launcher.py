@@ -1,0 +1,77 @@
+"""`hydra/launcher=slurm`: a Hydra sweep as SLURM job arrays (conf/hydra/launcher/slurm.yaml).
+
+hydra-submitit-launcher's SlurmLauncher (same settings; every model still runs through Hydra's
+`run_job` on the node), plus what a zoo needs:
+- models that are DONE, or held by a pending or running task of an earlier launch, are not
+  submitted again, so re-running the sweep command submits only what is missing or failed;
+- `group_size` models share one array task and run one after the other;
+- arrays are split to stay below the cluster's MaxArraySize;
+- it waits for every model of the sweep with progress lines, then names the ones that failed.
+
+Preemption and time limits: the task is checkpointable (hydra-submitit's `checkpoint` resubmits
+the same models), so on SLURM's warning signal (USR2, `signal_delay_s` before the time limit, or
+on preemption) submitit requeues it, at most `max_num_timeout` times for time limits. The
+requeued task skips finished models and resumes the interrupted one from its last.ckpt, which is
+written at the end of every epoch: at most the epoch in progress is trained again, bit for bit.
+"""
+
+import logging
+from collections.abc import Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.slurm.submit import submit_and_wait
+from zoo.status import failed_lines, model_states, progress_line, zoo_dir_of
+from zoo.sweep import compose_cells
+from zoo.train.rundir import run_dir
+
+log = logging.getLogger(__name__)
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    def __init__(self, *, group_size: int = 1, max_array_size: int = 1001, wait: bool = True,
+                 poll_s: float = 30, **params) -> None:
+        super().__init__(**params)
+        self.settings = {**self.params, "group_size": group_size, "max_array_size": max_array_size,
+                         "wait": wait, "poll_s": poll_s}
+        self.singleton_state = None  # Hydra's global state, shipped to the tasks with the launcher
+
+    def __call__(self, cells: list[tuple[list[str], int]]) -> list[JobReturn]:
+        """One array task, on a node: its models in order."""
+        returns = []
+        for overrides, num in cells:
+            returns.append(super().__call__(overrides, "hydra.sweep.dir", num, f"job_id_for_{num}",
+                                            self.singleton_state))
+        return returns
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        cfgs = compose_cells([list(o) for o in job_overrides], self.config.hydra.job.config_name)
+        _warn_cpu_on_gpus(cfgs[0])
+        open_ = [(i, cfg) for i, cfg in enumerate(cfgs) if not run_dir(cfg).is_done()]
+        print(f"train: {len(cfgs)} models, {len(cfgs) - len(open_)} done", flush=True)
+        if not open_:
+            return []
+        self.singleton_state = Singleton.get_state()
+        work = [(cfg.id, (list(job_overrides[i]), initial_job_idx + i)) for i, cfg in open_]
+        waiting = [cfg for _, cfg in open_]
+        submit_and_wait(self.settings, stage="train", zoo=cfgs[0].zoo.name, zoo_dir=zoo_dir_of(cfgs[0]), fn=self,
+                        work=work, progress=lambda queue: progress_line("train", model_states(waiting, queue)))
+        if not self.settings["wait"]:
+            return []
+        states = model_states(waiting, {})  # nothing of ours is queued any more
+        failed = failed_lines(states)
+        if failed:
+            print(f"{len(failed)} model(s) failed:", *failed, "Fix the cause and run the same command again: "
+                  "it submits only these.", sep="\n", flush=True)
+        return [JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED, _return_value=s.state)
+                for (i, _), s in zip(open_, states)]
+
+
+def _warn_cpu_on_gpus(cfg: DictConfig) -> None:
+    gpus = OmegaConf.select(cfg, "cluster.gpus_per_task", default=0)
+    if gpus and cfg.runtime.accelerator == "cpu":
+        log.warning("cluster %s gives each task %s GPU(s) but runtime.accelerator=cpu: "
+                    "add runtime.accelerator=gpu", cfg.cluster.name, gpus)

@@ -1,0 +1,188 @@
+"""Which cells of a sweep train together as one population, and training a sweep that way.
+
+Cells can share a population when `population_key` matches: the same architecture up to
+width, data, batch size, epochs, checkpoints and optimizer type; members differ in seed,
+width and optim values. `runtime.population` (auto | off | max K) turns this on or off.
+
+In a width x batch-size grid only the seeds of one cell share a shape, which gives K = 2-3.
+So, within one key (measured on 2 CPU cores, MLPs on mnist1d; see benchmarks/population.py):
+
+- Small models are padded together: every member whose model has at most PAD_PARAMS
+  parameters joins one population, zero-padded to the widest of them. Such models are
+  overhead-bound (a K=2 step at batch 32 took the same ~0.33 ms from width 2 to 64), so padding
+  costs little and K becomes every narrow cell of a row (demo zoo: widths 2-32, K = 10).
+  Wider models are compute-bound, gain little from stacking and would pay for padding, so each
+  width is a population of its own (its seeds, and any optim values of the row).
+- K is capped by `runtime.population` (when a number), by MEMORY_FRACTION of the free memory
+  shared by the parallel workers (GPU memory on a GPU; `member_bytes` per member), and on a CPU
+  by CACHE_PARAMS stacked parameters: weights, gradients and momenta then stay in cache
+  (measured: width 256 at batch 8 trained fastest per member at K = 4-8, ~4x slower at K = 32).
+  A larger bucket is split into near-equal populations.
+"""
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from functools import cache
+
+import torch
+from joblib import cpu_count
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.data import SPLIT_SIZES
+from zoo.models import build
+from zoo.train.population import ACTIVATION_BACKWARD, train_population
+from zoo.train.rundir import run_dir
+from zoo.train.run import Result, train_model
+
+log = logging.getLogger(__name__)
+
+PAD_PARAMS = 4096  # models up to this size are padded into one population
+CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4 MiB of weights)
+MEMORY_FRACTION = 0.5  # of the free memory, for all populations training at once
+STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for ordering work
+TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
+
+
+def population_key(cfg: DictConfig) -> str | None:
+    """Cells with equal keys can train as one population; None: this cell trains alone."""
+    model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
+    if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
+            or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
+            or cfg.data.get("task", "classify") != "classify" or optim.name != "sgd"
+            or trainer.gradient_clip_val is not None or str(trainer.precision) not in ("32", "32-true")):
+        return None
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    shared = {
+        "model": {k: v for k, v in plain["model"].items() if k != "width"},
+        "optim": {k: plain["optim"].get(k) for k in ("name", "nesterov", "no_decay_1d")},
+        **{k: plain[k] for k in ("data", "trainer", "checkpoint", "runtime")},
+        "data_root": plain["paths"]["data"],
+    }
+    return json.dumps(shared, sort_keys=True)
+
+
+@cache
+def _n_params(model_json: str) -> int:
+    with torch.device("meta"):  # shapes only: nothing allocated or initialized
+        return sum(p.numel() for p in build(json.loads(model_json)).parameters())
+
+
+def n_params(cfg: DictConfig, width: int | None = None) -> int:
+    """Parameters of the model of `cfg`, at `width` if given."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return _n_params(json.dumps({**model, **({"width": width} if width else {})}, sort_keys=True))
+
+
+def member_bytes(cfg: DictConfig, width: int) -> int:
+    """Float32 bytes one member at `width` adds to a population: weights, gradients and momenta,
+    and the activations of a training step and an evaluation chunk (values and gradients)."""
+    m = cfg.model
+    features = m.in_dim + m.depth * width + m.out_dim
+    return 4 * (3 * n_params(cfg, width) + 2 * features * (cfg.data.batch_size + cfg.data.eval_batch_size))
+
+
+def free_memory(cfg: DictConfig) -> int:
+    """Free bytes where the population trains: the GPU's, or the machine's."""
+    if cfg.runtime.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def max_members(cfg: DictConfig, width: int, workers: int, memory: int) -> int:
+    """The largest K for a population of `cfg`'s kind padded to `width` (see module doc)."""
+    k = int(MEMORY_FRACTION * memory / workers) // member_bytes(cfg, width)
+    if cfg.runtime.accelerator not in ("gpu", "cuda"):
+        k = min(k, CACHE_PARAMS // n_params(cfg, width))
+    if cfg.runtime.population != "auto":
+        k = min(k, int(cfg.runtime.population))
+    return max(k, 1)
+
+
+def width_buckets(cfgs: list[DictConfig]) -> list[list[DictConfig]]:
+    """The small models (<= PAD_PARAMS parameters) together, then one bucket per larger width."""
+    buckets = defaultdict(list)
+    for cfg in cfgs:
+        buckets[0 if n_params(cfg) <= PAD_PARAMS else cfg.model.width].append(cfg)
+    return [buckets[w] for w in sorted(buckets)]
+
+
+def plan(cfgs: list[DictConfig], workers: int = 1, memory: int | None = None) -> list[list[DictConfig]]:
+    """The populations that train `cfgs`, most expensive first (a cell that cannot share is a
+    group of one). `memory`: bytes for all `workers` together (default: what is free now)."""
+    groups, by_key = [], defaultdict(list)
+    for cfg in cfgs:
+        key = population_key(cfg)
+        if key is None:
+            groups.append([cfg])
+        else:
+            by_key[key].append(cfg)
+    for members in by_key.values():
+        for bucket in width_buckets(members):
+            width = max(cfg.model.width for cfg in bucket)
+            k = max_members(bucket[0], width, workers, memory or free_memory(bucket[0]))
+            n = math.ceil(len(bucket) / k)
+            groups += [bucket[i::n] for i in range(n)]
+    return sorted(groups, key=cost, reverse=True)
+
+
+def cost(group: list[DictConfig]) -> float:
+    """Rough multiply-adds of training `group` together: steps x (fixed cost + K x batch x params)."""
+    cfg = group[0]
+    batch = cfg.data.get("batch_size") or 1
+    n_train = cfg.data.get("n_train") or SPLIT_SIZES.get(cfg.data.name, (batch, 0))[0]
+    steps = cfg.trainer.max_epochs * (cfg.data.get("steps_per_epoch") or math.ceil(n_train / batch))
+    width = max(c.model.get("width", 0) for c in group) or None
+    return steps * (STEP_COST + len(group) * batch * n_params(cfg, width))
+
+
+def train_group(cfgs: list[DictConfig]) -> list[Result]:
+    """Train one group of `plan`: as a population, or alone if the cell cannot share."""
+    if not logging.getLogger().handlers:  # a fresh worker process: log like zoo-train does
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if len(cfgs) == 1 and population_key(cfgs[0]) is None:
+        return [train_model(cfgs[0])]
+    return train_population(cfgs)
+
+
+def describe(groups: list[list[DictConfig]]) -> str:
+    """One line per group: K, batch size, widths (padded to the largest) and epochs."""
+    lines = []
+    for group in groups:
+        cfg = group[0]
+        widths = sorted({c.model.get("width") for c in group})
+        kind = "population" if population_key(cfg) else "alone"
+        lines.append(f"{kind} K={len(group)} {cfg.model.name} batch {cfg.data.get('batch_size')} "
+                     f"widths {widths} epochs {cfg.trainer.max_epochs}")
+    return "\n".join(lines)
+
+
+def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
+    """Train every cell of a sweep as the populations `plan` makes, `n_jobs` groups at a time
+    (-1: one per core) in worker processes, each with `runtime.threads` torch threads; a single
+    group trains in this process. Returns one result per cell, in order."""
+    results, todo = {}, {}
+    for cfg in cfgs:
+        run = run_dir(cfg)
+        if run.is_done():
+            log.info("%s: already done (%s), skipped", cfg.id, run.status()[0])
+            results[cfg.id] = Result(cfg.id, *run.status(), 0.0, run.path)
+        else:
+            todo[cfg.id] = cfg
+    workers = min(cpu_count() if n_jobs < 0 else n_jobs, len(todo)) or 1
+    groups = plan(list(todo.values()), workers)
+    log.info("%d cells to train in %d groups, %d at a time:\n%s", len(todo), len(groups), workers, describe(groups))
+    if len(groups) == 1:
+        done = [train_group(groups[0])]
+    else:
+        # Forked, as DataLoader workers are: they start at once instead of importing torch and
+        # Lightning again (~4 s each). This process has run no torch kernels (`plan` builds on `meta`).
+        fork = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with ProcessPoolExecutor(workers, mp_context=fork) as pool:
+            done = list(pool.map(train_group, groups))  # handed out in order: most expensive first
+    results.update((r.id, r) for group in done for r in group)
+    return [results[cfg.id] for cfg in cfgs]
