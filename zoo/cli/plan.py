@@ -3,6 +3,7 @@
 import sys
 
 from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import ConfigError
 from zoo.plan import format_plan, plan_zoo
@@ -11,7 +12,7 @@ from zoo.plan import format_plan, plan_zoo
 def main() -> None:
     try:
         print(format_plan(plan_zoo(sys.argv[1:])))
-    except (HydraException, ConfigError) as err:
+    except (HydraException, OmegaConfBaseException, ConfigError) as err:  # a bad override or profile
         sys.exit(f"zoo-plan: {err}")
 
 

@@ -95,17 +95,23 @@ def _model(run: RunDir, cfg: DictConfig, epoch: int) -> torch.nn.Module:
     return model.eval()
 
 
-def _subset(x, y, n: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A fixed, seeded subset of `n` samples in batches: the same for every model of a zoo."""
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    return [(x[i], y[i]) for i in idx.split(batch_size)]
+def _batches(data, split: str, batch_size: int, n: int | None = None, seed: int = 0) -> list:
+    """Evaluation batches of `split` as the model sees them (transformed, not augmented); with `n`,
+    a fixed seeded subset of n samples — the same for every model of a zoo."""
+    if not isinstance(data, datasets.TensorData):
+        raise NotImplementedError(f"landscape metrics support classification data, not {type(data).__name__}")
+    x, y = data.split(split)
+    if n is not None:
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = x[idx], y[idx]
+    return list(datasets.Batches(x, y, batch_size, transform=data.transform))
 
 
 def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictConfig) -> dict:
     from zoo.landscape.hessian import hessian_metrics
 
     h = land.hessian
-    batches = _subset(*data.split(h.split), h.n_samples, h.batch_size, h.seed)
+    batches = _batches(data, h.split, h.batch_size, h.n_samples, h.seed)
     start = time.perf_counter()
     m = hessian_metrics(_model(run, cfg, epoch), F.cross_entropy, batches, top_n=h.top_n,
                         max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol, seed=h.seed)
@@ -121,11 +127,10 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
 
     a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
     start = time.perf_counter()
-    cka_batches = datasets.Batches(*data.split(land.cka.split), land.cka.batch_size)
-    result = {"cka": minibatch_cka(a, b, list(cka_batches), layer=land.cka.layer)}
+    cka_batches = _batches(data, land.cka.split, land.cka.batch_size)
+    result = {"cka": minibatch_cka(a, b, cka_batches, layer=land.cka.layer)}
     bz = land.bezier
-    train = list(datasets.Batches(*data.split("train"), bz.batch_size))
-    test = list(datasets.Batches(*data.split("test"), bz.batch_size))
+    train, test = (_batches(data, split, bz.batch_size) for split in ("train", "test"))
     result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=bz.steps,
                                    lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed)
     result["seconds"] = round(time.perf_counter() - start, 3)

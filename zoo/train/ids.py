@@ -2,7 +2,8 @@
 
 The same grid cell always gets the same id, so a relaunched sweep finds its finished
 and unfinished models. Sections that only say *where* or *how fast* (paths, which
-epochs are saved, launcher, threads, post-processing, the zoo's name) do not enter the hash.
+epochs are saved, launcher, cluster profile, threads, post-processing, the zoo's name) do
+not enter the hash.
 """
 
 import hashlib
