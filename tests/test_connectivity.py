@@ -12,6 +12,15 @@ from zoo.models.resnet import ResNet
 criterion = nn.CrossEntropyLoss()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Thousands of tiny steps: with 2 threads on a busy 2-core machine they ran 5-50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data():
     d = make_dataset(get_dataset_args())

@@ -6,6 +6,7 @@ import time
 
 from zoo.summary import cell_table, status_counts
 from zoo.sweep import cell_configs
+from zoo.train.grouping import train_cells
 from zoo.train.rundir import run_dir
 
 
@@ -17,6 +18,10 @@ STAGES = [
     ("verify", ["zoo.cli.pack", "verify"]),
     ("hdf5", ["zoo.cli.pack", "hdf5"]),
 ]
+
+
+def _on_slurm(overrides: list[str]) -> bool:
+    return "hydra/launcher=slurm" in overrides
 
 
 def run_stage(name: str, argv: list[str]) -> None:
@@ -34,7 +39,11 @@ def run_pipeline(overrides: list[str]) -> int:
     todo = [cfg for cfg in cfgs if not run_dir(cfg).is_done()]
     print(f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models, {len(todo)} to train "
           f"(runs in {run_dir(cfgs[0]).path.parent})", flush=True)
-    if todo:
+    if todo and cfgs[0].runtime.population != "off" and not _on_slurm(overrides):
+        # Same-shaped cells as vectorized populations: same run dirs, ~6x faster on the demo.
+        print("\n== train: populations (runtime.population=off trains one by one)", flush=True)
+        train_cells(cfgs)
+    elif todo:
         run_stage("train", ["zoo.cli.train", "-m", *overrides])
     timings["train"] = time.perf_counter() - start
 

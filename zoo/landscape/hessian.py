@@ -20,17 +20,17 @@ MIN_PROBES = 10  # before trusting the sample standard deviation in the stopping
 
 def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tuple[Tensor, Tensor]],
                     *, top_n: int = 1, max_iter: int = 100, tol: float = 1e-3,
-                    trace_tol: float = 1e-2, deflate: int = 32, probes: int = 1,
+                    trace_tol: float = 1e-2, deflate: int = 32, probe_batch: int = 1,
                     seed: int = 0) -> dict:
     """Hessian metrics of the sample-weighted mean of `criterion` (mean-reduced) over `batches`.
 
     The model runs in eval mode (BatchNorm uses its running stats); modes are restored after.
-    Lanczos runs at least `deflate` steps and stops once each of the top_n Ritz pairs has
-    residual <= tol * |eigenvalue|, which bounds the eigenvalue error by the same amount.
-    Trace probes stop once trace_std <= trace_tol * |trace|. `max_iter` caps the Lanczos
-    steps and the probes separately. `probes` > 1 batches probes through one vmapped HVP
-    (is_grads_batched); on 1-2 CPU threads that measured slower than one at a time.
-    The autograd graph of all batches is held in memory.
+    Lanczos runs at least `deflate` steps (its basis deflates the trace probes) and stops once
+    each of the top_n Ritz pairs has residual <= tol * |eigenvalue|, which bounds the
+    eigenvalue error by the same amount. Trace probes stop once trace_std <= trace_tol * |trace|.
+    `max_iter` caps the Lanczos steps and the probes separately. `probe_batch` > 1 sends that
+    many probes through one vmapped HVP (is_grads_batched): on 1-2 CPU threads that measured
+    slower than one at a time; it may pay on a GPU. Holds the autograd graph of all batches.
 
     Returns top_eigenvalues (descending), trace, trace_std (its standard error), n_hvp, and
     ritz_values / ritz_weights: the Lanczos quadrature of the spectral density (one SLQ probe).
@@ -40,7 +40,7 @@ def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tup
         gen = torch.Generator(like.device).manual_seed(seed)
         Q, T = _lanczos(hvp, like, top_n, max(deflate, top_n), max_iter, tol, gen)
         trace, trace_std, n_probes = _deflated_trace(hvp, Q, T.trace().item(), max_iter,
-                                                     trace_tol, probes, gen)
+                                                     trace_tol, probe_batch, gen)
     evals, evecs = torch.linalg.eigh(T)
     return {
         "top_eigenvalues": evals.flip(0)[:top_n].tolist(),
@@ -100,11 +100,11 @@ def _tridiagonal(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
 
 
 def _deflated_trace(hvp: HVP, Q: Tensor, trace_q: float, max_iter: int, trace_tol: float,
-                    probes: int, gen: torch.Generator) -> tuple[float, float, int]:
+                    probe_batch: int, gen: torch.Generator) -> tuple[float, float, int]:
     """trace_q + mean of u^T H u over Rademacher probes projected off Q, with its standard error."""
     z = torch.zeros(0, dtype=torch.float64)
     while len(z) < max_iter:
-        k = min(probes, max_iter - len(z))
+        k = min(probe_batch, max_iter - len(z))
         V = torch.randint(0, 2, (k, Q.shape[1]), generator=gen, device=Q.device).to(Q.dtype) * 2 - 1
         U = V - (V @ Q.T) @ Q
         z = torch.cat([z, (U * hvp(U)).sum(1).double().cpu()])

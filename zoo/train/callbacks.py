@@ -44,7 +44,7 @@ class RunDirWriter(pl.Callback):
     def on_train_start(self, trainer, module) -> None:
         # Runs after Lightning restored last.ckpt (if any): current_epoch = completed epochs.
         done = trainer.current_epoch
-        self.run.truncate_metrics(done)
+        self.run.truncate_metrics(done if done else -1)  # a fresh start keeps no line, not even epoch 0
         if done == 0:
             self.t0 = time.perf_counter()
             train = module.evaluate("train")
