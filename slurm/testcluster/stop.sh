@@ -34,14 +34,8 @@ log() { echo "stop.sh: $*" >&2; }
 exec 9>"$STATE_DIR/.lock"
 flock 9
 
-# alive PIDFILE NAME: the pid in PIDFILE is running and is NAME (guards against pid reuse).
-alive() {
-    local pid
-    [ -s "$1" ] || return 1
-    pid=$(cat "$1" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
-}
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # stop_all PIDFILE:NAME...: SIGTERM to all at once (each takes 1-2 s to shut
 # down), wait up to 10 s, then SIGKILL whatever is left.
