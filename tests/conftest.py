@@ -21,6 +21,17 @@ def zoo_train(root: Path, *overrides: str, check: bool = True) -> subprocess.Com
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For thousands of tiny steps or HVPs: with 2 threads on a busy 2-core machine they ran 5-50x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """One mnist1d cache for the whole session (generating it takes seconds)."""

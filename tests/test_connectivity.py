@@ -12,13 +12,7 @@ from zoo.models.resnet import ResNet
 criterion = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Thousands of tiny steps: with 2 threads on a busy 2-core machine they ran 5-50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +57,8 @@ def test_bezier_curve_removes_the_barrier_of_the_linear_path(data):
     # the endpoints are the models themselves on both paths
     assert curve["loss_train"][0] == pytest.approx(linear["loss_train"][0], rel=1e-5)
     assert curve["loss_train"][-1] == pytest.approx(linear["loss_train"][-1], rel=1e-5)
-    assert linear["loss_train"][0] == pytest.approx(criterion(model_a(torch.cat([x for x, _ in train])),
-                                                              torch.cat([y for _, y in train])).item(), rel=1e-5)
+    x, y = map(torch.cat, zip(*train))
+    assert linear["loss_train"][0] == pytest.approx(criterion(model_a(x), y).item(), rel=1e-5)
     assert all(torch.equal(v, state[k]) for k, v in model_a.state_dict().items())  # untouched
 
 

@@ -13,24 +13,17 @@ from zoo.landscape.hessian import hessian_metrics
 criterion = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Thousands of tiny HVPs: with 2 threads on a busy 2-core machine they ran 5-15x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dense_hessian(model: nn.Module, batches) -> torch.Tensor:
     """Exact Hessian of the sample-weighted mean loss, in float64, eval mode."""
     model = copy.deepcopy(model).double().eval()
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
     n = sum(len(y) for _, y in batches)
 
     def loss(flat):
-        params = dict(zip(names, (c.view(s) for c, s in zip(flat.split([s.numel() for s in shapes]), shapes))))
+        params = {name: c.view_as(p) for (name, p), c in zip(model.named_parameters(), flat.split(sizes))}
         return sum(criterion(functional_call(model, params, (x.double(),)), y) * len(y) / n for x, y in batches)
 
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
