@@ -12,13 +12,13 @@ import torch
 from omegaconf import DictConfig
 
 from zoo import data as datasets
+from zoo.config import validate
 from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter
 from zoo.train.ids import with_identity
-from zoo.train.tasks import accumulation, build_module
-from zoo.config import validate
 from zoo.train.rundir import RunDir, run_dir
 from zoo.train.slurm import trainer_options
+from zoo.train.tasks import accumulation, build_module
 
 log = logging.getLogger(__name__)
 
