@@ -200,3 +200,14 @@ def test_population_launcher_trains_and_skips(tmp_path, data_root):
     assert all(run_dir(cfg).status() == ("ok", "") and run_dir(cfg).is_done() for cfg in cfgs)
     again = zoo_train(tmp_path, *grid)
     assert (again.stderr + again.stdout).count("already done (ok), skipped") == 4
+
+
+def test_plan_counts_populations_in_device_hours():
+    from zoo.plan import format_plan, plan_zoo
+
+    grid = ["zoo=demo", "model.width=2,4,8", "data.batch_size=32", "seed=0,1"]
+    shared, alone = plan_zoo(grid), plan_zoo([*grid, "runtime.population=off"])
+    assert [c.population for c in shared.cells] == [6] * 6 and [c.population for c in alone.cells] == [1] * 6
+    assert sum(map(shared.hours, shared.cells)) < sum(map(alone.hours, alone.cells))
+    assert "populations: 6 models in 1 populations" in format_plan(shared)
+    assert "populations: none" in format_plan(alone)

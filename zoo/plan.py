@@ -31,6 +31,7 @@ from zoo.data.tokens import SMOKE_WINDOWS
 from zoo.models import build
 from zoo.sweep import cell_configs
 from zoo.train.pinn import pinn_terms
+from zoo.train import grouping
 from zoo.train.run import checkpoint_epochs
 from zoo.train.tasks import accumulation, task_of
 
@@ -49,6 +50,7 @@ class Cell:
     fixed_bytes: float  # memory of a training step: weights, gradients, optimizer state (PINN: all) ...
     sample_bytes: float  # ... plus the activations of each sample of the micro-batch
     checkpoints: int
+    population: int = 1  # models trained with it as one population (zoo.train.grouping)
 
     def memory(self, micro_batch: int | None = None) -> float:
         """Bytes one training step needs on the device, at `micro_batch` samples (default: as configured)."""
@@ -64,10 +66,11 @@ class Plan:
     def cluster(self) -> DictConfig:
         return self.cells[0].cfg.cluster
 
-    def hours(self, cell: Cell) -> float:
-        """Device-hours of one cell's training run on one array task of the cluster."""
-        cluster = self.cluster
-        return (cell.flops / (cluster.tflops * 1e12 * cluster.mfu) + cell.steps * cluster.step_ms / 1e3) / 3600
+    def hours(self, cell: Cell, population: bool = True) -> float:
+        """Device-hours of one cell's training run on one array task of the cluster. A population
+        pays the per-step overhead once for all its members: each member carries 1/K of it."""
+        cluster, k = self.cluster, cell.population if population else 1
+        return (cell.flops / (cluster.tflops * 1e12 * cluster.mfu) + cell.steps * cluster.step_ms / 1e3 / k) / 3600
 
 
 @dataclass
@@ -86,7 +89,9 @@ class Work:
 def plan_zoo(overrides: list[str]) -> Plan:
     """The plan of the sweep `overrides` select (e.g. `["zoo=cifar10_resnet18", "cluster=example_gpu"]`)."""
     cells = []
-    for cfg in cell_configs(overrides):
+    cfgs = cell_configs(overrides)
+    population = _populations(cfgs)
+    for cfg in cfgs:
         model, work = _key(cfg.model), _work(cfg)
         params, weight_bytes = _size(model)
         task, beta = task_of(cfg), float(cfg.data.get("beta", 0))
@@ -98,8 +103,19 @@ def plan_zoo(overrides: list[str]) -> Plan:
         else:  # per sample, from a batch of 2; evaluation is the training forward pass
             eval_flops, flops, per_sample = (v / 2 for v in _step(model, _shapes(work.batch(2)), task, beta))
         cells.append(Cell(cfg, params, weight_bytes, flops * work.train_samples + eval_flops * work.eval_samples,
-                          work.steps, work.step_samples, fixed, per_sample, len(checkpoint_epochs(cfg))))
+                          work.steps, work.step_samples, fixed, per_sample, len(checkpoint_epochs(cfg)),
+                          population[cfg.id]))
     return Plan(list(overrides), cells)
+
+
+def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
+    """K of each model's population as the grouping would train it on one task of the cluster
+    (1 with runtime.population=off, or for cells that cannot share)."""
+    if cfgs[0].runtime.population == "off":
+        return {cfg.id: 1 for cfg in cfgs}
+    cluster = cfgs[0].cluster
+    memory = int((cluster.gpu_mem_gb if cluster.gpus_per_task else cluster.mem_gb) * 2**30)
+    return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=memory) for cfg in group}
 
 
 def _work(cfg: DictConfig) -> Work:
@@ -258,7 +274,8 @@ def format_plan(plan: Plan) -> str:
         f"training FLOPs per model: min {min(c.flops for c in cells):.3g}, max {max(c.flops for c in cells):.3g}, "
         f"total {sum(c.flops for c in cells):.3g}",
         f"device-hours ({device} per task at {cluster.tflops:g} TFLOP/s x MFU {cluster.mfu:g}): "
-        f"total {sum(hours):,.1f}, max per model {max(hours):,.2f}",
+        f"total {sum(hours):,.3g}, max per model {max(hours):,.3g}",
+        _population_line(plan),
         f"storage: checkpoints {_bytes(ckpt_bytes)}, resume state (last.ckpt) {_bytes(resume_bytes)}, "
         f"shards ~{_bytes(ckpt_bytes + ckpts * SHARD_OVERHEAD)}",
         memory_line(plan),
@@ -269,6 +286,15 @@ def format_plan(plan: Plan) -> str:
                      "they resume from last.ckpt when their task is requeued or resubmitted")
     return "\n".join([*lines, "sbatch (one cell per array task; `zoo-train -m ... hydra/launcher=slurm` submits "
                        "such arrays through submitit):", *(f"  {line}" for line in sbatch_lines(plan))])
+
+
+def _population_line(plan: Plan) -> str:
+    groups = sum(1 / c.population for c in plan.cells)
+    alone = sum(plan.hours(c, population=False) for c in plan.cells)
+    if round(groups) == len(plan.cells):
+        return "populations: none (every model trains alone; runtime.population or its architecture)"
+    return (f"populations: {len(plan.cells)} models in {round(groups)} populations "
+            f"(runtime.population={plan.cells[0].cfg.runtime.population}); one by one: {alone:,.3g} device-hours")
 
 
 def memory_line(plan: Plan) -> str:
