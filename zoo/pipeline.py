@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+from zoo.slurm.landscape import slurm_settings
 from zoo.summary import cell_table, status_counts
 from zoo.sweep import cell_configs
 from zoo.train.grouping import train_cells
@@ -18,10 +19,6 @@ STAGES = [
     ("verify", ["zoo.cli.pack", "verify"]),
     ("hdf5", ["zoo.cli.pack", "hdf5"]),
 ]
-
-
-def _on_slurm(overrides: list[str]) -> bool:
-    return "hydra/launcher=slurm" in overrides
 
 
 def run_stage(name: str, argv: list[str]) -> None:
@@ -39,7 +36,7 @@ def run_pipeline(overrides: list[str]) -> int:
     todo = [cfg for cfg in cfgs if not run_dir(cfg).is_done()]
     print(f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models, {len(todo)} to train "
           f"(runs in {run_dir(cfgs[0]).path.parent})", flush=True)
-    if todo and cfgs[0].runtime.population != "off" and not _on_slurm(overrides):
+    if todo and cfgs[0].runtime.population != "off" and slurm_settings(overrides) is None:
         # Same-shaped cells as vectorized populations: same run dirs, ~6x faster on the demo.
         print("\n== train: populations (runtime.population=off trains one by one)", flush=True)
         train_cells(cfgs)

@@ -57,7 +57,8 @@ def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
         row = dict(zip(first.zoo.axes, key)) | {"n_models": len(members), "n_ok": len(ok)}
         row |= {k: _mean([f[k] for f in finals]) for k in TRAIN_KEYS}
         row |= {k: _mean([per_model.get(c.id, {}).get(epoch, {}).get(k) for c in ok]) for k in MODEL_KEYS}
-        pairs = [per_pair[p][epoch] for p in per_pair if p[0] in {c.id for c in ok} and epoch in per_pair[p]]
+        ok_ids = {c.id for c in ok}
+        pairs = [results[epoch] for ids, results in per_pair.items() if ids[0] in ok_ids and epoch in results]
         row |= {k: _mean([p.get(k) for p in pairs]) for k in PAIR_KEYS}
         if len(ok) == len(members) and not pairs:
             raise ValueError(f"cell {row} has no pair measurements at epoch {epoch}: run zoo-landscape first "
