@@ -93,12 +93,20 @@ def evaluate_curve(curve: BezierCurve, criterion: Callable, train_batches: Batch
         splits["test"] = test_batches
     out: dict[str, list[float]] = {"t": torch.linspace(0, 1, n_points).tolist()}
     for t in out["t"]:
-        params = curve.params(t)
-        _recompute_batchnorm(curve.model, params, train_batches)
-        for split, batches in splits.items():
-            loss, err = _loss_and_error(curve.model, params, batches, criterion)
-            out.setdefault(f"loss_{split}", []).append(loss)
-            out.setdefault(f"err_{split}", []).append(err)
+        for key, value in evaluate_params(curve.model, curve.params(t), criterion, train_batches, splits).items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@torch.no_grad()
+def evaluate_params(model: nn.Module, params: dict[str, Tensor], criterion: Callable, train_batches: Batches,
+                    splits: dict[str, Batches]) -> dict[str, float]:
+    """`loss_<split>` and `err_<split>` of `model` at `params` (its parameters by name), BatchNorm
+    statistics first recomputed from `train_batches` (a merged model's own would be wrong)."""
+    _recompute_batchnorm(model, params, train_batches)
+    out = {}
+    for split, batches in splits.items():
+        out[f"loss_{split}"], out[f"err_{split}"] = _loss_and_error(model, params, batches, criterion)
     return out
 
 

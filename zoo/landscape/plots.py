@@ -42,20 +42,42 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def heatmap(rows: Sequence[dict], x: str, y: str, metric: str, path: Path, *, title: str = "") -> Path:
-    """`metric` per cell, annotated with its value; NaN (e.g. diverged) cells are left gray."""
+def heatmap(rows: Sequence[dict], x: str, y: str, metric: str, path: Path, *, title: str = "",
+            label: str | None = None, diverging: bool = False) -> Path:
+    """`metric` per cell, annotated with its value (and the row's `label` column, e.g. its phase);
+    NaN (e.g. diverged) cells are left gray. `diverging`: a red-blue scale centred on 0, for gains."""
     xs, ys, grid = _grid(rows, x, y, lambda r: r.get(metric))
+    _, _, labels = _grid(rows, x, y, lambda r: r.get(label) if label else None)
     values = np.array([[np.nan if v is None else float(v) for v in row] for row in grid])
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(xs), 1.0 + 0.6 * len(ys)))
     ax.set_facecolor(PHASE_COLORS[None])
-    im = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis")
+    span = np.nanmax(np.abs(values)) if diverging and np.isfinite(values).any() else None
+    im = ax.imshow(values, origin="lower", aspect="auto", cmap="RdBu" if diverging else "viridis",
+                   vmin=-span if span else None, vmax=span or None)
     for (i, j), v in np.ndenumerate(values):
-        if np.isfinite(v):  # dark text on the bright end of viridis
-            color = "black" if im.norm(v) > 0.6 else "white"
-            ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7, color=color)
+        if np.isfinite(v):  # dark text where the colour is light
+            light = abs(im.norm(v) - 0.5) < 0.3 if diverging else im.norm(v) > 0.6
+            text = f"{v:.3g}" + (f"\n{labels[i, j]}" if isinstance(labels[i, j], str) else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if light else "white")
     fig.colorbar(im, ax=ax, label=metric)
     _axes(ax, xs, ys, x, y)
     ax.set_title(title or metric)
+    return _save(fig, path)
+
+
+def phase_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, title: str = "") -> Path:
+    """Grouped bars: each metric's value (rows: one per phase, as `by_phase` writes them)."""
+    fig, ax = plt.subplots(figsize=(2.0 + 1.2 * len(rows), 3.5))
+    width = 0.8 / len(metrics)
+    for k, metric in enumerate(metrics):
+        values = [np.nan if r[metric] is None else r[metric] for r in rows]
+        ax.bar(np.arange(len(rows)) + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), [f"{r['phase']}\n({r['n_cells']} cells)" for r in rows])
+    for tick, r in zip(ax.get_xticklabels(), rows):
+        tick.set_color(PHASE_COLORS.get(r["phase"], "black"))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title)
     return _save(fig, path)
 
 

@@ -10,24 +10,21 @@ skips finished items and a killed run redoes only the items it was in.
 
 import itertools
 import json
-import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
-from tqdm import tqdm
 
 from zoo import data as datasets
 from zoo.atomic import write_json
 from zoo.models import build
+from zoo.parallel import run_parallel
 from zoo.train.rundir import RunDir, run_dir
 
 
@@ -85,24 +82,31 @@ def is_done(item: Item) -> bool:
 
 # -- measuring one item (runs in a worker process) -------------------------------------------
 
-def _model(run: RunDir, cfg: DictConfig, epoch: int) -> torch.nn.Module:
+def checkpoint(run: RunDir, epoch: int) -> dict[str, torch.Tensor]:
+    """The state dict a run saved at `epoch`."""
     path = run.ckpt_path(epoch)
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: add epoch {epoch} to checkpoint.epochs and retrain, "
-                                f"or change landscape.epochs")
+                                f"or measure another epoch")
+    return load_file(path)
+
+
+def _model(run: RunDir, cfg: DictConfig, epoch: int) -> torch.nn.Module:
     model = build({**cfg.model, "init": "default"})
-    model.load_state_dict(load_file(path))
+    model.load_state_dict(checkpoint(run, epoch))
     return model.eval()
 
 
-def _batches(data, split: str, batch_size: int, n: int | None = None, seed: int = 0) -> list:
+def eval_batches(data, split: str, batch_size: int, n: int | None = None, seed: int = 0,
+                 offset: int = 0) -> list:
     """Evaluation batches of `split` as the model sees them (transformed, not augmented); with `n`,
-    a fixed seeded subset of n samples — the same for every model of a zoo."""
+    a fixed seeded subset of n samples (from position `offset` of the seeded order) — the same
+    for every model of a zoo."""
     if not isinstance(data, datasets.TensorData):
         raise NotImplementedError(f"landscape metrics support classification data, not {type(data).__name__}")
     x, y = data.split(split)
     if n is not None:
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
         x, y = x[idx], y[idx]
     return list(datasets.Batches(x, y, batch_size, transform=data.transform))
 
@@ -111,7 +115,7 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
     from zoo.landscape.hessian import hessian_metrics
 
     h = land.hessian
-    batches = _batches(data, h.split, h.batch_size, h.n_samples, h.seed)
+    batches = eval_batches(data, h.split, h.batch_size, h.n_samples, h.seed)
     start = time.perf_counter()
     m = hessian_metrics(_model(run, cfg, epoch), F.cross_entropy, batches, top_n=h.top_n,
                         max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol, seed=h.seed)
@@ -127,10 +131,10 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
 
     a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
     start = time.perf_counter()
-    cka_batches = _batches(data, land.cka.split, land.cka.batch_size)
+    cka_batches = eval_batches(data, land.cka.split, land.cka.batch_size)
     result = {"cka": minibatch_cka(a, b, cka_batches, layer=land.cka.layer)}
     bz = land.bezier
-    train, test = (_batches(data, split, bz.batch_size) for split in ("train", "test"))
+    train, test = (eval_batches(data, split, bz.batch_size) for split in ("train", "test"))
     result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=bz.steps,
                                    lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed)
     result["seconds"] = round(time.perf_counter() - start, 3)
@@ -158,14 +162,7 @@ def run_landscape(cfgs: Sequence[DictConfig], workers: int = -1) -> dict[str, in
     """Measure every missing item of the zoo in parallel processes, with a progress bar."""
     items = plan(cfgs)
     todo = [item for item in items if not is_done(item)]
-    workers = min(os.cpu_count() if workers in (-1, None) else workers, max(len(todo), 1))
-    failed = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_item, item): item for item in todo}
-        for future in tqdm(as_completed(futures), total=len(todo), desc="landscape items", unit="item"):
-            if future.exception() is not None:
-                failed.append(futures[future])
-                tqdm.write(f"landscape item {futures[future].out} failed: {future.exception()!r}")
+    failed = run_parallel(run_item, todo, workers, "landscape items", name=lambda item: item.out)
     return {"items": len(items), "measured": len(todo) - len(failed), "failed": len(failed)}
 
 

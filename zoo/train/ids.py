@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "landscape", "phases", "cluster", "hydra", "id", "grid")
+NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "landscape", "phases", "apply", "app", "cluster", "hydra", "id", "grid")
 
 
 def _plain(cfg: DictConfig | Mapping) -> dict:

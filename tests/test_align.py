@@ -1,0 +1,160 @@
+"""Weight matching, merging and the zoo-apply stage, on real trained demo models."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import zoo_train
+from zoo.align import apps
+from zoo.align.matching import align, weight_matching
+from zoo.align.merging import average, barrier, greedy_soup
+from zoo.align.permutation import apply, random_perms, resnet_spec, spec_for
+from zoo.align.stage import apply_dir, bench, plan
+from zoo.landscape.stage import checkpoint
+from zoo.models import build
+from zoo.sweep import cell_configs
+from zoo.train.rundir import run_dir
+
+GRID = ["zoo=demo", "model.width=8,64", "data.batch_size=32", "seed=0,1,2", "data.n_train=300",
+        "trainer.max_epochs=10", "checkpoint.epochs=[0,5,8,10]", "apply.workers=2"]
+
+
+def sequential_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+MODELS = {  # arch, module, input
+    "mlp": ("mlp", lambda: build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 32, "depth": 3}), (40,)),
+    "cnn": ("sequential", sequential_cnn, (3, 8, 8)),
+    "resnet18": ("resnet", lambda: build({"name": "resnet", "depth": 18, "width": 4}), (3, 16, 16)),
+    "resnet50": ("resnet", lambda: build({"name": "resnet", "depth": 50, "width": 2, "bias": True}), (3, 16, 16)),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weight_matching_recovers_a_known_permutation(name):
+    arch, make, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = make()
+    model.train()
+    model(torch.randn(16, *shape))  # BatchNorm statistics that are not the identity
+    model.eval()
+    weights = model.state_dict()
+    spec = spec_for(arch, weights)
+    permuted = apply(spec, random_perms(spec, weights, torch.Generator().manual_seed(1)), weights)
+    twin = make()
+    twin.load_state_dict(permuted)
+    x = torch.randn(4, *shape)
+    assert any(not torch.equal(permuted[k], weights[k]) for k in weights)
+    assert torch.allclose(twin.eval()(x), model(x), atol=1e-5)  # function-preserving
+
+    recovered, matching = align(spec, weights, permuted)
+    assert all(torch.equal(recovered[k], weights[k]) for k in weights)
+    assert 1 < matching.iterations < 100
+
+
+def test_spec_names_what_does_not_fit():
+    mlp = build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 8})
+    with pytest.raises(ValueError, match="layers.0.weight: not part of the resnet layout"):
+        resnet_spec(mlp.state_dict())
+    with pytest.raises(ValueError, match="supports"):
+        spec_for("vit", mlp.state_dict())
+    other = build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 16}).state_dict()
+    with pytest.raises(ValueError, match="differ in width"):
+        weight_matching(spec_for("mlp", other), mlp.state_dict(), other)
+
+
+def test_barrier_and_average():
+    assert barrier([1.0, 1.5, 2.0]) == 0  # on the chord: linearly connected
+    assert barrier([1.0, 3.0, 1.0]) == pytest.approx(2.0)
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(7)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}
+    assert torch.equal(average([a, b])["w"], torch.tensor([2.0, 4.0]))
+    assert average([a, b])["n"] == 7  # integer buffers come from the first model
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, data_root):
+    root = tmp_path_factory.mktemp("align")
+    overrides = [f"paths.root={root}", f"paths.data={data_root}", *GRID]
+    zoo_train(root, "-m", *overrides[1:])
+    cfgs = cell_configs(overrides)
+    # The phase labels zoo-phases would write (model id -> phase), so figures and tables show them.
+    labels = {8: "I", 64: "IV-B"}
+    (root / "runs" / "demo" / "phases.json").write_text(json.dumps({c.id: labels[c.model.width] for c in cfgs}))
+    return root, overrides, cfgs
+
+
+def trained_bench(cfgs, width):
+    cfg = next(c for c in cfgs if c.model.width == width)
+    return cfg, bench(cfg, dict(cfg.apply), cfg.paths.data)
+
+
+def test_lmc_barrier_vanishes_after_aligning_a_permuted_copy(zoo):
+    _, _, cfgs = zoo
+    cfg, b = trained_bench(cfgs, 64)
+    weights = checkpoint(run_dir(cfg), 10)
+    permuted = apply(b.spec, random_perms(b.spec, weights, torch.Generator().manual_seed(0)), weights)
+    result = apps.lmc(b, [weights, permuted], n_points=11)
+    assert result["barrier_loss_train"] > 0.1 and result["barrier_err_test"] > 0.02
+    assert abs(result["barrier_loss_train_aligned"]) < 1e-6
+    assert abs(result["barrier_err_test_aligned"]) < 1e-6
+
+
+def test_greedy_soup_is_never_worse_than_its_best_ingredient(zoo):
+    _, _, cfgs = zoo
+    cfg, b = trained_bench(cfgs, 64)
+    seeds = [checkpoint(run_dir(c), 10) for c in cfgs if c.model.width == 64]
+    noisy = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) for k, v in seeds[0].items()}
+    ingredients = [*seeds, noisy, b.align(seeds[0], seeds[1])]
+    score = lambda s: b.acc(s, "val")  # noqa: E731
+    soup, chosen, soup_score = greedy_soup(ingredients, score)
+    assert soup_score >= max(score(s) for s in ingredients)
+    assert score(soup) == soup_score and chosen[0] == max(range(4), key=lambda i: score(ingredients[i]))
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.apply", *args], capture_output=True, text=True)
+    assert not check or proc.returncode == 0, f"zoo-apply failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.parametrize("app", ["averaging", "lmc", "soup"])
+def test_zoo_apply_writes_every_cell_then_skips_them(zoo, app):
+    root, overrides, cfgs = zoo
+    proc = cli(*overrides, f"app={app}")
+    assert "2 cells, 2 computed now, 0 failed" in proc.stdout
+    items = plan(cfgs, app)
+    results = [json.loads(open(item.out).read()) for item in items]
+    assert len(results) == 2 and all(len(r["models"]) == 3 for r in results)
+    with open(apply_dir(cfgs[0], app) / "by_phase.csv") as f:
+        assert [row["phase"] for row in csv.DictReader(f)] == ["I", "IV-B"]
+    figures = root / "runs" / "demo" / "figures"
+    assert (figures / f"{app}_by_phase.png").stat().st_size > 0
+    assert len(list(figures.glob(f"{app}_*.png"))) >= 4
+
+    if app == "averaging":
+        assert all(r["epochs_averaged"] == [5, 8, 10] for r in results)
+    if app == "soup":
+        assert all(r["greedy_soup_val_acc"] >= r["best_ingredient_val_acc"] for r in results)
+        assert all(r["greedy_soup_val_acc_aligned"] >= r["best_ingredient_val_acc"] for r in results)
+    if app == "lmc":  # aligning seeds lowers the loss barrier between them
+        assert all(r["barrier_loss_train_aligned"] < r["barrier_loss_train"] for r in results)
+
+    before = {item.out: os.stat(item.out).st_mtime_ns for item in items}
+    assert "0 computed now" in cli(*overrides, f"app={app}").stdout
+    assert {item.out: os.stat(item.out).st_mtime_ns for item in items} == before
+
+
+def test_zoo_apply_asks_for_an_app(zoo):
+    _, overrides, _ = zoo
+    proc = cli(*overrides, check=False)
+    assert proc.returncode != 0 and "zoo-apply needs app=<averaging|lmc|soup>" in proc.stderr

@@ -1,0 +1,1 @@
+"""Model merging over a zoo: permutation alignment (weight matching), interpolation, averaging, soups."""

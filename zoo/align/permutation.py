@@ -1,0 +1,135 @@
+"""Permutation symmetries of a network, read from its state dict.
+
+Reordering the hidden units of a layer — the rows of its weight, its bias, the BatchNorm
+entries that follow — together with the matching inputs of every layer that reads those units
+leaves the function unchanged. A `Spec` names, for every tensor, the permutation acting on each
+axis (None: that axis is not permuted):
+
+    {"layers.0.weight": ("P0", None), "layers.2.weight": ("P1", "P0"), "layers.4.weight": (None, "P1")}
+
+A layer that reads a flattened (C, H, W) map sees each unit as a contiguous block of H·W
+inputs; its axis is permuted block-wise.
+
+In a ResNet the skip connections add a block's input to its output, so every block of a stage
+that keeps the identity shortcut shares one permutation of the residual stream with the layer
+that feeds it; a projection shortcut starts a new one (Ainsworth et al., "Git Re-Basin", 2023).
+
+Specs are built from tensor names and shapes alone, so they work on packed samples as well as
+on modules; a state dict that does not fit the layout raises an error that names the tensor.
+"""
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+Spec = dict[str, tuple[str | None, ...]]
+Weights = Mapping[str, torch.Tensor]
+
+
+def sequential_spec(weights: Weights) -> Spec:
+    """A chain of linear or conv layers (`zoo.models.MLP`, any sequential CNN), each weight followed
+    by its 1-d tensors (bias, BatchNorm): the output units of layer i are `P<i>`."""
+    n_layers = sum(t.dim() >= 2 for t in weights.values())
+    spec: Spec = {}
+    i = -1
+    for name, t in weights.items():
+        i += t.dim() >= 2
+        out = f"P{i}" if i < n_layers - 1 else None
+        if t.dim() >= 2:
+            spec[name] = (out, f"P{i - 1}" if i else None, *[None] * (t.dim() - 2))
+        elif t.dim() == 1 and i < 0:
+            raise ValueError(f"{name}: a 1-d tensor before the first weight matrix; not a sequential net")
+        else:
+            spec[name] = (out,) * t.dim()  # scalars (num_batches_tracked) have no units
+    return spec
+
+
+def resnet_spec(weights: Weights) -> Spec:
+    """`zoo.models.ResNet` (18 or 50): one permutation per residual stream, one per inner conv."""
+    spec: Spec = {}
+    stream = "stem"
+    _layer(spec, weights, "stem.0", stream, None)
+    _layer(spec, weights, "stem.1", stream)
+    blocks = sorted({m.group(1) for n in weights if (m := re.match(r"(layers\.\d+\.\d+)\.", n))},
+                    key=lambda b: tuple(int(i) for i in b.split(".")[1:]))
+    for block in blocks:
+        convs = sorted({m.group(1) for n in weights if (m := re.match(rf"{re.escape(block)}\.conv(\d)\.", n))})
+        projected = f"{block}.shortcut.0.weight" in weights
+        out = f"{block}.out" if projected else stream  # identity shortcut: the block keeps the stream
+        inp = stream
+        for k in convs:
+            unit = out if k == convs[-1] else f"{block}.conv{k}"
+            _layer(spec, weights, f"{block}.conv{k}", unit, inp)
+            _layer(spec, weights, f"{block}.bn{k}", unit)
+            inp = unit
+        if projected:
+            _layer(spec, weights, f"{block}.shortcut.0", out, stream)
+            _layer(spec, weights, f"{block}.shortcut.1", out)
+        stream = out
+    _layer(spec, weights, "fc", None, stream)
+    return _complete(spec, weights, "resnet")
+
+
+SPECS = {"mlp": sequential_spec, "sequential": sequential_spec, "resnet": resnet_spec}
+
+
+def spec_for(arch: str, weights: Weights) -> Spec:
+    if arch not in SPECS:
+        raise ValueError(f"permutation alignment supports {sorted(SPECS)}, not {arch!r}")
+    return SPECS[arch](weights)
+
+
+def _layer(spec: Spec, weights: Weights, module: str, out: str | None, inp: str | None = None) -> None:
+    """Axes of every tensor of `module`: weight (out, in, ...), 1-d tensors (out,), scalars ()."""
+    for name, t in weights.items():
+        if name.startswith(module + "."):
+            spec[name] = (out, inp, *[None] * (t.dim() - 2)) if t.dim() >= 2 else (out,) * t.dim()
+
+
+def _complete(spec: Spec, weights: Weights, arch: str) -> Spec:
+    missing = [n for n in weights if n not in spec]
+    if missing:
+        raise ValueError(f"{missing[0]}: not part of the {arch} layout this spec understands "
+                         f"({len(missing)} tensor(s) unplaced); is this state dict a zoo.models {arch}?")
+    return spec
+
+
+def sizes(spec: Spec, weights: Weights) -> dict[str, int]:
+    """Units per permutation (the output axis of the layer that makes them); raises where a
+    tensor does not fit."""
+    out: dict[str, int] = {}
+    for name, axes in spec.items():
+        if axes and axes[0] is not None and out.setdefault(axes[0], weights[name].shape[0]) != weights[name].shape[0]:
+            raise ValueError(f"{name}: {weights[name].shape[0]} units, but permutation {axes[0]} has {out[axes[0]]}")
+    for name, axes in spec.items():
+        for axis, p in enumerate(axes):
+            if p is not None and weights[name].shape[axis] % out[p]:
+                raise ValueError(f"{name}: axis {axis} has {weights[name].shape[axis]} entries, which do not "
+                                 f"split into the {out[p]} units of permutation {p}")
+    return out
+
+
+def permute_axis(t: torch.Tensor, axis: int, perm: torch.Tensor) -> torch.Tensor:
+    """`t` with entry i of `axis` taken from entry perm[i]; an axis k times longer than the
+    permutation (a flatten of (C, H, W) into C·H·W inputs) moves contiguous blocks of k."""
+    return t.unflatten(axis, (len(perm), -1)).index_select(axis, perm).flatten(axis, axis + 1)
+
+
+def apply(spec: Spec, perms: Mapping[str, torch.Tensor], weights: Weights) -> dict[str, torch.Tensor]:
+    """`weights` with each permutation applied: new unit i of P is old unit `perms[P][i]`."""
+    out = {}
+    for name, t in weights.items():
+        for axis, p in enumerate(spec[name]):
+            if p is not None:
+                t = permute_axis(t, axis, perms[p])
+        out[name] = t
+    return out
+
+
+def random_perms(spec: Spec, weights: Weights, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    return {p: torch.randperm(n, generator=generator) for p, n in sizes(spec, weights).items()}
+
+
+def inverse(perms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {p: torch.argsort(perm) for p, perm in perms.items()}

@@ -1,0 +1,157 @@
+"""The `zoo-apply` stage: one application (`zoo.align.apps`) over every grid cell of a zoo.
+
+One item per cell (its `ok` seeds), written atomically when done, so a rerun skips finished
+cells and a killed run redoes only the cells it was in:
+
+    runs/<zoo>/apply/<app>/<cell>.json       the cell's result
+    runs/<zoo>/apply/<app>/table.csv         one row per cell: axes, phase, the app's metrics
+    runs/<zoo>/apply/<app>/by_phase.csv      the metrics averaged per phase
+    runs/<zoo>/figures/<app>_<metric>.png    heatmaps next to the phase map, cells labelled by phase
+"""
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from zoo import data as datasets
+from zoo.align import apps
+from zoo.align.permutation import spec_for
+from zoo.atomic import write_json
+from zoo.landscape.plots import heatmap, phase_bars
+from zoo.landscape.stage import cell_key, checkpoint, eval_batches
+from zoo.landscape.table import write_csv
+from zoo.models import build
+from zoo.parallel import run_parallel
+from zoo.train.run import checkpoint_epochs
+from zoo.train.rundir import RunDir, run_dir, zoo_dir
+
+APPS = ("averaging", "lmc", "soup")
+# The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
+METRICS = {
+    "averaging": ("epoch_avg_gain", "seed_avg_gain", "seed_avg_gain_aligned"),
+    "lmc": ("barrier_loss_train", "barrier_loss_train_aligned", "barrier_err_test", "barrier_err_test_aligned"),
+    "soup": ("uniform_soup_gain", "uniform_soup_gain_aligned", "greedy_soup_gain", "greedy_soup_gain_aligned"),
+}
+
+
+@dataclass
+class Item:
+    app: str
+    runs: tuple[str, ...]  # run dirs of the cell's ok seeds
+    out: str
+    settings: dict         # the `apply` config section
+    data_root: str
+
+
+def apply_dir(cfg: DictConfig, app: str) -> Path:
+    return zoo_dir(cfg.paths.runs, cfg.zoo.name) / "apply" / app
+
+
+def cell_name(cfg: DictConfig) -> str:
+    return "__".join(f"{axis.rsplit('.', 1)[-1]}{value}" for axis, value in zip(cfg.zoo.axes, cell_key(cfg)))
+
+
+def cells(cfgs: Sequence[DictConfig]) -> dict[tuple, list[DictConfig]]:
+    out = defaultdict(list)
+    for cfg in cfgs:
+        out[cell_key(cfg)].append(cfg)
+    return dict(sorted(out.items()))
+
+
+def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
+    """One item per cell with at least two `ok` seeds (one model has nothing to merge with)."""
+    if app not in APPS:
+        raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
+    items = []
+    for members in cells(cfgs).values():
+        ok = sorted((c for c in members if run_dir(c).status()[0] == "ok"), key=lambda c: c.seed)
+        if len(ok) >= 2:
+            first = ok[0]
+            items.append(Item(app, tuple(str(run_dir(c).path) for c in ok),
+                              str(apply_dir(first, app) / f"{cell_name(first)}.json"),
+                              OmegaConf.to_container(first.apply, resolve=True), str(Path(first.paths.data).resolve())))
+    return items
+
+
+def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
+    """The architecture and the fixed batches every model of the zoo is measured on."""
+    data = datasets.load(cfg.data, data_root)
+    n_test, bs = len(data.split("test")[0]), settings["batch_size"]
+    n_val = int(n_test * settings["val_fraction"])
+    model = build({**cfg.model, "init": "default"})
+    return apps.Bench(
+        model, spec_for(cfg.model.name, model.state_dict()),
+        train=eval_batches(data, "train", bs, settings["bn_samples"], settings["seed"]),
+        val=eval_batches(data, "test", bs, n_val, settings["seed"]),
+        test=eval_batches(data, "test", bs, n_test - n_val, settings["seed"], offset=n_val),
+        max_iter=settings["max_iter"])
+
+
+def run_item(item: Item) -> Item:
+    torch.set_num_threads(1)
+    runs = [RunDir(p) for p in item.runs]
+    cfg, settings = runs[0].config(), item.settings
+    b = bench(cfg, settings, item.data_root)
+    epoch = cfg.trainer.max_epochs
+    if item.app == "averaging":
+        epochs = [e for e in sorted(checkpoint_epochs(cfg)) if e <= epoch]
+        result = apps.averaging(b, [{e: checkpoint(r, e) for e in epochs} for r in runs], settings["last_k"])
+    else:
+        finals = [checkpoint(r, epoch) for r in runs]
+        result = apps.lmc(b, finals, settings["n_points"]) if item.app == "lmc" else apps.soup(b, finals)
+    write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": epoch, **result})
+    return item
+
+
+def table(cfgs: Sequence[DictConfig], app: str) -> list[dict]:
+    """One row per cell: its axes, its phase (from zoo-phases, if run) and the app's metrics."""
+    first = cfgs[0]
+    phases_path = zoo_dir(first.paths.runs, first.zoo.name) / "phases.json"
+    phases = json.loads(phases_path.read_text()) if phases_path.exists() else {}
+    rows = []
+    for key, members in cells(cfgs).items():
+        out = apply_dir(first, app) / f"{cell_name(members[0])}.json"
+        result = json.loads(out.read_text()) if out.exists() else {}
+        rows.append(dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
+                    | {m: result.get(m) for m in METRICS[app]})
+    return rows
+
+
+def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
+    """Mean of each metric over the cells of each phase (cells without a value left out)."""
+    out = []
+    for phase in sorted({r["phase"] for r in rows if r["phase"]}):
+        members = [r for r in rows if r["phase"] == phase]
+        means = {}
+        for m in metrics:
+            values = [r[m] for r in members if r[m] is not None and math.isfinite(r[m])]
+            means[m] = sum(values) / len(values) if values else None
+        out.append({"phase": phase, "n_cells": len(members), **means})
+    return out
+
+
+def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1) -> dict:
+    """Compute every missing cell, then write the tables and figures; returns counts and both tables."""
+    items = plan(cfgs, app)
+    todo = [item for item in items if not Path(item.out).exists()]
+    failed = run_parallel(run_item, todo, workers, f"{app} cells", name=lambda item: item.out)
+    rows = table(cfgs, app)
+    summary = by_phase(rows, METRICS[app])
+    out, figures = apply_dir(cfgs[0], app), zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "figures"
+    write_csv(rows, out / "table.csv")
+    if summary:
+        write_csv(summary, out / "by_phase.csv")
+        phase_bars(summary, METRICS[app], figures / f"{app}_by_phase.png", title=f"{cfgs[0].zoo.name}: {app} per phase")
+    x, y = cfgs[0].zoo.axes
+    for metric in METRICS[app]:
+        if any(r[metric] is not None for r in rows):
+            heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {metric}",
+                    label="phase", diverging="gain" in metric)
+    return {"cells": len(items), "computed": len(todo) - len(failed), "failed": len(failed),
+            "rows": rows, "by_phase": summary}

@@ -1,0 +1,30 @@
+"""`zoo-apply app=<averaging|lmc|soup> [overrides]`: merge the seeds of every grid cell of the sweep
+the overrides select (same overrides as `zoo-train -m`), per cell, with figures over the phase map."""
+
+import sys
+
+from zoo.align.stage import APPS, run_apply
+from zoo.summary import format_table
+from zoo.sweep import cell_configs
+
+
+def main() -> None:
+    cfgs = cell_configs(sys.argv[1:])
+    app = cfgs[0].app
+    if app not in APPS:
+        sys.exit(f"zoo-apply needs app=<{'|'.join(APPS)}> (got app={app})")
+    result = run_apply(cfgs, app, workers=cfgs[0].apply.workers)
+    for title, rows in (("per cell", result["rows"]), ("per phase", result["by_phase"])):
+        if rows:
+            columns = list(rows[0])
+            print(f"\n{app} {title}:\n" + format_table(columns, [[_cell(r[c]) for c in columns] for r in rows]))
+    print(f"\n{app}: {result['cells']} cells, {result['computed']} computed now, {result['failed']} failed")
+    sys.exit(1 if result["failed"] else 0)
+
+
+def _cell(value):
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else value
+
+
+if __name__ == "__main__":
+    main()
