@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+from zoo.align.stage import APPS
 from zoo.slurm.landscape import slurm_settings
 from zoo.summary import cell_table, status_counts
 from zoo.sweep import cell_configs
@@ -15,6 +16,7 @@ from zoo.train.rundir import run_dir
 STAGES = [
     ("landscape", ["zoo.cli.landscape"]),
     ("phases", ["zoo.cli.phases"]),
+    *((f"apply {app}", ["zoo.cli.apply", f"app={app}"]) for app in APPS),
     ("pack", ["zoo.cli.pack"]),
     ("verify", ["zoo.cli.pack", "verify"]),
     ("hdf5", ["zoo.cli.pack", "hdf5"]),
@@ -28,8 +30,8 @@ def run_stage(name: str, argv: list[str]) -> None:
 
 
 def run_pipeline(overrides: list[str]) -> int:
-    """train → landscape → phases → pack → verify → hdf5 for the zoo the overrides select;
-    exit code 1 if any model failed."""
+    """train → landscape → phases → apply (averaging, lmc, soup) → pack → verify → hdf5 for the
+    zoo the overrides select; exit code 1 if any model failed."""
     timings = {}
     start = time.perf_counter()
     cfgs = cell_configs(overrides)
