@@ -31,28 +31,36 @@ def sequential_cnn() -> nn.Module:
                          nn.Flatten(), nn.Linear(6 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 3))
 
 
-MODELS = {  # arch, module, input
-    "mlp": ("mlp", lambda: build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 32, "depth": 3}), (40,)),
-    "cnn": ("sequential", sequential_cnn, (3, 8, 8)),
-    "resnet18": ("resnet", lambda: build({"name": "resnet", "depth": 18, "width": 4}), (3, 16, 16)),
-    "resnet50": ("resnet", lambda: build({"name": "resnet", "depth": 50, "width": 2, "bias": True}), (3, 16, 16)),
+def images(*shape):
+    return lambda n: torch.randn(n, *shape)
+
+
+MODELS = {  # arch, module, inputs
+    "mlp": ("mlp", lambda: build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 32, "depth": 3}), images(40)),
+    "cnn": ("sequential", sequential_cnn, images(3, 8, 8)),
+    "resnet18": ("resnet", lambda: build({"name": "resnet", "depth": 18, "width": 4}), images(3, 16, 16)),
+    "resnet50": ("resnet", lambda: build({"name": "resnet", "depth": 50, "width": 2, "bias": True}), images(3, 16, 16)),
+    "vit": ("vit", lambda: build({"name": "vit", "image_size": 8, "patch_size": 4, "width": 16, "depth": 2,
+                                   "head_dim": 8, "mlp_ratio": 2}), images(3, 8, 8)),
+    "gpt": ("gpt", lambda: build({"name": "gpt", "vocab_size": 50, "context": 8, "depth": 2, "width": 16,
+                                   "head_dim": 8, "bias": True}), lambda n: torch.randint(0, 50, (n, 8))),
 }
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_weight_matching_recovers_a_known_permutation(name):
-    arch, make, shape = MODELS[name]
+    arch, make, inputs = MODELS[name]
     torch.manual_seed(0)
     model = make()
     model.train()
-    model(torch.randn(16, *shape))  # BatchNorm statistics that are not the identity
+    model(inputs(16))  # BatchNorm statistics that are not the identity
     model.eval()
     weights = model.state_dict()
     spec = spec_for(arch, weights)
     permuted = apply(spec, random_perms(spec, weights, torch.Generator().manual_seed(1)), weights)
     twin = make()
     twin.load_state_dict(permuted)
-    x = torch.randn(4, *shape)
+    x = inputs(4)
     assert any(not torch.equal(permuted[k], weights[k]) for k in weights)
     assert torch.allclose(twin.eval()(x), model(x), atol=1e-5)  # function-preserving
 
@@ -66,7 +74,7 @@ def test_spec_names_what_does_not_fit():
     with pytest.raises(ValueError, match="layers.0.weight: not part of the resnet layout"):
         resnet_spec(mlp.state_dict())
     with pytest.raises(ValueError, match="supports"):
-        spec_for("vit", mlp.state_dict())
+        spec_for("pinn", mlp.state_dict())
     other = build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 16}).state_dict()
     with pytest.raises(ValueError, match="differ in width"):
         weight_matching(spec_for("mlp", other), mlp.state_dict(), other)

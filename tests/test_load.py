@@ -133,7 +133,7 @@ def test_permuted_cnn_computes_the_same_function():
     twin.load_state_dict(weights)
     assert torch.allclose(twin(x), cnn(x), atol=1e-5)
     with pytest.raises(ValueError, match="supports"):
-        Permute(seed=0)(weights, {"arch": "vit"})
+        Permute(seed=0)(weights, {"arch": "pinn"})
 
 
 def write_tar(path, members: list[tuple[str, bytes]], kind=tarfile.REGTYPE):

@@ -13,6 +13,7 @@ inputs; its axis is permuted block-wise.
 In a ResNet the skip connections add a block's input to its output, so every block of a stage
 that keeps the identity shortcut shares one permutation of the residual stream with the layer
 that feeds it; a projection shortcut starts a new one (Ainsworth et al., "Git Re-Basin", 2023).
+In a transformer all blocks add to one residual stream, so it has a single permutation.
 
 Specs are built from tensor names and shapes alone, so they work on packed samples as well as
 on modules; a state dict that does not fit the layout raises an error that names the tensor.
@@ -71,7 +72,32 @@ def resnet_spec(weights: Weights) -> Spec:
     return _complete(spec, weights, "resnet")
 
 
-SPECS = {"mlp": sequential_spec, "sequential": sequential_spec, "resnet": resnet_spec}
+def transformer_spec(weights: Weights) -> Spec:
+    """`zoo.models.ViT` and `GPT`: one permutation of the residual stream ("res": the embeddings,
+    every LayerNorm — it normalizes over channels, so it commutes with reordering them — and
+    every layer that reads or writes the stream) and one of each block's MLP hidden units.
+    Attention's own q/k/v channels are left in place: they are tied within heads, which a
+    permutation of the whole axis would mix."""
+    spec: Spec = {}
+    for name, t in weights.items():
+        module, leaf = name.rpartition(".")[::2]
+        if m := re.fullmatch(r"(blocks\.\d+)\.mlp\.([02])", module):
+            hidden = f"{m.group(1)}.mlp"
+            axes = (hidden, "res") if m.group(2) == "0" else ("res", hidden)
+            spec[name] = axes if leaf == "weight" else axes[:1]
+        elif module.endswith("attn.qkv") or module in ("wte", "wpe", "head", "lm_head"):
+            spec[name] = (None, "res") if leaf == "weight" else (None,)  # reads the stream
+        elif module.endswith("attn.proj") or module == "patch":
+            spec[name] = ("res", *[None] * (t.dim() - 1))  # writes the stream
+        elif name in ("cls", "pos"):
+            spec[name] = (None, None, "res")
+        elif re.fullmatch(r"(blocks\.\d+\.ln[12]|ln|ln_f)", module):
+            spec[name] = ("res",)
+    return _complete(spec, weights, "transformer")
+
+
+SPECS = {"mlp": sequential_spec, "sequential": sequential_spec, "resnet": resnet_spec,
+         "vit": transformer_spec, "gpt": transformer_spec}
 
 
 def spec_for(arch: str, weights: Weights) -> Spec:

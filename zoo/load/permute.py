@@ -1,7 +1,7 @@
 """Permutation augmentation: reorder hidden units without changing the function.
 
 A random permutation of every symmetry `zoo.align.permutation` knows (sequential MLPs and
-CNNs, ResNets with residual-consistent permutations): the weights change, every output stays.
+CNNs, ResNets with residual-consistent permutations, ViT and GPT): the weights change, every output stays.
 """
 
 from collections.abc import Mapping
