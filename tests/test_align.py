@@ -15,7 +15,7 @@ from zoo.align import apps
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, random_perms, resnet_spec, spec_for
-from zoo.align.stage import apply_dir, bench, plan
+from zoo.align.stage import apply_dir, apply_packed, bench, plan
 from zoo.landscape.stage import checkpoint
 from zoo.models import build
 from zoo.sweep import cell_configs
@@ -166,3 +166,17 @@ def test_zoo_apply_asks_for_an_app(zoo):
     _, overrides, _ = zoo
     proc = cli(*overrides, check=False)
     assert proc.returncode != 0 and "zoo-apply needs app=<averaging|lmc|soup>" in proc.stderr
+
+
+def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
+    root, overrides, cfgs = zoo
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *overrides], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cli(*overrides, "app=lmc")
+    rows = apply_packed(root / "manifests" / "demo.json", "lmc", cfgs[0].paths.data, dict(cfgs[0].apply))
+    assert [(r["model.width"], r["phase"]) for r in rows] == [(8, "I"), (64, "IV-B")]
+    for row, item in zip(rows, plan(cfgs, "lmc")):
+        stored = json.loads(open(item.out).read())
+        assert row["models"] == stored["models"]
+        assert row["barrier_loss_train_aligned"] == stored["barrier_loss_train_aligned"]
+        assert row["pairs"][0]["curve"] == stored["pairs"][0]["curve"]

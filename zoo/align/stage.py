@@ -7,12 +7,14 @@ cells and a killed run redoes only the cells it was in:
     runs/<zoo>/apply/<app>/table.csv         one row per cell: axes, phase, the app's metrics
     runs/<zoo>/apply/<app>/by_phase.csv      the metrics averaged per phase
     runs/<zoo>/figures/<app>_<metric>.png    heatmaps next to the phase map, cells labelled by phase
+
+`apply_packed` runs the same computation over a packed zoo (shards), for zoos without run dirs.
 """
 
 import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +25,11 @@ from zoo import data as datasets
 from zoo.align import apps
 from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
+from zoo.config import CONF_DIR
 from zoo.landscape.plots import heatmap, phase_bars
 from zoo.landscape.stage import cell_key, checkpoint, eval_batches
 from zoo.landscape.table import write_csv
+from zoo.load import open_zoo
 from zoo.models import build
 from zoo.parallel import run_parallel
 from zoo.train.run import checkpoint_epochs
@@ -93,20 +97,48 @@ def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
         max_iter=settings["max_iter"])
 
 
+def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping) -> dict:
+    """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc and soup use the last)."""
+    if app == "averaging":
+        return apps.averaging(b, runs, settings["last_k"])
+    finals = [run[max(run)] for run in runs]
+    return apps.lmc(b, finals, settings["n_points"]) if app == "lmc" else apps.soup(b, finals)
+
+
 def run_item(item: Item) -> Item:
     torch.set_num_threads(1)
     runs = [RunDir(p) for p in item.runs]
-    cfg, settings = runs[0].config(), item.settings
-    b = bench(cfg, settings, item.data_root)
-    epoch = cfg.trainer.max_epochs
-    if item.app == "averaging":
-        epochs = [e for e in sorted(checkpoint_epochs(cfg)) if e <= epoch]
-        result = apps.averaging(b, [{e: checkpoint(r, e) for e in epochs} for r in runs], settings["last_k"])
-    else:
-        finals = [checkpoint(r, epoch) for r in runs]
-        result = apps.lmc(b, finals, settings["n_points"]) if item.app == "lmc" else apps.soup(b, finals)
-    write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": epoch, **result})
+    cfg = runs[0].config()
+    final = cfg.trainer.max_epochs
+    epochs = [e for e in sorted(checkpoint_epochs(cfg)) if e <= final] if item.app == "averaging" else [final]
+    result = compute(item.app, bench(cfg, item.settings, item.data_root),
+                     [{e: checkpoint(r, e) for e in epochs} for r in runs], item.settings)
+    write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": final, **result})
     return item
+
+
+def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | None = None,
+                 where: Mapping | None = None) -> list[dict]:
+    """`app` over the cells of a packed zoo (a manifest, a shard directory or URLs: whatever
+    `zoo.load.open_zoo` reads), in this process; one row per cell with at least two `ok` seeds:
+    its axes, phase, models and the app's result. `settings` default to conf/apply/default.yaml."""
+    settings = settings or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "apply" / "default.yaml"))
+    runs, metas = defaultdict(dict), {}
+    for weights, meta in open_zoo(source, view="state_dict", where={"status": "ok", **(where or {})}):
+        runs[meta["id"]][meta["epoch"]] = weights
+        metas[meta["id"]] = meta
+    axes = next(iter(metas.values()))["config"]["zoo"]["axes"]
+    by_cell = defaultdict(list)
+    for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):
+        by_cell[tuple(meta["grid"][a] for a in axes)].append(model_id)
+    rows = []
+    for key, ids in sorted(by_cell.items()):
+        if len(ids) >= 2:
+            meta = metas[ids[0]]
+            b = bench(OmegaConf.create(meta["config"]), settings, str(data_root))
+            rows.append(dict(zip(axes, key)) | {"phase": meta["phase"], "models": ids}
+                        | compute(app, b, [runs[i] for i in ids], settings))
+    return rows
 
 
 def table(cfgs: Sequence[DictConfig], app: str) -> list[dict]:
