@@ -1,5 +1,5 @@
 """Zoos on the one-node SLURM test cluster through `hydra/launcher=slurm`: job arrays, preemption and
-resume, failed models and resubmission, array splitting.
+resume, failed models and resubmission, array splitting (populations: test_slurm_population.py).
 
 Run: bash slurm/testcluster/install.sh && python -m pytest -m slurm tests/test_slurm_launch.py
 """
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slurm
 # cpus_per_task=1: two tasks at once on the 2-CPU node; poll squeue often.
 SLURM = ["hydra/launcher=slurm", "cluster=local", "cluster.cpus_per_task=1", "cluster.poll_s=0.5"]
 TINY = ["zoo=demo", "data.n_train=200", "data.batch_size=64", "trainer.max_epochs=2"]
+ONE_BY_ONE = "runtime.population=off"  # every model through Hydra's run_job, `group_size` per task
 
 
 def records(root: Path) -> list[jobs.Record]:
@@ -64,8 +65,9 @@ def restarts(cluster, job_id: str) -> int:
 
 
 def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path, data_root):
-    """zoo-run on SLURM: the grid goes out as one array (2 models per task), the landscape items
-    (4 models + 2 seed pairs) as another once training is done, then phases and packing run here."""
+    """zoo-run on SLURM: the grid goes out as one population (one task), the landscape items
+    (4 models + 2 seed pairs) as an array (2 per task) once training is done, then phases and
+    packing run here."""
     overrides = [*TINY, "model.width=4,8", "seed=0,1", f"paths.root={tmp_path}", f"paths.data={data_root}",
                  *SLURM, "hydra.launcher.group_size=2",
                  "landscape.bezier.steps=50", "landscape.hessian.n_samples=200"]  # a quick landscape
@@ -78,8 +80,8 @@ def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path
     cfgs = cell_configs(overrides)
     ids = [cfg.id for cfg in cfgs]
     [train] = records(tmp_path)
-    assert train.tasks == [ids[0:2], ids[2:4]]  # one array, models in sweep order
-    assert slurm_cluster.job_states(train.job_id) == {f"{train.job_id}_{i}": "COMPLETED" for i in range(2)}
+    assert train.tasks == [ids]  # widths 4 and 8, padded into one population
+    assert slurm_cluster.job_states(train.job_id) == {train.job_id: "COMPLETED"}
     for cfg in cfgs:
         assert_complete(cfg, epochs=2)
     [landscape] = jobs.read_records(tmp_path / "runs" / "demo", "landscape")
@@ -95,7 +97,7 @@ def test_preempted_and_requeued_task_resumes_with_continuous_metrics(slurm_clust
     submitit's USR2: the task requeues itself) and an `scontrol requeue`. It ends with the metrics
     and weights of an uninterrupted run."""
     cell = ["zoo=demo", "model.width=64", "data.batch_size=8", "data.n_train=4000", "trainer.max_epochs=14",
-            "seed=0", f"paths.data={data_root}"]
+            "seed=0", f"paths.data={data_root}", ONE_BY_ONE]
     reference, errors = tmp_path / "reference", tmp_path / "reference.err"
     with errors.open("w") as err:  # trained here, alongside the SLURM job
         uninterrupted = subprocess.Popen([sys.executable, "-m", "zoo.cli.train", f"paths.root={reference}", *cell],
@@ -135,7 +137,7 @@ def test_preempted_and_requeued_task_resumes_with_continuous_metrics(slurm_clust
 
 
 def test_failed_model_is_reported_and_resubmitted_alone(slurm_cluster, tmp_path, data_root):
-    # Each seed reads its own data dir; seed 2's holds a corrupt file.
+    # Each seed reads its own data dir (so each is a population of one); seed 2's holds a corrupt file.
     for seed in (0, 1, 2):
         (tmp_path / f"data-s{seed}").mkdir()
         shutil.copy(data_root / "mnist1d.npz", tmp_path / f"data-s{seed}")
@@ -166,7 +168,7 @@ def test_failed_model_is_reported_and_resubmitted_alone(slurm_cluster, tmp_path,
 def test_groups_split_into_arrays_below_max_array_size(slurm_cluster_small_arrays, tmp_path, data_root):
     """MaxArraySize=4: 12 models, 2 per task, are 6 tasks in two arrays of 4 and 2, each numbered from 0."""
     overrides = [*TINY, "model.width=2,4,8,16", "seed=0,1,2", f"paths.data={data_root}", *SLURM,
-                 "hydra.launcher.group_size=2"]
+                 "hydra.launcher.group_size=2", ONE_BY_ONE]
     zoo_train(tmp_path, "-m", *overrides)
     cfgs = cell_configs([f"paths.root={tmp_path}", *overrides])
     ids = [cfg.id for cfg in cfgs]

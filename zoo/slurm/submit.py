@@ -79,18 +79,24 @@ def wait(job_ids: Collection[str], name: str, progress: Callable[[jobs.Queue], s
                          "again to wait for them: it submits nothing twice.") from None
 
 
+Tasks = Callable[[list[tuple[str, Any]]], list[list[tuple[str, Any]]]]  # work -> the work of each array task
+
+
 def submit_and_wait(settings: Mapping, *, stage: str, zoo: str, zoo_dir: Path, fn: Callable,
-                    work: Sequence[tuple[str, Any]], progress: Callable[[jobs.Queue], str]) -> None:
-    """Submit the (key, item) work that no queued task holds yet, grouped `group_size` per array
-    task, and (with `wait`) wait for all of it, including what earlier submissions hold."""
+                    work: Sequence[tuple[str, Any]], progress: Callable[[jobs.Queue], str],
+                    tasks: Tasks | None = None) -> None:
+    """Submit the (key, item) work that no queued task holds yet, split into array tasks by `tasks`
+    (default: `group_size` items per task), and (with `wait`) wait for all of it, including what
+    earlier submissions hold."""
     name = job_name(zoo)
     held = jobs.queued(zoo_dir, stage, jobs.queue(name))
     new = [(key, item) for key, item in work if key not in held]
     job_ids = []
     if new:
         size = min(settings["max_array_size"], jobs.max_array_size())
-        job_ids = submit_arrays(make_executor(settings, name), fn, groups_of(new, settings["group_size"]),
-                                max_array_size=size, stage=stage, zoo_dir=zoo_dir)
+        groups = tasks(new) if tasks else groups_of(new, settings["group_size"])
+        job_ids = submit_arrays(make_executor(settings, name), fn, groups, max_array_size=size, stage=stage,
+                                zoo_dir=zoo_dir)
     print(f"{stage}: {len(work)} to do: {len(work) - len(new)} already queued, {len(new)} submitted"
           + (f" as job(s) {', '.join(job_ids)}" if job_ids else "")
           + f" (logs in {settings['submitit_folder']})", flush=True)
