@@ -66,16 +66,18 @@ def restarts(cluster, job_id: str) -> int:
 
 def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path, data_root):
     """zoo-run on SLURM: the grid goes out as one population (one task), the landscape items
-    (4 models + 2 seed pairs) as an array (2 per task) once training is done, then phases and
-    packing run here."""
+    (4 models + 2 seed pairs) as an array (2 per task) once training is done, then phases, the
+    merging apps (`apply.apps`) and packing run here."""
     overrides = [*TINY, "model.width=4,8", "seed=0,1", f"paths.root={tmp_path}", f"paths.data={data_root}",
                  *SLURM, "hydra.launcher.group_size=2",
-                 "landscape.bezier.steps=50", "landscape.hessian.n_samples=200"]  # a quick landscape
+                 "landscape.bezier.steps=50", "landscape.hessian.n_samples=200",  # a quick landscape
+                 "apply.apps=[lmc]"]
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.run", *overrides], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert out.index("== train") < out.index("train: 4 models: ok 4") < out.index("== landscape")
-    assert out.index("landscape: 6/6 items measured") < out.index("== phases") < out.index("== pack")
+    assert out.index("landscape: 6/6 items measured") < out.index("== phases") < out.index("== apply lmc") \
+        < out.index("lmc: 2 cells, 2 computed now") < out.index("== pack")
 
     cfgs = cell_configs(overrides)
     ids = [cfg.id for cfg in cfgs]

@@ -4,7 +4,6 @@ import subprocess
 import sys
 import time
 
-from zoo.align.stage import APPS
 from zoo.slurm.landscape import slurm_settings
 from zoo.summary import cell_table, status_counts
 from zoo.sweep import cell_configs
@@ -12,15 +11,14 @@ from zoo.train.grouping import train_cells
 from zoo.train.rundir import run_dir
 
 
-# After training, in order; each CLI takes the same overrides as `zoo-train -m`.
-STAGES = [
-    ("landscape", ["zoo.cli.landscape"]),
-    ("phases", ["zoo.cli.phases"]),
-    *((f"apply {app}", ["zoo.cli.apply", f"app={app}"]) for app in APPS),
-    ("pack", ["zoo.cli.pack"]),
-    ("verify", ["zoo.cli.pack", "verify"]),
-    ("hdf5", ["zoo.cli.pack", "hdf5"]),
-]
+def stages(apps) -> list[tuple[str, list[str]]]:
+    """After training, in order; each CLI takes the same overrides as `zoo-train -m`."""
+    return [("landscape", ["zoo.cli.landscape"]),
+            ("phases", ["zoo.cli.phases"]),
+            *((f"apply {app}", ["zoo.cli.apply", f"app={app}"]) for app in apps),
+            ("pack", ["zoo.cli.pack"]),
+            ("verify", ["zoo.cli.pack", "verify"]),
+            ("hdf5", ["zoo.cli.pack", "hdf5"])]
 
 
 def run_stage(name: str, argv: list[str]) -> None:
@@ -30,8 +28,8 @@ def run_stage(name: str, argv: list[str]) -> None:
 
 
 def run_pipeline(overrides: list[str]) -> int:
-    """train → landscape → phases → apply (averaging, lmc, soup) → pack → verify → hdf5 for the
-    zoo the overrides select; exit code 1 if any model failed."""
+    """train → landscape → phases → apply (`apply.apps`) → pack → verify → hdf5 for the zoo the
+    overrides select; exit code 1 if any model failed."""
     timings = {}
     start = time.perf_counter()
     cfgs = cell_configs(overrides)
@@ -48,7 +46,7 @@ def run_pipeline(overrides: list[str]) -> int:
 
     print(f"\n== summary\n\n{cell_table(cfgs)}")
     counts = status_counts(cfgs)
-    for stage, argv in STAGES:
+    for stage, argv in stages(cfgs[0].apply.apps):
         start = time.perf_counter()
         run_stage(stage, [*argv, *overrides])
         timings[stage] = time.perf_counter() - start
