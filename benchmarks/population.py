@@ -21,7 +21,13 @@ small models at small batches amplify: measured, a one-by-one run of width 4 / b
 init was perturbed by 1e-7 (relative) ended 45% away (relative L2) after 10 epochs, at the
 same test accuracy. The farthest model printed is such a case.
 
-    python benchmarks/population.py [--epochs 10] [--root DIR]
+`--zoo convection_pinn` runs the same comparison on PINNs (zoo/train/pinn_population.py): the
+smoke-sized convection zoo (`+smoke=on`: 64 points a full-batch step, 100 steps an epoch) on a
+reduced grid, betas {1, 5, 10, 20, 30, 40, 50} x lrs {1e-4, 1e-3, 1e-2, 1e-1} x seeds {0, 1} = 56
+models, 2 epochs by default (`--epochs`): one by one with zoo-train -m (Lightning's PINN module per
+model, 2 joblib workers) against populations (the grid splits into one population per core).
+
+    python benchmarks/population.py [--zoo demo|convection_pinn] [--epochs 10] [--root DIR]
 """
 
 import argparse
@@ -72,7 +78,7 @@ def compare(cfgs_a: list, cfgs_b: list) -> str:
         ra, rb = run_dir(a), run_dir(b)
         assert ra.status() == rb.status() == ("ok", ""), (a.id, ra.status(), rb.status())
         for x, y in zip(ra.metrics(), rb.metrics(), strict=True):
-            for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+            for key in (k for k in x if k not in ("epoch", "seconds")):  # classifiers: loss, acc; PINNs: terms
                 worst[key] = max(worst[key], abs(x[key] - y[key]))
         wa, wb = load_file(ra.ckpt_path(a.trainer.max_epochs)), load_file(rb.ckpt_path(b.trainer.max_epochs))
         diff = sum((wa[k] - wb[k]).pow(2).sum() for k in wa).sqrt() / sum(wa[k].pow(2).sum() for k in wa).sqrt()
@@ -108,12 +114,20 @@ def data_feed(x: torch.Tensor, y: torch.Tensor, k: int = 16, batch_size: int = 3
             f"({seconds['loaders'] / seconds['indexing']:.0f}x)")
 
 
+PINN_GRID = ["zoo=convection_pinn", "+smoke=on", "data.beta=1,5,10,20,30,40,50", "optim.lr=1e-4,1e-3,1e-2,1e-1",
+             "seed=0,1"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--zoo", choices=("demo", "convection_pinn"), default="demo")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 10 (demo), 2 (convection_pinn)")
     parser.add_argument("--root", type=Path, default=None, help="where both zoos are written (default: a temp dir)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="zoo-population-"))
+    if args.zoo == "convection_pinn":
+        return pinn(args.epochs or 2, root)
+    args.epochs = args.epochs or 10
     grid = ["zoo=demo", f"trainer.max_epochs={args.epochs}", f"paths.data={root / 'data'}"]
     zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
     data = load(zoo[0].data, root / "data")  # generated once, outside the timings
@@ -141,6 +155,32 @@ def main() -> None:
     for width in sorted(secs["one_by_one"]):
         a, b = (sum(secs[side][width]) / len(secs[side][width]) for side in ("one_by_one", "population"))
         print(f"  width {width:3d}: {a:6.3f} / {b:6.3f} = {a / b:5.1f}x")
+    print(f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
+          f"{wall['one_by_one'] / wall['hydra']:.1f}x")
+    print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")
+
+
+def pinn(epochs: int, root: Path) -> None:
+    """The PINN comparison (see the module doc): one-by-one vs populations, same grid, same cores."""
+    grid = [*PINN_GRID, f"trainer.max_epochs={epochs}"]
+    zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
+    n = len(zoo)
+    steps = zoo[0].data.steps_per_epoch * epochs
+    print(f"convection_pinn smoke grid: {n} models, {epochs} epochs ({steps} full-batch Adam steps a model), "
+          f"{os.cpu_count()} cores; runs in {root}")
+    print(f"grouping:\n{describe(plan(zoo, workers=2))}")
+    train = ["-m", "zoo.cli.train", "-m"]
+    runs = {"one_by_one": [*train, *grid], "hydra": [*train, *grid, "hydra/launcher=population"],
+            "population": ["-c", TRAIN_CELLS, *grid]}
+    labels = {"one_by_one": "one-by-one: zoo-train -m (Lightning PINN module per model, joblib launcher)",
+              "hydra": "population: zoo-train -m hydra/launcher=population",
+              "population": "population: train_cells(cell_configs(...)) (zoo-run's path)"}
+    wall = {}
+    for side, argv in runs.items():
+        wall[side], _ = launch([*argv, f"paths.root={root / side}"])
+        print(f"{labels[side]:74s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
+    cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+    print(compare(cfgs["one_by_one"], cfgs["population"]))
     print(f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
           f"{wall['one_by_one'] / wall['hydra']:.1f}x")
     print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")

@@ -18,6 +18,15 @@ So, within one key (measured on 2 CPU cores, MLPs on mnist1d; see benchmarks/pop
   by CACHE_PARAMS stacked parameters: weights, gradients and momenta then stay in cache
   (measured: width 256 at batch 8 trained fastest per member at K = 4-8, ~4x slower at K = 32).
   A larger bucket is split into near-equal populations.
+
+PINNs (data.task=pinn, zoo.train.pinn_population) share a population when everything but seed,
+data.beta and optim values (not optim.name / no_decay_1d) matches: the whole beta x lr x seed grid of
+one architecture (width included: members are not padded) is one bucket. A PINN step is full-batch
+(every member runs on all its points), so it is compute-bound: measured on 2 CPU cores, smoke-sized
+cells (64 points a step) cost 3 ms a step alone, 0.4-0.5 ms a member at K >= 16, flat from K = 64 to
+350; full-sized ones (1,456 points) cost ~8 ms a member-step at any K. So K is bounded by memory only
+(`member_bytes`: activations of a step and of the test grid dominate), and the bucket is split into a
+multiple of `workers` near-equal populations, so that every worker trains one.
 """
 
 import json
@@ -34,7 +43,9 @@ from joblib import cpu_count
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.data import SPLIT_SIZES
+from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
+from zoo.train.pinn_population import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.population import ACTIVATION_BACKWARD, train_population
 from zoo.train.rundir import run_dir
 from zoo.train.run import Result, train_model
@@ -48,9 +59,15 @@ STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for or
 TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
 
 
+def is_pinn(cfg: DictConfig) -> bool:
+    return cfg.data.get("task", "classify") == "pinn"
+
+
 def population_key(cfg: DictConfig) -> str | None:
     """Cells with equal keys can train as one population; None: this cell trains alone."""
     model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
+    if cfg.runtime.get("population", "off") != "off" and is_pinn(cfg):
+        return _pinn_key(cfg)
     if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
             or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
             or cfg.data.get("task", "classify") != "classify" or optim.name != "sgd"
@@ -64,6 +81,30 @@ def population_key(cfg: DictConfig) -> str | None:
         "data_root": plain["paths"]["data"],
     }
     return json.dumps(shared, sort_keys=True)
+
+
+def _pinn_key(cfg: DictConfig) -> str | None:
+    """PINN cells: members differ in seed, data.beta and optim values (see module doc)."""
+    model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
+    if (model.name != "mlp" or model.activation not in PINN_ACTIVATIONS or cfg.data.name != "convection"
+            or optim.name not in PINN_OPTIMIZERS or trainer.gradient_clip_val is not None
+            or str(trainer.precision) not in ("32", "32-true")):
+        return None
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    shared = {
+        "task": "pinn", "model": plain["model"],
+        "optim": {k: plain["optim"].get(k) for k in ("name", "no_decay_1d")},
+        "data": {k: v for k, v in plain["data"].items() if k != "beta"},
+        **{k: plain[k] for k in ("trainer", "checkpoint", "runtime")},
+        "data_root": plain["paths"]["data"],
+    }
+    return json.dumps(shared, sort_keys=True)
+
+
+def pinn_points(cfg: DictConfig) -> tuple[int, int]:
+    """A PINN's (training points of one step, test grid points), as zoo.data.convection draws them."""
+    sizes = PINN_SMOKE if cfg.data.get("smoke") else cfg.data
+    return sizes["n_collocation"] + sizes["grid_x"] + 2 * sizes["grid_t"], sizes["grid_x"] * sizes["grid_t"]
 
 
 @cache
@@ -83,6 +124,11 @@ def member_bytes(cfg: DictConfig, width: int) -> int:
     and the activations of a training step and an evaluation chunk (values and gradients)."""
     m = cfg.model
     features = m.in_dim + m.depth * width + m.out_dim
+    if is_pinn(cfg):  # weights, gradients, 2 Adam moments; the double-backward graph of a step (measured:
+        # 2.4-2.6 floats per point and feature saved, x 2 for the backward's own buffers); the test grid's
+        # activations (two layers at a time), points and exact solution
+        train, grid = pinn_points(cfg)
+        return 4 * (4 * n_params(cfg, width) + 6 * train * features + grid * (2 * width + 2 * m.in_dim + 2))
     return 4 * (3 * n_params(cfg, width) + 2 * features * (cfg.data.batch_size + cfg.data.eval_batch_size))
 
 
@@ -96,7 +142,7 @@ def free_memory(cfg: DictConfig) -> int:
 def max_members(cfg: DictConfig, width: int, workers: int, memory: int) -> int:
     """The largest K for a population of `cfg`'s kind padded to `width` (see module doc)."""
     k = int(MEMORY_FRACTION * memory / workers) // member_bytes(cfg, width)
-    if cfg.runtime.accelerator not in ("gpu", "cuda"):
+    if cfg.runtime.accelerator not in ("gpu", "cuda") and not is_pinn(cfg):
         k = min(k, CACHE_PARAMS // n_params(cfg, width))
     if cfg.runtime.population != "auto":
         k = min(k, int(cfg.runtime.population))
@@ -126,6 +172,8 @@ def plan(cfgs: list[DictConfig], workers: int = 1, memory: int | None = None) ->
             width = max(cfg.model.width for cfg in bucket)
             k = max_members(bucket[0], width, workers, memory or free_memory(bucket[0]))
             n = math.ceil(len(bucket) / k)
+            if is_pinn(bucket[0]):  # compute-bound: one population per worker (or a multiple)
+                n = min(len(bucket), workers * math.ceil(n / workers))
             groups += [bucket[i::n] for i in range(n)]
     return sorted(groups, key=cost, reverse=True)
 
@@ -133,7 +181,7 @@ def plan(cfgs: list[DictConfig], workers: int = 1, memory: int | None = None) ->
 def cost(group: list[DictConfig]) -> float:
     """Rough multiply-adds of training `group` together: steps x (fixed cost + K x batch x params)."""
     cfg = group[0]
-    batch = cfg.data.get("batch_size") or 1
+    batch = pinn_points(cfg)[0] if is_pinn(cfg) else cfg.data.get("batch_size") or 1  # PINN: full batch
     n_train = cfg.data.get("n_train") or SPLIT_SIZES.get(cfg.data.name, (batch, 0))[0]
     steps = cfg.trainer.max_epochs * (cfg.data.get("steps_per_epoch") or math.ceil(n_train / batch))
     width = max(c.model.get("width", 0) for c in group) or None
@@ -156,6 +204,11 @@ def describe(groups: list[list[DictConfig]]) -> str:
         cfg = group[0]
         widths = sorted({c.model.get("width") for c in group})
         kind = "population" if population_key(cfg) else "alone"
+        if is_pinn(cfg):
+            betas, lrs = sorted({c.data.beta for c in group}), sorted({c.optim.lr for c in group})
+            lines.append(f"{kind} K={len(group)} pinn {cfg.model.name} width {cfg.model.width} "
+                         f"betas {betas} lrs {lrs} epochs {cfg.trainer.max_epochs}")
+            continue
         lines.append(f"{kind} K={len(group)} {cfg.model.name} batch {cfg.data.get('batch_size')} "
                      f"widths {widths} epochs {cfg.trainer.max_epochs}")
     return "\n".join(lines)

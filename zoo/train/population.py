@@ -18,6 +18,9 @@ for nn.Linear, cross-entropy and ReLU/tanh, and the SGD update uses the ops of
 CPU (padded ones agree to float tolerance: the matmuls sum over more, zero, terms). Measured
 on 2 cores: autograd over the stacked graph was 1.5-2x slower than the hand-written backward.
 
+PINN populations (zoo.train.pinn_population: stacked PINNs, autograd, Adam) run through the same
+`train_population`, run dirs, `PopulationWriter` and resume state; `build_population` picks the module.
+
 Lightning runs the epochs, callbacks, checkpoints and devices; one Lightning step is one epoch
 of every member (manual optimization). A diverged member (non-finite epoch train loss) is recorded and frozen at
 zero weights, its slot masked out, so tensor shapes and the resume state never change.
@@ -60,15 +63,16 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 def schedule(optim: DictConfig, total_steps: int) -> torch.Tensor:
     """[total_steps + 1, 2] float64: the (lr, momentum) step s trains with, as torch's scheduler
-    from `build_optimizer` sets them (row `total_steps` is what the last metrics line reports)."""
+    from `build_optimizer` sets them (row `total_steps` is what the last metrics line reports).
+    For Adam/AdamW the momentum column is beta1 (which OneCycle cycles in its place)."""
     opt, scheduler = build_optimizer([torch.zeros(1, 1)], optim, total_steps)
     group, rows = opt.param_groups[0], []
     with warnings.catch_warnings():  # get_lr outside step() warns; it is a pure function of last_epoch
         warnings.simplefilter("ignore")
         for step in range(total_steps + 1):
             scheduler.last_epoch = step
-            group["lr"] = scheduler.get_lr()[0]  # OneCycle sets group["momentum"] in get_lr
-            rows.append((group["lr"], group["momentum"]))
+            group["lr"] = scheduler.get_lr()[0]  # OneCycle sets group["momentum"] (or "betas") in get_lr
+            rows.append((group["lr"], group["momentum"] if "momentum" in group else group["betas"][0]))
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -319,11 +323,11 @@ def population_dir(cfgs: list[DictConfig]) -> RunDir:
 
 
 def train_population(cfgs: list[DictConfig]) -> list[Result]:
-    """Train configs that share a population key as one population. Each member ends in its own
-    run dir as `train_model` would leave it: done members are skipped, a diverged member is
-    recorded and frozen while the rest go on, and an error fails the members still running
-    (retried by the next launch). A killed population resumes from its state if relaunched
-    with the same members; otherwise its members restart from epoch 0."""
+    """Train configs that share a population key as one population (MLP classifiers, or PINNs: see
+    `build_population`). Each member ends in its own run dir as `train_model` would leave it: done
+    members are skipped, a diverged member is recorded and frozen while the rest go on, and an error
+    fails the members still running (retried by the next launch). A killed population resumes from
+    its state if relaunched with the same members; otherwise its members restart from epoch 0."""
     for cfg in cfgs:
         validate(cfg)
     # Configs from cell_configs carry their id already (with_identity costs ~15 ms a config).
@@ -365,10 +369,22 @@ def train_population(cfgs: list[DictConfig]) -> list[Result]:
     return results
 
 
+def build_population(cfgs: list[DictConfig]) -> pl.LightningModule:
+    """The population module for the task of `cfgs` (data.task): classifiers here, PINNs in
+    zoo.train.pinn_population. Every module has what PopulationWriter uses: `alive`, `kill(k)`,
+    `member(k)`, `evaluate(split)`, `epoch_train_metrics()` and `lr(epoch)`, each per member."""
+    first = cfgs[0]
+    if first.data.get("task", "classify") == "pinn":
+        from zoo.train.pinn_population import PINNPopulation  # imported here: that module imports this one
+
+        return PINNPopulation(cfgs)
+    return Population(cfgs, datasets.load(first.data, first.paths.data))
+
+
 def _fit(cfgs: list[DictConfig], runs: list[RunDir], state: RunDir) -> None:
     first = cfgs[0]
     torch.set_num_threads(first.runtime.threads)
-    pop = Population(cfgs, datasets.load(first.data, first.paths.data))
+    pop = build_population(cfgs)
     warnings.filterwarnings("ignore", ".*configure_optimizers.*returned `None`.*")
     trainer = make_trainer(first, [PopulationWriter(runs, checkpoint_epochs(first), state)])
     resume = state.last_ckpt if state.last_ckpt.exists() else None
