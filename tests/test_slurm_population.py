@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from conftest import zoo_train
 from test_slurm_launch import SLURM, TINY, assert_complete, records, restarts, wait_for
-from zoo.slurm.launcher import array_tasks, task_memory
+from zoo.config import task_memory
+from zoo.slurm.launcher import array_tasks
 from zoo.sweep import cell_configs
 from zoo.train.population import population_dir
 from zoo.train.rundir import run_dir

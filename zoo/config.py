@@ -26,3 +26,12 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
             expected = "a positive integer" if key in POSITIVE_INTS else "a positive number"
             raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
+
+
+def task_memory(cfg: DictConfig) -> int | None:
+    """Bytes a population may plan with on one array task, from the cluster profile, as zoo-plan
+    counts them: one GPU's memory (`gpu_mem_gb`: a population trains on one device) when tasks get
+    GPUs, else the task's `mem_gb`. None when that is unset: grouping then takes what is free here."""
+    cluster = cfg.cluster
+    gb = cluster.gpu_mem_gb if cluster.gpus_per_task else cluster.mem_gb
+    return int(gb * 2**30) if gb else None

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from zoo.config import task_memory
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.data.images import SMOKE_SAMPLES
@@ -113,9 +114,8 @@ def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
     (1 with runtime.population=off, or for cells that cannot share)."""
     if cfgs[0].runtime.population == "off":
         return {cfg.id: 1 for cfg in cfgs}
-    cluster = cfgs[0].cluster
-    memory = int((cluster.gpu_mem_gb if cluster.gpus_per_task else cluster.mem_gb) * 2**30)
-    return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=memory) for cfg in group}
+    return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=task_memory(cfgs[0]))
+            for cfg in group}
 
 
 def _work(cfg: DictConfig) -> Work:
@@ -300,8 +300,8 @@ def _population_line(plan: Plan) -> str:
 def memory_line(plan: Plan) -> str:
     """The largest training step's memory against the task's device memory, and the
     `runtime.micro_batch_size` (a power of two: it divides every batch size of the grids) that fits."""
-    cluster, cells = plan.cluster, plan.cells
-    limit = (cluster.gpu_mem_gb if cluster.gpus_per_task else cluster.mem_gb) * 2**30
+    cells = plan.cells
+    limit = task_memory(cells[0].cfg) or grouping.free_memory(cells[0].cfg)
     worst = max(cells, key=Cell.memory)
     line = f"memory per training step: max {_bytes(worst.memory())} ({_prefix(worst)}), {_bytes(limit)} per task"
     over = [c for c in cells if c.memory() > limit]

@@ -27,6 +27,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.config import task_memory
 from zoo.slurm.submit import groups_of, submit_and_wait
 from zoo.status import failed_lines, model_states, progress_line, zoo_dir_of
 from zoo.sweep import compose_cells
@@ -95,15 +96,6 @@ def array_tasks(work: list[tuple[str, tuple[DictConfig, list[str], int]]], group
             alone.append((key, (overrides, num)))
     populations = grouping.plan(shared, workers=1, memory=memory)
     return [[(cfg.id, cfg) for cfg in group] for group in populations] + groups_of(alone, group_size)
-
-
-def task_memory(cfg: DictConfig) -> int | None:
-    """Bytes a population may plan with on one array task, from the cluster profile, as zoo-plan
-    counts them: one GPU's memory (`gpu_mem_gb`: a population trains on one device) when tasks get
-    GPUs, else the task's `mem_gb`. None when that is unset: grouping then takes what is free here."""
-    cluster = cfg.cluster
-    gb = cluster.gpu_mem_gb if cluster.gpus_per_task else cluster.mem_gb
-    return int(gb * 2**30) if gb else None
 
 
 def _warn_cpu_on_gpus(cfg: DictConfig) -> None:
