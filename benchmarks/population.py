@@ -7,7 +7,8 @@ Each side is what a user runs, on all cores (one worker process per core, one th
   population:  train_cells(cell_configs(["zoo=demo"]))           the same from Python: zoo-run's path
 
 with the same grid (widths 2..256 x batch sizes 8..1000 x 2 seeds = 80 models) and the same
-epochs (default 10 instead of the zoo's 100, to keep this affordable). A Hydra multirun composes
+epochs: by default the zoo's own 100 (~4 min here); `--epochs 10` is a quick look, where the
+populations' fixed costs (worker start, Lightning setup) weigh more. A Hydra multirun composes
 every cell before launching (~0.1 s each, ~10 s for the demo zoo, whatever the launcher), which
 zoo-run need not pay: it has the cells' configs already. Prints the grouping, models/hour, the
 equivalence of the zoos (every metric and weight, model by model), the speedup per width
@@ -27,7 +28,7 @@ reduced grid, betas {1, 5, 10, 20, 30, 40, 50} x lrs {1e-4, 1e-3, 1e-2, 1e-1} x 
 models, 2 epochs by default (`--epochs`): one by one with zoo-train -m (Lightning's PINN module per
 model, 2 joblib workers) against populations (the grid splits into one population per core).
 
-    python benchmarks/population.py [--zoo demo|convection_pinn] [--epochs 10] [--root DIR]
+    python benchmarks/population.py [--zoo demo|convection_pinn] [--epochs N] [--root DIR]
 """
 
 import argparse
@@ -121,13 +122,13 @@ PINN_GRID = ["zoo=convection_pinn", "+smoke=on", "data.beta=1,5,10,20,30,40,50",
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", choices=("demo", "convection_pinn"), default="demo")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 10 (demo), 2 (convection_pinn)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 100 (demo, its own), 2 (convection_pinn)")
     parser.add_argument("--root", type=Path, default=None, help="where both zoos are written (default: a temp dir)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="zoo-population-"))
     if args.zoo == "convection_pinn":
         return pinn(args.epochs or 2, root)
-    args.epochs = args.epochs or 10
+    args.epochs = args.epochs or 100
     grid = ["zoo=demo", f"trainer.max_epochs={args.epochs}", f"paths.data={root / 'data'}"]
     zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
     data = load(zoo[0].data, root / "data")  # generated once, outside the timings
