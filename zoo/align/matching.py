@@ -33,33 +33,36 @@ def weight_matching(spec: Spec, a: Weights, b: Weights, *, max_iter: int = 100, 
         raise ValueError("the two models differ in width: weight matching needs the same architecture")
     names = [n for n in spec if n.rsplit(".", 1)[-1] not in NOT_MATCHED and a[n].is_floating_point()]
     touches = {p: [(n, axis) for n in names for axis, q in enumerate(spec[n]) if q == p] for p in n_units}
-    a64 = {n: a[n].double() for n in names}
-    b64 = {n: b[n].double() for n in names}
+    # A's side never changes: each (tensor, axis) as [units, rest] once. float32 matmuls, float64 sums.
+    a_rows = {(n, axis): torch.movedim(a[n].float(), axis, 0).reshape(n_units[p], -1)
+              for p, pairs in touches.items() for n, axis in pairs}
     perms = {p: torch.arange(n) for p, n in n_units.items()}
     order = np.random.default_rng(seed)
     for iteration in range(1, max_iter + 1):
         changed = False
         for p in order.permutation(sorted(n_units)):
-            cost = sum(_similarity(spec, perms, a64[n], b64[n], n, axis, n_units[p]) for n, axis in touches[p])
+            cost = sum(a_rows[n, axis] @ _rows(spec, perms, b[n].float(), n, axis, n_units[p]).T
+                       for n, axis in touches[p]).double()
             _, best = linear_sum_assignment(cost.numpy(), maximize=True)
             best = torch.from_numpy(best)
             rows = torch.arange(n_units[p])
-            # switch only on a strict gain, so ties cannot make the sweep cycle
-            if cost[rows, best].sum() > cost[rows, perms[p]].sum() + 1e-12 * cost.abs().sum():
+            # switch only on a real gain (above float32 rounding), so ties cannot make the sweep cycle
+            if cost[rows, best].sum() > cost[rows, perms[p]].sum() + 1e-9 * cost.abs().sum():
                 perms[p], changed = best, True
         if not changed:
             break
-    final = apply(spec, perms, b64)
-    return Matching(perms, iteration, float(sum((a64[n] * final[n]).sum() for n in names)))
+    final = apply(spec, perms, b)
+    return Matching(perms, iteration, float(sum((a[n].double() * final[n].double()).sum() for n in names)))
 
 
-def _similarity(spec: Spec, perms: Mapping[str, torch.Tensor], wa: torch.Tensor, wb: torch.Tensor,
-                name: str, axis: int, units: int) -> torch.Tensor:
-    """[units, units]: ⟨A's unit i, B's unit j⟩ in tensor `name`, B permuted on every other axis."""
+def _rows(spec: Spec, perms: Mapping[str, torch.Tensor], wb: torch.Tensor, name: str, axis: int,
+          units: int) -> torch.Tensor:
+    """[units, rest]: B's units along `axis` of tensor `name`, B permuted on every other axis."""
+    wb = torch.movedim(wb, axis, 0)
     for other, q in enumerate(spec[name]):
         if q is not None and other != axis:
-            wb = permute_axis(wb, other, perms[q])
-    return torch.movedim(wa, axis, 0).reshape(units, -1) @ torch.movedim(wb, axis, 0).reshape(units, -1).T
+            wb = permute_axis(wb, other + (other < axis), perms[q])  # movedim shifted the axes before it
+    return wb.reshape(units, -1)
 
 
 def align(spec: Spec, a: Weights, b: Weights, **kwargs) -> tuple[dict[str, torch.Tensor], Matching]:
