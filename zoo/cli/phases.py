@@ -24,7 +24,7 @@ def main() -> None:
         axes = list(cfgs[0].zoo.axes)
     columns = [*axes, *(c for c in SHOWN if c in rows[0])]
     print(format_table(columns, [[r[c] if r[c] is not None else "-" for c in columns] for r in rows]))
-    print(f"\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}"
+    print("\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}"
                                         for p in ("I", "II", "III", "IV-A", "IV-B", None)))
     print(f"phase table: {out}\nfigures: {out.parent / 'figures' if not csv else out.parent}")
 

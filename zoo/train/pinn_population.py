@@ -24,7 +24,6 @@ Adam moments, its update masked: its slot keeps computing finite numbers nobody 
 """
 
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -34,7 +33,7 @@ from zoo import data as datasets
 from zoo.models import build
 from zoo.train.optim import build_optimizer
 from zoo.train.pinn import TERMS, Repeat
-from zoo.train.population import _plain, linears, schedule
+from zoo.train.population import StackedMLPs, _plain, linears, schedule
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu}  # as nn.ReLU / nn.Tanh / nn.GELU call them
 OPTIMIZERS = ("adam", "adamw")
@@ -134,7 +133,7 @@ def linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, *, first: b
     return torch.baddbmm(b, h, w.mT) if b is not None else torch.bmm(h, w.mT)
 
 
-class PINNPopulation(pl.LightningModule):
+class PINNPopulation(StackedMLPs):
     """K PINNs (zoo.models.MLP on (x, t)) with one architecture and one set of points, trained as one.
 
     Stacked state: weights [K, out, in], biases [K, 1, out], Adam's exp_avg and exp_avg_sq alike.
@@ -301,20 +300,6 @@ class PINNPopulation(pl.LightningModule):
             loss = (u - exact).pow(2).mean((1, 2)).tolist()
             rel = (torch.linalg.vector_norm(u - exact, dim=(1, 2)) / torch.linalg.vector_norm(exact, dim=(1, 2)))
             return [{"loss": a, "rel_l2": b} for a, b in zip(loss, rel.tolist())]
-
-    def lr(self, epoch: int) -> list[float]:
-        """Each member's lr after `epoch` epochs, as its optimizer's param group would show it."""
-        return self.lrs[epoch * self.steps_per_epoch].tolist()
-
-    def member(self, k: int) -> nn.Module:
-        """Member k as its own module, holding its current weights."""
-        model = self.members[k]
-        with torch.no_grad():
-            for i, lin in enumerate(linears(model)):
-                lin.weight.copy_(self.w[i][k])
-                if lin.bias is not None:
-                    lin.bias.copy_(self.b[i][k, 0])
-        return model
 
     @torch.no_grad()
     def kill(self, k: int) -> None:

@@ -105,7 +105,27 @@ class EpochOrders:
         yield torch.stack([datasets.epoch_order(self.n, seed, self.epoch()) for seed in self.seeds])
 
 
-class Population(pl.LightningModule):
+class StackedMLPs(pl.LightningModule):
+    """What every population module shares: K members as `members` (their own modules), stacked
+    weights `w` [K, out, in] and biases `b` [K, 1, out] (narrower members zero-padded), and the
+    lr of every step in `lrs`."""
+
+    def lr(self, epoch: int) -> list[float]:
+        """Each member's lr after `epoch` epochs, as its optimizer's param group would show it."""
+        return self.lrs[epoch * self.steps_per_epoch].tolist()
+
+    def member(self, k: int) -> nn.Module:
+        """Member k as its own (unpadded) module, holding its current weights."""
+        model = self.members[k]
+        with torch.no_grad():
+            for i, lin in enumerate(linears(model)):
+                lin.weight.copy_(self.w[i][(k, *map(slice, lin.weight.shape))])
+                if lin.bias is not None:
+                    lin.bias.copy_(self.b[i][k, 0, :len(lin.bias)])
+        return model
+
+
+class Population(StackedMLPs):
     """K MLP classifiers with one depth, activation and bias setting, trained as one.
 
     Stacked state: weights [K, out, in], biases [K, 1, out], SGD momenta alike; per-member
@@ -225,20 +245,6 @@ class Population(pl.LightningModule):
             loss = [a + b for a, b in zip(loss, sums)]
             correct = [a + b for a, b in zip(correct, (logits.argmax(-1) == y).sum(1).tolist())]
         return [{"loss": s / len(y_all), "acc": c / len(y_all)} for s, c in zip(loss, correct)]
-
-    def lr(self, epoch: int) -> list[float]:
-        """Each member's lr after `epoch` epochs, as its optimizer's param group would show it."""
-        return self.lrs[epoch * self.steps_per_epoch].tolist()
-
-    def member(self, k: int) -> nn.Module:
-        """Member k as its own (unpadded) module, holding its current weights."""
-        model = self.members[k]
-        with torch.no_grad():
-            for i, lin in enumerate(linears(model)):
-                lin.weight.copy_(self.w[i][(k, *map(slice, lin.weight.shape))])
-                if lin.bias is not None:
-                    lin.bias.copy_(self.b[i][k, 0, :len(lin.bias)])
-        return model
 
     @torch.no_grad()
     def kill(self, k: int) -> None:
