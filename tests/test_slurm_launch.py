@@ -17,6 +17,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import zoo_train
+from zoo.align.stage import plan as apply_plan
 from zoo.landscape.stage import is_done, plan
 from zoo.slurm import jobs
 from zoo.sweep import cell_configs
@@ -66,8 +67,8 @@ def restarts(cluster, job_id: str) -> int:
 
 def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path, data_root):
     """zoo-run on SLURM: the grid goes out as one population (one task), the landscape items
-    (4 models + 2 seed pairs) as an array (2 per task) once training is done, then phases, the
-    merging apps (`apply.apps`) and packing run here."""
+    (4 models + 2 seed pairs) as an array (2 per task) once training is done, phases run here,
+    the merging app's cells go out as an array, and packing runs here."""
     overrides = [*TINY, "model.width=4,8", "seed=0,1", f"paths.root={tmp_path}", f"paths.data={data_root}",
                  *SLURM, "hydra.launcher.group_size=2",
                  "landscape.bezier.steps=50", "landscape.hessian.n_samples=200",  # a quick landscape
@@ -77,7 +78,7 @@ def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path
     out = proc.stdout
     assert out.index("== train") < out.index("train: 4 models: ok 4") < out.index("== landscape")
     assert out.index("landscape: 6/6 items measured") < out.index("== phases") < out.index("== apply lmc") \
-        < out.index("lmc: 2 cells, 2 computed now") < out.index("== pack")
+        < out.index("apply-lmc: 2/2 items computed") < out.index("lmc: 2 cells, 2 computed now") < out.index("== pack")
 
     cfgs = cell_configs(overrides)
     ids = [cfg.id for cfg in cfgs]
@@ -90,6 +91,8 @@ def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path
     items = plan(cfgs)
     assert sorted(sum(landscape.tasks, [])) == sorted(item.out for item in items) and len(items) == 6
     assert all(map(is_done, items))
+    [lmc] = jobs.read_records(tmp_path / "runs" / "demo", "apply-lmc")  # one array task: 2 cells, group_size 2
+    assert lmc.tasks == [[item.out for item in apply_plan(cfgs, "lmc")]]
     assert (tmp_path / "runs" / "demo" / "phases.csv").exists()
     assert totals(zoo_status(*overrides)) == ["total", "4", "4", "0", "0", "0", "0", "0"]
 

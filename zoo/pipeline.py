@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from zoo.slurm.landscape import slurm_settings
+from zoo.slurm.items import slurm_settings
 from zoo.summary import cell_table, status_counts
 from zoo.sweep import cell_configs
 from zoo.train.grouping import train_cells

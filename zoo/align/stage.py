@@ -32,6 +32,7 @@ from zoo.landscape.table import write_csv
 from zoo.load import open_zoo
 from zoo.models import build
 from zoo.parallel import run_parallel
+from zoo.slurm.items import run_items_slurm
 from zoo.train.run import checkpoint_epochs
 from zoo.train.rundir import RunDir, run_dir, zoo_dir
 
@@ -168,11 +169,21 @@ def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
     return out
 
 
-def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1) -> dict:
-    """Compute every missing cell, then write the tables and figures; returns counts and both tables."""
+def is_done(item: Item) -> bool:
+    return Path(item.out).exists()
+
+
+def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Mapping | None = None) -> dict:
+    """Compute every missing cell — in `workers` local processes, or as SLURM arrays with `slurm`
+    (hydra.launcher settings) — then write the tables and figures; returns counts and both tables."""
     items = plan(cfgs, app)
-    todo = [item for item in items if not Path(item.out).exists()]
-    failed = run_parallel(run_item, todo, workers, f"{app} cells", name=lambda item: item.out)
+    if slurm:
+        counts = run_items_slurm(items, run=run_item, done=is_done, settings=slurm, stage=f"apply-{app}",
+                                 cfg=cfgs[0], verb="computed")
+    else:
+        todo = [item for item in items if not is_done(item)]
+        failed = run_parallel(run_item, todo, workers, f"{app} cells", name=lambda item: item.out)
+        counts = {"items": len(items), "computed": len(todo) - len(failed), "failed": len(failed)}
     rows = table(cfgs, app)
     summary = by_phase(rows, METRICS[app])
     out, figures = apply_dir(cfgs[0], app), zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "figures"
@@ -185,5 +196,5 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1) -> dict:
         if any(r[metric] is not None for r in rows):
             heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {metric}",
                     label="phase", diverging="gain" in metric)
-    return {"cells": len(items), "computed": len(todo) - len(failed), "failed": len(failed),
+    return {"cells": counts["items"], "computed": counts["computed"], "failed": counts["failed"],
             "rows": rows, "by_phase": summary}

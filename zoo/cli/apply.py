@@ -1,9 +1,11 @@
 """`zoo-apply app=<averaging|lmc|soup> [overrides]`: merge the seeds of every grid cell of the sweep
-the overrides select (same overrides as `zoo-train -m`), per cell, with figures over the phase map."""
+the overrides select (same overrides as `zoo-train -m`), per cell, with figures over the phase map;
+with hydra/launcher=slurm the cells go out as SLURM job arrays."""
 
 import sys
 
 from zoo.align.stage import APPS, run_apply
+from zoo.slurm.items import slurm_settings
 from zoo.summary import format_table
 from zoo.sweep import cell_configs
 
@@ -13,7 +15,7 @@ def main() -> None:
     app = cfgs[0].app
     if app not in APPS:
         sys.exit(f"zoo-apply needs app=<{'|'.join(APPS)}> (got app={app})")
-    result = run_apply(cfgs, app, workers=cfgs[0].apply.workers)
+    result = run_apply(cfgs, app, workers=cfgs[0].apply.workers, slurm=slurm_settings(sys.argv[1:]))
     for title, rows in (("per cell", result["rows"]), ("per phase", result["by_phase"])):
         if rows:
             columns = list(rows[0])
