@@ -180,3 +180,12 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
         assert row["models"] == stored["models"]
         assert row["barrier_loss_train_aligned"] == stored["barrier_loss_train_aligned"]
         assert row["pairs"][0]["curve"] == stored["pairs"][0]["curve"]
+
+
+@pytest.mark.parametrize("override, message", [("apply.val_fraction=1.0", "apply.val_fraction=1.0 is not a fraction"),
+                                               ("apply.n_points=1", "apply.n_points=1 is not an integer of at least 2"),
+                                               ("apply.last_k=0", "apply.last_k=0 is not a positive integer")])
+def test_bad_apply_settings_name_their_key(zoo, override, message):
+    _, overrides, _ = zoo
+    proc = cli(*overrides, "app=soup", override, check=False)
+    assert proc.returncode != 0 and message in proc.stderr

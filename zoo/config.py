@@ -10,8 +10,11 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # key shard samples, and webdataset splits a key at its first dot.
 OmegaConf.register_new_resolver("slug", lambda value: format(value, "g").replace(".", "p"), replace=True)
 
-POSITIVE_INTS = ("model.width", "model.depth", "data.batch_size", "data.eval_batch_size", "trainer.max_epochs")
+POSITIVE_INTS = ("model.width", "model.depth", "data.batch_size", "data.eval_batch_size", "trainer.max_epochs",
+                 "apply.batch_size", "apply.bn_samples", "apply.max_iter", "apply.last_k")
 POSITIVE_FLOATS = ("optim.lr",)
+FRACTIONS = ("apply.val_fraction",)  # strictly between 0 and 1
+AT_LEAST_TWO = ("apply.n_points",)   # points on a path, both ends included
 
 
 class ConfigError(ValueError):
@@ -25,6 +28,12 @@ def validate(cfg: DictConfig) -> None:
         kind = int if key in POSITIVE_INTS else (int, float)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
             expected = "a positive integer" if key in POSITIVE_INTS else "a positive number"
+            raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
+    for key in FRACTIONS + AT_LEAST_TWO:
+        value = OmegaConf.select(cfg, key, default=None)
+        fraction = key in FRACTIONS
+        if value is not None and not (0 < value < 1 if fraction else isinstance(value, int) and value >= 2):
+            expected = "a fraction strictly between 0 and 1" if fraction else "an integer of at least 2"
             raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
 
 

@@ -25,7 +25,7 @@ from zoo import data as datasets
 from zoo.align import apps
 from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
-from zoo.config import CONF_DIR
+from zoo.config import CONF_DIR, validate
 from zoo.landscape.plots import heatmap, phase_bars
 from zoo.landscape.stage import cell_key, checkpoint, eval_batches
 from zoo.landscape.table import write_csv
@@ -73,6 +73,7 @@ def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     """One item per cell with at least two `ok` seeds (one model has nothing to merge with)."""
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
+    validate(cfgs[0])
     items = []
     for members in cells(cfgs).values():
         ok = sorted((c for c in members if run_dir(c).status()[0] == "ok"), key=lambda c: c.seed)

@@ -5,6 +5,7 @@ with hydra/launcher=slurm the cells go out as SLURM job arrays."""
 import sys
 
 from zoo.align.stage import APPS, run_apply
+from zoo.config import ConfigError
 from zoo.slurm.items import slurm_settings
 from zoo.summary import format_table
 from zoo.sweep import cell_configs
@@ -15,7 +16,10 @@ def main() -> None:
     app = cfgs[0].app
     if app not in APPS:
         sys.exit(f"zoo-apply needs app=<{'|'.join(APPS)}> (got app={app})")
-    result = run_apply(cfgs, app, workers=cfgs[0].apply.workers, slurm=slurm_settings(sys.argv[1:]))
+    try:
+        result = run_apply(cfgs, app, workers=cfgs[0].apply.workers, slurm=slurm_settings(sys.argv[1:]))
+    except ConfigError as err:  # a bad apply.* value
+        sys.exit(f"zoo-apply: {err}")
     for title, rows in (("per cell", result["rows"]), ("per phase", result["by_phase"])):
         if rows:
             columns = list(rows[0])

@@ -103,7 +103,8 @@ def eval_batches(data, split: str, batch_size: int, n: int | None = None, seed: 
     a fixed seeded subset of n samples (from position `offset` of the seeded order) — the same
     for every model of a zoo."""
     if not isinstance(data, datasets.TensorData):
-        raise NotImplementedError(f"landscape metrics support classification data, not {type(data).__name__}")
+        raise NotImplementedError(f"landscape and merging metrics support classification data, not "
+                                  f"{type(data).__name__}: this zoo (language model or PINN) has none yet")
     x, y = data.split(split)
     if n is not None:
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
