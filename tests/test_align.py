@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, random_perms, resnet_spec, spec_for
 from zoo.align.stage import apply_dir, apply_packed, bench, plan
+from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint
 from zoo.models import build
 from zoo.sweep import cell_configs
@@ -187,5 +189,5 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
                                                ("apply.last_k=0", "apply.last_k=0 is not a positive integer")])
 def test_bad_apply_settings_name_their_key(zoo, override, message):
     _, overrides, _ = zoo
-    proc = cli(*overrides, "app=soup", override, check=False)
-    assert proc.returncode != 0 and message in proc.stderr
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        plan(cell_configs([*overrides, override]), "soup")
