@@ -158,6 +158,7 @@ def test_zoo_apply_writes_every_cell_then_skips_them(zoo, app):
         assert all(r["greedy_soup_val_acc_aligned"] >= r["best_ingredient_val_acc"] for r in results)
     if app == "lmc":  # aligning seeds lowers the loss barrier between them
         assert all(r["barrier_loss_train_aligned"] < r["barrier_loss_train"] for r in results)
+        assert (figures / "lmc_curves.png").stat().st_size > 0
 
     before = {item.out: os.stat(item.out).st_mtime_ns for item in items}
     assert "0 computed now" in cli(*overrides, f"app={app}").stdout

@@ -7,6 +7,7 @@ cells and a killed run redoes only the cells it was in:
     runs/<zoo>/apply/<app>/table.csv         one row per cell: axes, phase, the app's metrics
     runs/<zoo>/apply/<app>/by_phase.csv      the metrics averaged per phase
     runs/<zoo>/figures/<app>_<metric>.png    heatmaps next to the phase map, cells labelled by phase
+    runs/<zoo>/figures/<app>_by_phase.png    the metrics per phase; lmc_curves.png: mean paths per phase
 
 `apply_packed` runs the same computation over a packed zoo (shards), for zoos without run dirs.
 """
@@ -26,7 +27,7 @@ from zoo.align import apps
 from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
 from zoo.config import CONF_DIR, validate
-from zoo.landscape.plots import heatmap, phase_bars
+from zoo.landscape.plots import heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, checkpoint, eval_batches
 from zoo.landscape.table import write_csv
 from zoo.load import open_zoo
@@ -157,6 +158,18 @@ def table(cfgs: Sequence[DictConfig], app: str) -> list[dict]:
     return rows
 
 
+def lmc_curves(cfgs: Sequence[DictConfig], rows: Sequence[dict], key: str) -> dict[str, dict[str, list]]:
+    """Per phase, the `key` curves (e.g. err_test) of every seed pair, as measured ("") and aligned."""
+    out: dict[str, dict[str, list]] = defaultdict(lambda: {"": [], "_aligned": []})
+    for row, members in zip(rows, cells(cfgs).values()):
+        path = apply_dir(cfgs[0], "lmc") / f"{cell_name(members[0])}.json"
+        if row["phase"] and path.exists():
+            for pair in json.loads(path.read_text())["pairs"]:
+                for suffix in ("", "_aligned"):
+                    out[row["phase"]][suffix].append((pair[f"curve{suffix}"]["t"], pair[f"curve{suffix}"][key]))
+    return dict(out)
+
+
 def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
     """Mean of each metric over the cells of each phase (cells without a value left out)."""
     out = []
@@ -192,6 +205,9 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
     if summary:
         write_csv(summary, out / "by_phase.csv")
         phase_bars(summary, METRICS[app], figures / f"{app}_by_phase.png", title=f"{cfgs[0].zoo.name}: {app} per phase")
+    if app == "lmc" and summary:
+        phase_curves(lmc_curves(cfgs, rows, "err_test"), "test error", figures / "lmc_curves.png",
+                     title=f"{cfgs[0].zoo.name}: linear paths between seeds, mean per phase")
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:
         if any(r[metric] is not None for r in rows):
