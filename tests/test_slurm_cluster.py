@@ -142,6 +142,12 @@ def test_submitit_preempted_job_requeues_itself(slurm_cluster, tmp_path):
     executor.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=60, cpus_per_task=1, mem_gb=1)
     job = executor.submit(run_twice, str(marker))
     _wait_for(lambda: len(_lines(marker)) == 1, 30, "first run")
-    job._interrupt()  # what a preemption sends: SIGTERM, then USR2 -> requeue
+    # What a preemption sends (as submitit's job._interrupt() does): SIGTERM, then USR2 -> requeue.
+    # slurmd delivers signals asynchronously: back to back, a late SIGTERM could kill the
+    # `scontrol requeue` that USR2's handler starts (seen once under load), so let it land first.
+    slurm_cluster.run("scancel", "--signal", "SIGTERM", str(job.job_id))
+    time.sleep(1)
+    slurm_cluster.run("scancel", "--signal", "USR2", str(job.job_id))
+    _wait_for(lambda: len(_lines(marker)) == 2, 60, "second run")
+    assert slurm_cluster.wait(job.job_id, timeout=60) == {job.job_id: "COMPLETED"}
     assert job.result() == 2
-    assert slurm_cluster.wait(job.job_id, timeout=10) == {job.job_id: "COMPLETED"}
