@@ -108,15 +108,20 @@ def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], sett
     return apps.lmc(b, finals, settings["n_points"]) if app == "lmc" else apps.soup(b, finals)
 
 
+def needed_epochs(cfg: DictConfig, app: str, last_k: int) -> list[int]:
+    """The checkpoints `app` reads of each model: the final one, or the last `last_k` to average."""
+    final = cfg.trainer.max_epochs
+    return [e for e in sorted(checkpoint_epochs(cfg)) if e <= final][-last_k:] if app == "averaging" else [final]
+
+
 def run_item(item: Item) -> Item:
     torch.set_num_threads(1)
     runs = [RunDir(p) for p in item.runs]
     cfg = runs[0].config()
-    final = cfg.trainer.max_epochs
-    epochs = [e for e in sorted(checkpoint_epochs(cfg)) if e <= final] if item.app == "averaging" else [final]
+    epochs = needed_epochs(cfg, item.app, item.settings["last_k"])
     result = compute(item.app, bench(cfg, item.settings, item.data_root),
                      [{e: checkpoint(r, e) for e in epochs} for r in runs], item.settings)
-    write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": final, **result})
+    write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": cfg.trainer.max_epochs, **result})
     return item
 
 
@@ -124,12 +129,17 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
                  where: Mapping | None = None) -> list[dict]:
     """`app` over the cells of a packed zoo (a manifest, a shard directory or URLs: whatever
     `zoo.load.open_zoo` reads), in this process; one row per cell with at least two `ok` seeds:
-    its axes, phase, models and the app's result. `settings` default to conf/apply/default.yaml."""
+    its axes, phase, models and the app's result. `settings` default to conf/apply/default.yaml.
+    One pass over the shards; it holds the checkpoints the app reads (`needed_epochs`) of every
+    selected model in memory: narrow a large zoo with `where`."""
     settings = settings or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "apply" / "default.yaml"))
-    runs, metas = defaultdict(dict), {}
+    runs, metas, needed = defaultdict(dict), {}, {}
     for weights, meta in open_zoo(source, view="state_dict", where={"status": "ok", **(where or {})}):
-        runs[meta["id"]][meta["epoch"]] = weights
-        metas[meta["id"]] = meta
+        if meta["id"] not in needed:
+            needed[meta["id"]] = needed_epochs(OmegaConf.create(meta["config"]), app, settings["last_k"])
+        if meta["epoch"] in needed[meta["id"]]:
+            runs[meta["id"]][meta["epoch"]] = weights
+            metas[meta["id"]] = meta
     axes = next(iter(metas.values()))["config"]["zoo"]["axes"]
     by_cell = defaultdict(list)
     for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):
