@@ -5,20 +5,24 @@ from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
+from zoo.train.callbacks import HEADLINE, headline
 from zoo.train.rundir import run_dir
 
 
 def cell_table(cfgs: Iterable[DictConfig]) -> str:
-    """Status counts and mean final test accuracy per cell of the zoo's two grid axes."""
+    """Status counts and the mean final headline metric (test accuracy for classifiers) per cell
+    of the zoo's two grid axes."""
     cells: dict[tuple, list[tuple[str, float | None]]] = defaultdict(list)
-    axes = None
+    axes, keys = None, set()
     for cfg in cfgs:
         axes = list(cfg.zoo.axes)
         run = run_dir(cfg)
-        state = run.status()[0]
-        last = (run.metrics() or [{}])[-1]
-        cells[tuple(cfg.grid[a] for a in axes)].append((state, last.get("test_acc")))
-    header = [*axes, "models", "status", "test_acc"]
+        rows = run.metrics()
+        key, value = headline(rows[-1] if rows else {})
+        if rows:
+            keys.add(key)
+        cells[tuple(cfg.grid[a] for a in axes)].append((run.status()[0], value))
+    header = [*axes, "models", "status", keys.pop() if len(keys) == 1 else HEADLINE[0]]
     rows = []
     for key in sorted(cells):
         states = Counter(state for state, _ in cells[key])

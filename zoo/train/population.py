@@ -45,7 +45,7 @@ from zoo import data as datasets
 from zoo.atomic import write_text
 from zoo.config import validate
 from zoo.models import build
-from zoo.train.callbacks import Diverged, metrics_row, save_weights
+from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
 from zoo.train.ids import model_hash, model_id, with_identity
 from zoo.train.optim import build_optimizer
 from zoo.train.rundir import RunDir, run_dir, zoo_dir
@@ -368,8 +368,8 @@ def train_population(cfgs: list[DictConfig]) -> list[Result]:
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
         state, reason = run.status()
         if k in todo:
-            test_acc = (run.metrics() or [{}])[-1].get("test_acc")
-            log.info("%s: %s %s test_acc=%s (population of %d, %.1f s)", cfg.id, state, reason, test_acc,
+            key, value = headline((run.metrics() or [{}])[-1])
+            log.info("%s: %s %s %s=%s (population of %d, %.1f s)", cfg.id, state, reason, key, value,
                      len(todo), seconds)
         results.append(Result(cfg.id, state, reason, seconds if k in todo else 0.0, run.path))
     return results

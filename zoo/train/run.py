@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from zoo import data as datasets
 from zoo.config import validate
 from zoo.models import build
-from zoo.train.callbacks import Diverged, RunDirWriter
+from zoo.train.callbacks import Diverged, RunDirWriter, headline
 from zoo.train.ids import with_identity
 from zoo.train.rundir import RunDir, run_dir
 from zoo.train.slurm import trainer_options
@@ -67,8 +67,8 @@ def train_model(cfg: DictConfig) -> Result:
     if state != "failed":  # failed runs stay open: the next launch retries them
         run.mark_done()
     seconds = time.perf_counter() - start
-    test_acc = (run.metrics() or [{}])[-1].get("test_acc")
-    log.info("%s: %s %s test_acc=%s (%.1f s)", cfg.id, state, reason, test_acc, seconds)
+    key, value = headline((run.metrics() or [{}])[-1])
+    log.info("%s: %s %s %s=%s (%.1f s)", cfg.id, state, reason, key, value, seconds)
     return Result(cfg.id, state, reason, seconds, run.path)
 
 
