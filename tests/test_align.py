@@ -126,7 +126,7 @@ def test_greedy_soup_is_never_worse_than_its_best_ingredient(zoo):
     noisy = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) for k, v in seeds[0].items()}
     ingredients = [*seeds, noisy, b.align(seeds[0], seeds[1])]
     score = lambda s: b.acc(s, "val")  # noqa: E731
-    soup, chosen, soup_score = greedy_soup(ingredients, score)
+    soup, chosen, soup_score = greedy_soup(ingredients, [score(s) for s in ingredients], score)
     assert soup_score >= max(score(s) for s in ingredients)
     assert score(soup) == soup_score and chosen[0] == max(range(4), key=lambda i: score(ingredients[i]))
 

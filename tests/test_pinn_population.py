@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_population import files, strip
 from zoo.sweep import cell_configs
 from zoo.train.grouping import describe, plan, population_key, train_cells
 from zoo.train.population import PopulationWriter, population_dir, train_population
@@ -19,15 +20,6 @@ GRID = ["data.beta=1,30", "optim.lr=1e-3,1e-2", "optim.scheduler.name=constant,o
 
 def configs(root, *overrides):
     return cell_configs([*SMALL, f"paths.root={root}", *overrides])
-
-
-def files(run):
-    """A run dir's files, without the resume state (per model one-by-one, per population here)."""
-    return sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*") if p.is_file() and p.name != "last.ckpt")
-
-
-def strip(rows):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 def assert_close(rows_a, rows_b):

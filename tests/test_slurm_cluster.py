@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from slurm_cluster import wait_for
+
 pytestmark = pytest.mark.slurm
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _lines(path: Path) -> list[str]:
@@ -107,7 +101,7 @@ def test_scontrol_requeue_runs_job_again(slurm_cluster, tmp_path):
         'if [ "$(wc -l < "$1")" -lt 2 ]; then sleep 120; fi\n'
     )
     job_id = slurm_cluster.sbatch("-o", str(tmp_path / "out"), str(script), str(counter))
-    _wait_for(lambda: len(_lines(counter)) == 1, 20, "first run")
+    wait_for(lambda: len(_lines(counter)) == 1, 20, "first run")
     slurm_cluster.run("scontrol", "requeue", job_id)
     # A requeued job may start again only after AuthInfo cred_expire (10 s here).
     assert slurm_cluster.wait(job_id, timeout=45) == {job_id: "COMPLETED"}
@@ -141,13 +135,13 @@ def test_submitit_preempted_job_requeues_itself(slurm_cluster, tmp_path):
     # and does not requeue a timed-out job that is not checkpointable.
     executor.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=60, cpus_per_task=1, mem_gb=1)
     job = executor.submit(run_twice, str(marker))
-    _wait_for(lambda: len(_lines(marker)) == 1, 30, "first run")
+    wait_for(lambda: len(_lines(marker)) == 1, 30, "first run")
     # What a preemption sends (as submitit's job._interrupt() does): SIGTERM, then USR2 -> requeue.
     # slurmd delivers signals asynchronously: back to back, a late SIGTERM could kill the
     # `scontrol requeue` that USR2's handler starts (seen once under load), so let it land first.
     slurm_cluster.run("scancel", "--signal", "SIGTERM", str(job.job_id))
     time.sleep(1)
     slurm_cluster.run("scancel", "--signal", "USR2", str(job.job_id))
-    _wait_for(lambda: len(_lines(marker)) == 2, 60, "second run")
+    wait_for(lambda: len(_lines(marker)) == 2, 60, "second run")
     assert slurm_cluster.wait(job.job_id, timeout=60) == {job.job_id: "COMPLETED"}
     assert job.result() == 2

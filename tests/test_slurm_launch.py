@@ -17,6 +17,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import zoo_train
+from slurm_cluster import wait_for
 from zoo.align.stage import plan as apply_plan
 from zoo.landscape.stage import is_done, plan
 from zoo.slurm import jobs
@@ -50,14 +51,6 @@ def assert_complete(cfg, epochs: int) -> None:
     assert run.status() == ("ok", "") and run.is_done(), run.path
     assert [r["epoch"] for r in run.metrics()] == list(range(epochs + 1))
     assert max(run.checkpoints()) == epochs
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def restarts(cluster, job_id: str) -> int:

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import zoo_train
-from test_slurm_launch import SLURM, TINY, assert_complete, records, restarts, wait_for
+from slurm_cluster import wait_for
+from test_slurm_launch import SLURM, TINY, assert_complete, records, restarts
 from zoo.config import task_memory
 from zoo.slurm.launcher import array_tasks
 from zoo.sweep import cell_configs

@@ -97,9 +97,10 @@ def soup(bench: Bench, finals: Sequence[State]) -> dict:
     best = max(range(len(finals)), key=lambda i: val[i])
     best_test = bench.acc(finals[best])
     out = {"best_ingredient_test_acc": best_test, "best_ingredient_val_acc": val[best]}
+    # An aligned ingredient computes what it did before alignment: the same val accuracy.
     for suffix, states in (("", finals), ("_aligned", [bench.align(finals[best], s) for s in finals])):
         out[f"uniform_soup_gain{suffix}"] = bench.acc(average(states)) - best_test
-        greedy, chosen, score = greedy_soup(states, lambda s: bench.acc(s, "val"))
+        greedy, chosen, score = greedy_soup(states, val, lambda s: bench.acc(s, "val"))
         out[f"greedy_soup_gain{suffix}"] = bench.acc(greedy) - best_test
         out[f"greedy_soup_val_acc{suffix}"] = score
         out[f"greedy_soup_size{suffix}"] = len(chosen)

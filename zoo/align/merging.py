@@ -26,11 +26,11 @@ def average(states: Sequence[Weights]) -> dict[str, torch.Tensor]:
             for n in first}
 
 
-def greedy_soup(states: Sequence[Weights], score: Callable[[Weights], float]) -> tuple[dict, list[int], float]:
-    """Wortsman et al. 2022: rank the ingredients by `score` (held-out accuracy), start from the
-    best, add each next one if the average does not score lower. Returns the soup, the indices
-    of its ingredients and its score — never below the best ingredient's, by construction."""
-    scores = [score(s) for s in states]
+def greedy_soup(states: Sequence[Weights], scores: Sequence[float],
+                score: Callable[[Weights], float]) -> tuple[dict, list[int], float]:
+    """Wortsman et al. 2022: rank the ingredients by their `scores` (held-out accuracy), start from
+    the best, add each next one if the average does not `score` lower. Returns the soup, the
+    indices of its ingredients and its score — never below the best ingredient's, by construction."""
     ranked = sorted(range(len(states)), key=lambda i: -scores[i])
     chosen, best = ranked[:1], scores[ranked[0]]
     for i in ranked[1:]:

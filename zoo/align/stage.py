@@ -12,7 +12,6 @@ cells and a killed run redoes only the cells it was in:
 `apply_packed` runs the same computation over a packed zoo (shards), for zoos without run dirs.
 """
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -28,9 +27,10 @@ from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
 from zoo.config import CONF_DIR, validate
 from zoo.landscape.plots import heatmap, phase_bars, phase_curves
-from zoo.landscape.stage import cell_key, checkpoint, eval_batches
+from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
 from zoo.landscape.table import write_csv
 from zoo.load import open_zoo
+from zoo.pack.samples import read_json
 from zoo.models import build
 from zoo.parallel import run_parallel
 from zoo.slurm.items import run_items_slurm
@@ -63,11 +63,8 @@ def cell_name(cfg: DictConfig) -> str:
     return "__".join(f"{axis.rsplit('.', 1)[-1]}{value}" for axis, value in zip(cfg.zoo.axes, cell_key(cfg)))
 
 
-def cells(cfgs: Sequence[DictConfig]) -> dict[tuple, list[DictConfig]]:
-    out = defaultdict(list)
-    for cfg in cfgs:
-        out[cell_key(cfg)].append(cfg)
-    return dict(sorted(out.items()))
+def sorted_cells(cfgs: Sequence[DictConfig]) -> list[tuple[tuple, list[DictConfig]]]:
+    return sorted(cells(cfgs).items())
 
 
 def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
@@ -76,7 +73,7 @@ def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
     validate(cfgs[0])
     items = []
-    for members in cells(cfgs).values():
+    for _, members in sorted_cells(cfgs):
         ok = sorted((c for c in members if run_dir(c).status()[0] == "ok"), key=lambda c: c.seed)
         if len(ok) >= 2:
             first = ok[0]
@@ -154,27 +151,27 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
     return rows
 
 
-def table(cfgs: Sequence[DictConfig], app: str) -> list[dict]:
-    """One row per cell: its axes, its phase (from zoo-phases, if run) and the app's metrics."""
+def cell_results(cfgs: Sequence[DictConfig], app: str) -> list[tuple[tuple, list[DictConfig], dict]]:
+    """Each cell's key, configs and stored result of `app` ({} until computed), in key order."""
+    return [(key, members, read_json(apply_dir(cfgs[0], app) / f"{cell_name(members[0])}.json", {}))
+            for key, members in sorted_cells(cfgs)]
+
+
+def table(cfgs: Sequence[DictConfig], app: str, results: Sequence[tuple]) -> list[dict]:
+    """One row per cell of `cell_results`: its axes, its phase (from zoo-phases, if run) and the
+    app's metrics."""
     first = cfgs[0]
-    phases_path = zoo_dir(first.paths.runs, first.zoo.name) / "phases.json"
-    phases = json.loads(phases_path.read_text()) if phases_path.exists() else {}
-    rows = []
-    for key, members in cells(cfgs).items():
-        out = apply_dir(first, app) / f"{cell_name(members[0])}.json"
-        result = json.loads(out.read_text()) if out.exists() else {}
-        rows.append(dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
-                    | {m: result.get(m) for m in METRICS[app]})
-    return rows
+    phases = read_json(zoo_dir(first.paths.runs, first.zoo.name) / "phases.json", {})
+    return [dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
+            | {m: result.get(m) for m in METRICS[app]} for key, members, result in results]
 
 
-def lmc_curves(cfgs: Sequence[DictConfig], rows: Sequence[dict], key: str) -> dict[str, dict[str, list]]:
+def lmc_curves(rows: Sequence[dict], results: Sequence[tuple], key: str) -> dict[str, dict[str, list]]:
     """Per phase, the `key` curves (e.g. err_test) of every seed pair, as measured ("") and aligned."""
     out: dict[str, dict[str, list]] = defaultdict(lambda: {"": [], "_aligned": []})
-    for row, members in zip(rows, cells(cfgs).values()):
-        path = apply_dir(cfgs[0], "lmc") / f"{cell_name(members[0])}.json"
-        if row["phase"] and path.exists():
-            for pair in json.loads(path.read_text())["pairs"]:
+    for row, (_, _, result) in zip(rows, results):
+        if row["phase"] and result:
+            for pair in result["pairs"]:
                 for suffix in ("", "_aligned"):
                     out[row["phase"]][suffix].append((pair[f"curve{suffix}"]["t"], pair[f"curve{suffix}"][key]))
     return dict(out)
@@ -208,7 +205,8 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
         todo = [item for item in items if not is_done(item)]
         failed = run_parallel(run_item, todo, workers, f"{app} cells", name=lambda item: item.out)
         counts = {"items": len(items), "computed": len(todo) - len(failed), "failed": len(failed)}
-    rows = table(cfgs, app)
+    results = cell_results(cfgs, app)
+    rows = table(cfgs, app, results)
     summary = by_phase(rows, METRICS[app])
     out, figures = apply_dir(cfgs[0], app), zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "figures"
     write_csv(rows, out / "table.csv")
@@ -216,7 +214,7 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
         write_csv(summary, out / "by_phase.csv")
         phase_bars(summary, METRICS[app], figures / f"{app}_by_phase.png", title=f"{cfgs[0].zoo.name}: {app} per phase")
     if app == "lmc" and summary:
-        phase_curves(lmc_curves(cfgs, rows, "err_test"), "test error", figures / "lmc_curves.png",
+        phase_curves(lmc_curves(rows, results, "err_test"), "test error", figures / "lmc_curves.png",
                      title=f"{cfgs[0].zoo.name}: linear paths between seeds, mean per phase")
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:

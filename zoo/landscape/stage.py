@@ -47,6 +47,14 @@ def cell_key(cfg: DictConfig) -> tuple:
     return tuple(cfg.grid[axis] for axis in cfg.zoo.axes)
 
 
+def cells(cfgs: Sequence[DictConfig]) -> dict[tuple, list[DictConfig]]:
+    """The configs of each grid cell (its seeds) by `cell_key`, cells in order of first appearance."""
+    out = defaultdict(list)
+    for cfg in cfgs:
+        out[cell_key(cfg)].append(cfg)
+    return dict(out)
+
+
 def measured_epochs(cfg: DictConfig) -> tuple[int, ...]:
     wanted = cfg.landscape.epochs
     return tuple(sorted({cfg.trainer.max_epochs if e == "final" else int(e) for e in wanted}))
@@ -66,10 +74,7 @@ def plan(cfgs: Sequence[DictConfig]) -> list[Item]:
                     OmegaConf.to_container(first.landscape, resolve=True), str(Path(first.paths.data).resolve()))
 
     items = [item([c], run_dir(c).path / "landscape.json") for c in ok]
-    cells = defaultdict(list)
-    for cfg in ok:
-        cells[cell_key(cfg)].append(cfg)
-    for seeds in cells.values():
+    for seeds in cells(ok).values():
         for a, b in itertools.combinations(sorted(seeds, key=lambda c: c.seed), 2):
             items.append(item([a, b], pairs_dir(a) / f"{a.id}__{b.id}.json"))
     return items

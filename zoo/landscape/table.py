@@ -7,7 +7,6 @@ for packing) with PNG figures in `runs/<zoo>/figures/`.
 import csv
 import io
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 from zoo.atomic import write_json, write_text
 from zoo.landscape.phases import classify
 from zoo.landscape.plots import heatmap, phase_map
-from zoo.landscape.stage import cell_key, load_results, measured_epochs
+from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
 from zoo.train.rundir import run_dir
 
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -45,11 +44,8 @@ def label(row: dict, cfg: DictConfig) -> str | None:
 def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
     """One row per cell: axes, counts, mean final train metrics, landscape metrics, phase."""
     per_model, per_pair = load_results(cfgs)
-    cells = defaultdict(list)
-    for cfg in cfgs:
-        cells[cell_key(cfg)].append(cfg)
     rows = []
-    for key, members in sorted(cells.items()):
+    for key, members in sorted(cells(cfgs).items()):
         first = members[0]
         epoch = str(measured_epochs(first)[-1])
         ok = [c for c in members if run_dir(c).status()[0] == "ok"]
