@@ -1,10 +1,29 @@
 """Where the Hydra configs live, and the checks Hydra's own composition cannot make."""
 
+import os
+from importlib.resources import files
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _shipped(name: str) -> Path:
+    """`conf` or `manifests` of the installed package (setup.py ships the checkout's top-level
+    folders as zoo/conf and zoo/manifests), else of the checkout this module runs from."""
+    installed = Path(str(files("zoo") / name))
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / name
+
+
+CONF_DIR = _shipped("conf")
+SCHEMA_PATH = _shipped("manifests") / "schema.json"
+USER_CONFIG_ENV = "ZOO_CONFIG_DIR"  # folders of the user's own configs (os.pathsep-separated), searched first
+
+
+def search_path_overrides() -> list[str]:
+    """The Hydra override that adds $ZOO_CONFIG_DIR's folders to the config search path, so that a
+    user's `<dir>/zoo/mine.yaml` is `zoo=mine` without editing the installed package."""
+    dirs = [d for d in os.environ.get(USER_CONFIG_ENV, "").split(os.pathsep) if d]
+    return [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in dirs)}]"] if dirs else []
 
 # `${slug:${optim.lr}}` puts a number into `zoo.prefix` without a dot (0.001 -> 0p001): model ids
 # key shard samples, and webdataset splits a key at its first dot.

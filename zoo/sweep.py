@@ -10,7 +10,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its cell 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
-from zoo.config import CONF_DIR
+from zoo.config import CONF_DIR, search_path_overrides
 from zoo.train.ids import with_identity
 
 PLAIN_TOP_LEVEL_KEYS = ("seed",)
@@ -19,7 +19,7 @@ PLAIN_TOP_LEVEL_KEYS = ("seed",)
 def compose_config(overrides: list[str] = (), *, hydra: bool = False, config_name: str = "train") -> DictConfig:
     """The config a run with these overrides gets (`hydra=True` keeps the `hydra` node)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(config_name, list(overrides), return_hydra_config=hydra)
+        return compose(config_name, search_path_overrides() + list(overrides), return_hydra_config=hydra)
 
 
 def fixed_overrides(overrides: list[str]) -> list[str]:
@@ -59,7 +59,7 @@ def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[Di
         plain = [o for o in parsed if _is_plain_value(o)]
         structural = tuple(o.input_line for o in parsed if o not in plain)
         if structural not in composed:
-            composed[structural] = compose(config_name, list(structural))
+            composed[structural] = compose(config_name, search_path_overrides() + list(structural))
         cfg = composed[structural].copy()
         for o in plain:
             OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)

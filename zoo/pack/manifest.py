@@ -12,10 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import zoo
-from zoo.config import CONF_DIR
+from zoo.config import SCHEMA_PATH
 from zoo.load.sources import SCHEMA_VERSION
 
-SCHEMA_PATH = CONF_DIR.parent / "manifests" / "schema.json"
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 UNLABELED = "unlabeled"
 
