@@ -5,8 +5,7 @@ from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
-from zoo.train.callbacks import HEADLINE, headline
-from zoo.train.rundir import run_dir
+from zoo.train.rundir import HEADLINE, headline, run_dir
 
 
 def cell_table(cfgs: Iterable[DictConfig]) -> str:

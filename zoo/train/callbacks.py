@@ -7,7 +7,7 @@ import time
 import lightning.pytorch as pl
 from safetensors.torch import save_file
 
-from zoo.train.rundir import RunDir
+from zoo.train.rundir import RunDir, headline  # noqa: F401 (headline: for run.py, population.py)
 
 
 class Diverged(RuntimeError):
@@ -29,15 +29,6 @@ def metrics_row(epoch: int, train: dict, test: dict, lr: float, seconds: float) 
     """One line of metrics.jsonl: `train_<k>`, `test_<k>` per metric of the task (classifiers: loss, acc)."""
     return {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
             **{f"test_{k}": v for k, v in test.items()}, "lr": lr, "seconds": round(seconds, 4)}
-
-
-HEADLINE = ("test_acc", "test_rel_l2", "test_loss")  # classifiers, PINNs, language models
-
-
-def headline(row: dict) -> tuple[str, float | None]:
-    """The metric a run is summed up by, and its value in a metrics line (None when absent)."""
-    key = next((k for k in HEADLINE if k in row), HEADLINE[0])
-    return key, row.get(key)
 
 
 class RunDirWriter(pl.Callback):
