@@ -56,6 +56,20 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
 
 
+def population_setting(cfg: DictConfig) -> str | int:
+    """`runtime.population` as "auto", "off" or the largest population. YAML reads an unquoted `off`
+    as false (and `on` as true), so false is off and true is auto."""
+    value = cfg.runtime.get("population", "off")
+    if value is False or value == "off":
+        return "off"
+    if value is True or value == "auto":
+        return "auto"
+    if isinstance(value, int) and value > 0:
+        return value
+    raise ConfigError(f"runtime.population={value!r} is not auto, off or a positive integer: fix the override "
+                      "or its conf/ file")
+
+
 def task_memory(cfg: DictConfig) -> int | None:
     """Bytes a population may plan with on one array task, from the cluster profile, as zoo-plan
     counts them: one GPU's memory (`gpu_mem_gb`: a population trains on one device) when tasks get
