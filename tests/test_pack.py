@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -95,11 +97,13 @@ def test_samples_carry_checkpoint_bytes_and_metadata(zoo, packed):
         assert meta["config"]["id"] == meta["id"] and meta["arch"] == "mlp" and meta["status"] == "ok"
         assert meta["grid"] == dict(run.config().grid) and meta["n_params"] == sum(t.numel() for t in expected.values())
         assert meta["version"] == zoo_package.__version__
-        if (run.path / "landscape.json").exists():
-            assert meta["phase"] == "IV-B"
-            assert meta["landscape"] == ({"top_eig": 3.5, "trace": 10.0} if meta["epoch"] == 2 else None)
+        landscape = meta["landscape"]  # the same keys in every sample: NaN where not measured
+        assert sorted(landscape) == ["measured", "top_eig", "trace"]
+        if (run.path / "landscape.json").exists() and meta["epoch"] == 2:
+            assert meta["phase"] == "IV-B" and landscape == {"measured": True, "top_eig": 3.5, "trace": 10.0}
         else:
-            assert meta["phase"] is None and meta["landscape"] is None
+            assert not landscape["measured"] and math.isnan(landscape["top_eig"]) and math.isnan(landscape["trace"])
+            assert meta["phase"] == ("IV-B" if (run.path / "landscape.json").exists() else "unlabeled")
 
 
 def test_packing_twice_gives_byte_identical_shards(zoo, packed):
@@ -208,10 +212,9 @@ def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
                 assert group["meta/epoch"][i] == meta["epoch"]
                 assert group["meta/grid/model.width"][i] == meta["grid"]["model.width"]
                 assert group["meta/metrics/test_acc"][i] == meta["metrics"]["test_acc"]
-                assert group["meta/phase"][i].decode() == (meta["phase"] or "")
-                if meta["phase"] == "IV-B":  # the model with landscape.json: NaN at epochs not measured
-                    top_eig = group["meta/landscape/top_eig"][i]
-                    assert top_eig == 3.5 if meta["landscape"] else np.isnan(top_eig)
+                assert group["meta/phase"][i].decode() == meta["phase"]
+                top_eig = group["meta/landscape/top_eig"][i]  # NaN at epochs not measured
+                assert top_eig == 3.5 if meta["landscape"]["measured"] else np.isnan(top_eig)
         assert rows == len(stream)
     half = export_hdf5(packed[0], tmp_path / "half.h5", dtype="float16")
     with h5py.File(half) as h5:
@@ -227,11 +230,13 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "zoo=demo", *common], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
-    assert pack_cli.main(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
-    assert pack_cli.main(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
+    assert pack_cli.run(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
+    assert pack_cli.run(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
     (tmp_path / "shards" / "demo" / "demo-000002.tar").unlink()
     capsys.readouterr()
-    assert pack_cli.main(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
+    assert pack_cli.run(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
     assert "demo-000002.tar: missing" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="zoo-pack hdf5: 1 shard.s. of .* not found in .*demo-000002.tar"):
+    with pytest.raises(SystemExit) as exited:
         pack_cli.main(["hdf5", *common])
+    assert exited.value.code == 2  # a missing file: a usage error, said in one line
+    assert re.search("zoo-pack: error: 1 shard.s. of .* not found in .*demo-000002.tar", capsys.readouterr().err)

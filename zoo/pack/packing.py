@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from zoo.atomic import write_json
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
-from zoo.pack.samples import Sample, read_json, run_samples
+from zoo.pack.samples import Sample, landscape_fields, read_json, run_samples
 from zoo.pack.shards import write_shards
 from zoo.train.rundir import list_runs, zoo_dir
 
@@ -63,12 +63,13 @@ def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest
         raise FileNotFoundError(f"no models in {zoo_dir(runs_root, zoo_name) / 'models'}; train the zoo first "
                                 f"(`zoo-train -m zoo={zoo_name}`) or set paths.runs")
     phases = read_json(zoo_dir(runs_root, zoo_name) / "phases.json", {})
+    fields = landscape_fields(m for run in runs for m in read_json(run.path / "landscape.json", {}).values())
     models, axes = [], []
     for run in runs:
         config = OmegaConf.to_container(run.config()) if run.config_path.exists() else {}
         axes = axes or list(config.get("zoo", {}).get("axes", []))
         phase = phases.get(run.id)
         models.append(Model(id=run.id, status=run.status()[0], phase=phase, grid=config.get("grid", {}),
-                            checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase)))
+                            checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase, fields)))
     return pack_models(models, zoo_name=zoo_name, axes=axes, out_dir=out_dir, manifest_path=manifest_path,
                        max_shard_bytes=max_shard_bytes, max_shard_count=max_shard_count, include_failed=include_failed)
