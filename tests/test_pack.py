@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -147,7 +148,7 @@ def test_interrupted_pack_leaves_only_complete_shards_and_a_rerun_is_clean(zoo, 
     (out / ".demo-000001.tar.x1y2.tmp").write_bytes(b"half a shard left by kill -9")
     (out / "demo-000007.tar").write_bytes(b"shard of an earlier, larger pack")
     pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
-    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar", "demo-000001.tar"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "demo-000000.tar", "demo-000001.tar"]
     assert verify(tmp_path / "m.json") == []
 
 
@@ -240,3 +241,53 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
         pack_cli.main(["hdf5", *common])
     assert exited.value.code == 2  # a missing file: a usage error, said in one line
     assert re.search("zoo-pack: error: 1 shard.s. of .* not found in .*demo-000002.tar", capsys.readouterr().err)
+
+
+def test_hugging_face_datasets_reads_every_sample_offline(zoo, tmp_path):
+    """`datasets.load_dataset("webdataset")` infers a schema from a shard's first samples: here the
+    first model has no landscape results and no phase, the second has both."""
+    pytest.importorskip("datasets")
+    root, runs = zoo
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    ok = [r.id for r in runs if r.status()[0] == "ok"]
+    models = tmp_path / "runs" / "demo" / "models"
+    (models / ok[0] / "landscape.json").rename(models / ok[1] / "landscape.json")
+    (tmp_path / "runs" / "demo" / "phases.json").write_text(json.dumps({ok[1]: "IV-B"}))
+    manifest = pack(tmp_path, max_shard_count=8)
+    card = (tmp_path / "shards" / "README.md").read_text()
+    assert verify(tmp_path / "manifests" / "shards.json") == []  # the card is no extra shard file
+    script = f"""
+import json, math, datasets, safetensors.torch, torch, yaml
+files = {{"train": {str(tmp_path / "shards" / "demo-*.tar")!r}}}
+for streaming in (False, True):
+    rows = list(datasets.load_dataset("webdataset", data_files=files, split="train", streaming=streaming,
+                                      cache_dir={str(tmp_path / "hf")!r}))
+    print(json.dumps([[r["__key__"], r["meta.json"]["phase"], r["meta.json"]["landscape"]["measured"],
+                       sorted(safetensors.torch.load(r["weights.safetensors"]))] for r in rows]))
+header = yaml.safe_load({card!r}.split("---")[1])
+card = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
+inferred = datasets.load_dataset("webdataset", data_files=files, split="train", cache_dir={str(tmp_path / "hf")!r}).features
+print(json.dumps(card == inferred))
+"""
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    eager, streamed, card_matches = map(json.loads, proc.stdout.splitlines()[-3:])
+    assert eager == streamed and len(eager) == manifest["counts"]["samples"] == 6
+    assert [phase for _, phase, _, _ in eager] == ["unlabeled"] * 3 + ["IV-B"] * 3
+    assert [measured for _, _, measured, _ in eager] == [False] * 5 + [True]
+    assert all(names == ["layers.0.weight", "layers.2.weight", "layers.4.weight"] for *_, names in eager)
+    assert card_matches and "| IV-B | 1 |" in card and "license: \"cc-by-4.0\"" in card
+
+
+def test_webdataset_decoder_gives_tensors(packed):
+    import webdataset as wds
+
+    from zoo.load import decode_safetensors
+
+    path, manifest = packed
+    urls = [str(path.parent.parent / "shards" / s["name"]) for s in manifest["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode(decode_safetensors))
+    assert len(samples) == manifest["counts"]["samples"]
+    assert all(isinstance(s["weights.safetensors"]["layers.0.weight"], torch.Tensor) for s in samples)
+    assert all(isinstance(s["meta.json"], dict) for s in samples)  # webdataset's own JSON decoder

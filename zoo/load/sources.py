@@ -28,6 +28,9 @@ def is_manifest(source) -> bool:
     return isinstance(source, (str, Path)) and str(source).endswith(".json")
 
 
+CARD = "README.md"  # the dataset card zoo-pack writes next to the shards (zoo.pack.card)
+
+
 def locate(manifest_path: str | Path, manifest: dict,
            shards: str | Path | None = None) -> tuple[dict[str, str], list[str]]:
     """`({shard name: url}, extra)`: the manifest's shards that exist under `shards` (default: the
@@ -35,7 +38,7 @@ def locate(manifest_path: str | Path, manifest: dict,
     names = [s["name"] for s in manifest["shards"]]
     where = Path(manifest_path).parent / manifest["location"] if shards is None else shards
     if Path(where).is_dir():
-        files = {p.name: str(p) for p in sorted(Path(where).iterdir()) if p.is_file()}
+        files = {p.name: str(p) for p in sorted(Path(where).iterdir()) if p.is_file() and p.name != CARD}
     elif shards is None:
         files = {}  # the manifest's own location is gone: every shard is missing
     else:  # a URL pattern: match by the name after the last slash

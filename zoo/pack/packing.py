@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from zoo.atomic import write_json
+from zoo.pack.card import write_card
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
 from zoo.pack.samples import Sample, landscape_fields, read_json, run_samples
 from zoo.pack.shards import write_shards
@@ -38,16 +39,21 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
     unfinished ones never. All are counted in the manifest.
     """
     packed = {m.id for m in models if m.status == "ok" or (include_failed and m.status in FAILED)}
+    first: list[dict] = []  # one sample's meta, for the dataset card's features
 
     def samples() -> Iterator[Sample]:
         for model in tqdm(models, desc=f"pack {zoo_name}", unit="model"):
             if model.id in packed:
-                yield from model.samples()
+                for sample in model.samples():
+                    first[:] = first or [sample.meta]
+                    yield sample
 
     shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
     records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
     manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
                               location=relative_location(out_dir, manifest_path))
+    if first:
+        write_card(out_dir, manifest, first[0])
     write_json(manifest_path, manifest)
     return manifest
 
