@@ -8,7 +8,7 @@ seed 0. It is scored on the models of seed 1, which it never saw. For a zoo too 
 featurize up front, iterate `open_zoo(..., shuffle=1000)` once per epoch instead.
 
     zoo-run zoo=demo                                   # trains, packs: manifests/demo.json
-    python examples/wsl_predict_accuracy.py [manifests/demo.json] [--epochs 60]
+    python examples/wsl_predict_accuracy.py [manifests/demo.json] [--steps 1000]
 """
 
 import argparse

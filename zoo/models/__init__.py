@@ -46,8 +46,14 @@ def build(cfg: Mapping) -> nn.Module:
     return model
 
 
-def from_meta(meta: Mapping, weights: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Rebuild the module of a packed sample (`meta["config"]["model"]`) and load its weights."""
+def from_meta(meta: Mapping, weights: Mapping[str, torch.Tensor] | torch.Tensor) -> nn.Module:
+    """Rebuild the module of a packed sample (`meta["config"]["model"]`) and load its weights: a state
+    dict (view="state_dict") or the vector of view="flat" (integer buffers such as BatchNorm's
+    `num_batches_tracked`, which the vector leaves out, keep their initial values)."""
     model = build({**meta["config"]["model"], "init": "default"})
+    if isinstance(weights, torch.Tensor):
+        from zoo.load.views import unflatten  # zoo.load imports zoo.models
+
+        weights = {**model.state_dict(), **unflatten(weights, meta["layout"])}
     model.load_state_dict(weights)
     return model.eval()
