@@ -26,7 +26,7 @@ from zoo.align import apps
 from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
 from zoo.config import CONF_DIR, validate
-from zoo.landscape.plots import heatmap, phase_bars, phase_curves
+from zoo.landscape.plots import describe, heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
 from zoo.landscape.table import write_csv
 from zoo.load import open_zoo
@@ -219,7 +219,7 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:
         if any(r[metric] is not None for r in rows):
-            heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {metric}",
+            heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {describe(metric)}",
                     label="phase", diverging="gain" in metric)
     return {"cells": counts["items"], "computed": counts["computed"], "failed": counts["failed"],
             "rows": rows, "by_phase": summary}
