@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import zoo_train
 from slurm_cluster import wait_for
-from zoo.align.stage import plan as apply_plan
+from zoo.apply.stage import plan as apply_plan
 from zoo.landscape.stage import is_done, plan
 from zoo.slurm import jobs
 from zoo.sweep import cell_configs

@@ -1,4 +1,4 @@
-"""The `zoo-apply` stage: one application (`zoo.align.apps`) over every grid cell of a zoo.
+"""The `zoo-apply` stage: one application (`zoo.apply.apps`) over every grid cell of a zoo.
 
 One item per cell (its `ok` seeds), written atomically when done, so a rerun skips finished
 cells and a killed run redoes only the cells it was in:
@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import data as datasets
-from zoo.align import apps
+from zoo.apply import apps
 from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
 from zoo.config import CONF_DIR, validate
