@@ -25,7 +25,7 @@ from zoo.align.permutation import spec_for
 from zoo.config import CONF_DIR, validate
 from zoo.landscape.plots import heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
-from zoo.landscape.table import write_csv
+from zoo.phases.table import write_csv
 from zoo.load import open_zoo
 from zoo.pack.samples import read_json
 from zoo.models import build
