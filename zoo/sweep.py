@@ -31,9 +31,10 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
-def cell_overrides(overrides: list[str] = ()) -> list[list[str]]:
+def cell_overrides(overrides: list[str] = (), config_name: str = "train") -> list[list[str]]:
     """One override list per cell of the sweep, in Hydra's launch order."""
-    return sweep_cells(compose_config(fixed_overrides(overrides), hydra=True).hydra.sweeper.params, overrides)
+    cfg = compose_config(fixed_overrides(overrides), hydra=True, config_name=config_name)
+    return sweep_cells(cfg.hydra.sweeper.params, overrides)
 
 
 def sweep_cells(params: DictConfig | None, overrides: list[str]) -> list[list[str]]:
@@ -43,11 +44,12 @@ def sweep_cells(params: DictConfig | None, overrides: list[str]) -> list[list[st
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
-def cell_configs(overrides: list[str] = ()) -> list[DictConfig]:
-    """Resolved config (with `id` and `grid`) of every model the sweep trains."""
-    cells = cell_overrides(overrides)
+def cell_configs(overrides: list[str] = (), config_name: str = "train") -> list[DictConfig]:
+    """Resolved config (with `id` and `grid`) of every model the sweep trains: the zoo's members.
+    `config_name` may be a config that extends train.yaml (pack.yaml), to accept its keys."""
+    cells = cell_overrides(overrides, config_name)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose_cells(cells)
+        return compose_cells(cells, config_name)
 
 
 def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[DictConfig]:
