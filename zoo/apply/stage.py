@@ -31,7 +31,7 @@ from zoo.pack.samples import read_json
 from zoo.models import build
 from zoo.stage import Item, read_result, run_stage
 from zoo.train.run import checkpoint_epochs
-from zoo.train.rundir import RunDir, run_dir, zoo_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 
 APPS = ("averaging", "lmc", "soup")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
@@ -43,7 +43,7 @@ METRICS = {
 
 
 def apply_dir(cfg: DictConfig, app: str) -> Path:
-    return zoo_dir(cfg.paths.runs, cfg.zoo.name) / "apply" / app
+    return zoo_dir_of(cfg) / "apply" / app
 
 
 def cell_name(cfg: DictConfig) -> str:
@@ -153,7 +153,7 @@ def table(cfgs: Sequence[DictConfig], app: str, results: Sequence[tuple]) -> lis
     """One row per cell of `cell_results`: its axes, its phase (from zoo-phases, if run) and the
     app's metrics."""
     first = cfgs[0]
-    phases = read_json(zoo_dir(first.paths.runs, first.zoo.name) / "phases.json", {})
+    phases = read_json(zoo_dir_of(first) / "phases.json", {})
     return [dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
             | {m: result.get(m) for m in METRICS[app]} for key, members, result in results]
 
@@ -189,7 +189,7 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
     results = cell_results(cfgs, app)
     rows = table(cfgs, app, results)
     summary = by_phase(rows, METRICS[app])
-    out, figures = apply_dir(cfgs[0], app), zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "figures"
+    out, figures = apply_dir(cfgs[0], app), zoo_dir_of(cfgs[0]) / "figures"
     write_csv(rows, out / "table.csv")
     if summary:
         write_csv(summary, out / "by_phase.csv")

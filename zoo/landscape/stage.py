@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from zoo import data as datasets
 from zoo.models import build
 from zoo.stage import Item, read_result, run_stage
-from zoo.train.rundir import RunDir, run_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 
 
 def cell_key(cfg: DictConfig) -> tuple:
@@ -43,7 +43,7 @@ def measured_epochs(cfg: DictConfig) -> tuple[int, ...]:
 
 
 def pairs_dir(cfg: DictConfig) -> Path:
-    return run_dir(cfg).path.parent.parent / "pairs"
+    return zoo_dir_of(cfg) / "pairs"
 
 
 def plan(cfgs: Sequence[DictConfig]) -> list[Item]:
