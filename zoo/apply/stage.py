@@ -23,7 +23,7 @@ from zoo import data as datasets
 from zoo.apply import apps
 from zoo.align.permutation import spec_for
 from zoo.config import CONF_DIR, validate
-from zoo.landscape.plots import heatmap, phase_bars, phase_curves
+from zoo.phases.plots import heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
 from zoo.phases.table import write_csv
 from zoo.load import open_zoo

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from zoo.atomic import write_json, write_text
 from zoo.phases.rules import classify
-from zoo.landscape.plots import heatmap, phase_map
+from zoo.phases.plots import heatmap, phase_map
 from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
 from zoo.train.rundir import run_dir, zoo_dir_of
 
