@@ -1,4 +1,4 @@
-"""The run directory of one model, `runs/<zoo>/models/<id>/` (contract in DESIGN.md).
+"""The run directory of one model, `runs/<zoo>/models/<id>/` (contract in docs/design.md).
 
     config.yaml                    resolved config, with `id` and `grid`
     metrics.jsonl                  one line per epoch (epoch 0 = initialization)
