@@ -3,6 +3,7 @@ with the configs and schema it ships and the user's own configs from ZOO_CONFIG_
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -28,8 +29,11 @@ hydra:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, ROOT],
+    """Built from a copy of the sources: setuptools' in-tree build/ keeps files deleted since."""
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src") / "zoo"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                             "runs", "data", "shards", "outputs", "multirun"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, src],
                    check=True, capture_output=True)
     return next(out.glob("zoo-*.whl"))
 

@@ -3,7 +3,7 @@ all-equal maps drawn in a visible colour, phase definitions on the phase map."""
 
 import matplotlib.image
 
-from zoo.landscape.plots import describe, heatmap, number, phase_definitions, phase_map
+from zoo.phases.plots import describe, heatmap, number, phase_definitions, phase_map
 
 ROWS = [{"model.width": w, "data.batch_size": b, "phase": "II" if w < 8 else "IV-B"} for w in (2, 4, 8, 16)
         for b in (32, 128)]

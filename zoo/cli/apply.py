@@ -12,7 +12,7 @@ SCRIPT = front.Script(
 
 
 def run(args: list[str]) -> int:
-    from zoo.align.stage import APPS, run_apply
+    from zoo.apply.stage import APPS, run_apply
     from zoo.slurm.items import slurm_settings
     from zoo.summary import format_table
     from zoo.sweep import cell_configs

@@ -15,7 +15,7 @@ SCRIPT = front.Script(
 def run(args: list[str]) -> int:
     from zoo.pack import import_reference
 
-    _, cfg = compose(SCRIPT, args)
+    _, cfg, _ = compose(SCRIPT, args)
     if not cfg.src:
         raise front.UsageError("pass src=<folder of the reference zoo> and zoo.name=<name for it>")
     p = cfg.pack

@@ -11,17 +11,14 @@ SCRIPT = front.Script(
 
 
 def run(args: list[str]) -> int:
-    from zoo.landscape.stage import is_done, plan, run_item, run_landscape
-    from zoo.slurm.items import run_items_slurm, slurm_settings
+    from zoo.landscape.stage import run_landscape
+    from zoo.slurm.items import slurm_settings
     from zoo.sweep import cell_configs
 
     overrides = front.overrides_only(SCRIPT, args)
     cfgs = cell_configs(overrides)
-    settings = slurm_settings(overrides)
-    counts = (run_items_slurm(plan(cfgs), run=run_item, done=is_done, settings=settings, stage="landscape",
-                              cfg=cfgs[0], verb="measured") if settings
-              else run_landscape(cfgs, workers=cfgs[0].landscape.workers))
-    print(f"landscape: {counts['items']} items, {counts['measured']} measured now, {counts['failed']} failed")
+    counts = run_landscape(cfgs, workers=cfgs[0].landscape.workers, slurm=slurm_settings(overrides))
+    print(f"landscape: {counts['items']} items, {counts['computed']} measured now, {counts['failed']} failed")
     return front.FAILED if counts["failed"] else front.OK
 
 

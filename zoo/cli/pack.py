@@ -1,8 +1,9 @@
 """`zoo-pack`: pack a trained zoo into shards + manifest, verify shards, export HDF5.
 
 Overrides are Hydra's `key=value` (conf/pack.yaml, which extends conf/train.yaml, so the overrides
-of `zoo-train -m` work unchanged; sweeps like `seed=0,1` are ignored: every trained model of the
-zoo is packed). Exit code 1 when verify finds problems or a shard cannot be read.
+of `zoo-train -m` work unchanged): the models packed are exactly those of the sweep they select
+(run dirs of other sub-grids are reported and left out; `pack.all_runs=true` packs them too).
+Exit code 1 when verify finds problems or a shard cannot be read.
 """
 
 from pathlib import Path
@@ -15,18 +16,18 @@ SCRIPT = front.Script(
     "pack (default): webdataset shards + manifests/<zoo>.json of every trained model of a zoo;\n"
     "verify: check every shard and sample hash against a manifest (exit code 1 on a problem);\n"
     "hdf5: one HDF5 file of the packed zoo. Settings in conf/pack.yaml; the overrides of `zoo-train -m`\n"
-    "select the zoo (sweeps are ignored: every trained model is packed).",
+    "select the zoo and its sweep (pack.all_runs=true also packs run dirs of other sub-grids).",
     ["zoo-pack zoo=demo", "zoo-pack verify manifest=manifests/demo.json [shards=DIR or URL pattern]",
      "zoo-pack hdf5 zoo=demo pack.hdf5_dtype=float16"])
 
 
 def compose(script: front.Script, args: list[str]):
-    """`(command, config)` from `[command] key=value ...`."""
+    """`(command, config, overrides)` from `[command] key=value ...`."""
     from zoo.sweep import compose_config, fixed_overrides
 
     command = args[0] if args and args[0] in COMMANDS else "pack"
     overrides = front.overrides_only(script, args[1:] if args and args[0] in COMMANDS else args)
-    return command, compose_config(fixed_overrides(overrides), config_name="pack")
+    return command, compose_config(fixed_overrides(overrides), config_name="pack"), overrides
 
 
 def size(path: str | Path) -> str:
@@ -37,12 +38,20 @@ def size(path: str | Path) -> str:
 
 def run(args: list[str]) -> int:
     from zoo.pack import export_hdf5, pack_zoo, verify
+    from zoo.pack.packing import outside
+    from zoo.sweep import cell_configs
 
-    command, cfg = compose(SCRIPT, args)
+    command, cfg, overrides = compose(SCRIPT, args)
     p = cfg.pack
     if command == "pack":
-        manifest = pack_zoo(cfg.paths.runs, cfg.zoo.name, p.out, p.manifest, max_shard_bytes=p.max_shard_bytes,
-                            max_shard_count=p.max_shard_count, include_failed=p.include_failed)
+        ids = None if p.all_runs else [c.id for c in cell_configs(overrides, config_name="pack")]
+        others = [] if ids is None else outside(cfg.paths.runs, cfg.zoo.name, ids)
+        if others:
+            print(f"{len(others)} run dir(s) in {Path(cfg.paths.runs) / cfg.zoo.name / 'models'} are not models of "
+                  f"this sweep (another sub-grid or override): left out (pack.all_runs=true packs them too)")
+        manifest = pack_zoo(cfg.paths.runs, cfg.zoo.name, p.out, p.manifest, model_ids=ids,
+                            max_shard_bytes=p.max_shard_bytes, max_shard_count=p.max_shard_count,
+                            include_failed=p.include_failed)
         counts = manifest["counts"]
         print(f"packed {counts['packed_models']}/{counts['models']} models, {counts['samples']} samples into "
               f"{len(manifest['shards'])} shards in {p.out} ({size(p.out)}); manifest {p.manifest}")

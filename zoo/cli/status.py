@@ -11,7 +11,7 @@ SCRIPT = front.Script(
 
 
 def run(args: list[str]) -> None:
-    from zoo.status import report
+    from zoo.slurm.status import report
     from zoo.sweep import cell_configs
 
     overrides = [a for a in front.overrides_only(SCRIPT, args) if a != "--failed"]

@@ -28,11 +28,6 @@ def train(cfg) -> str:
 def run(args: list[str]) -> None:
     import hydra
 
-    from zoo.config import validate
-    from zoo.sweep import compose_config, fixed_overrides
-
-    # Values every cell shares are checked here, for a one-line error instead of one per job.
-    validate(compose_config(fixed_overrides([a for a in args if "=" in a and not a.startswith("-")])))
     sys.argv = [sys.argv[0], *search_path_overrides(), *args]  # Hydra reads its arguments there
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(train)()
 

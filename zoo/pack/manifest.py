@@ -14,8 +14,8 @@ from pathlib import Path
 import zoo
 from zoo.config import SCHEMA_PATH
 from zoo.load.sources import SCHEMA_VERSION
+from zoo.phases.rules import PHASES
 
-PHASES = ("I", "II", "III", "IV-A", "IV-B")
 UNLABELED = "unlabeled"
 
 

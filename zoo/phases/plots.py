@@ -12,7 +12,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from zoo.atomic import atomic_write  # noqa: E402
-from zoo.landscape.phases import PHASES  # noqa: E402
+from zoo.phases.rules import PHASES  # noqa: E402
 
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#1f77b4", "IV-B": "#2ca02c",
                 None: "#bbbbbb"}
@@ -141,7 +141,7 @@ def phase_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, titl
 
 
 def phase_definitions(loss_threshold: float, mc_epsilon: float, cka_threshold: float) -> str:
-    """The rules of zoo.landscape.phases.classify, with the thresholds the map was labelled with."""
+    """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with."""
     return (f"phases (Yang et al. 2021) from the final train loss L, mode connectivity mc between seeds\n"
             f"(< 0: barrier) and CKA between seeds:  I: L > {loss_threshold:g}, mc < 0;  II: L > {loss_threshold:g}, "
             f"mc ≥ 0;\nIII: L ≤ {loss_threshold:g}, mc < −{mc_epsilon:g};  IV-A: L ≤ {loss_threshold:g}, "
