@@ -31,8 +31,9 @@ hydra:
 def wheel(tmp_path_factory) -> Path:
     """Built from a copy of the sources: setuptools' in-tree build/ keeps files deleted since."""
     out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src") / "zoo"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                                             "runs", "data", "shards", "outputs", "multirun"))
+    outputs = {".git", ".venv", "build", "runs", "data", "shards", "outputs", "multirun", ".pytest_cache"}
+    shutil.copytree(ROOT, src, ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(
+        ".egg-info") or (Path(folder) == ROOT and n in outputs)])
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, src],
                    check=True, capture_output=True)
     return next(out.glob("zoo-*.whl"))
