@@ -1,5 +1,6 @@
 """PNG figures over a zoo's two grid axes: one heatmap per metric and the phase map."""
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ AXES = {"model.width": "width (hidden units or channels)", "data.batch_size": "b
 WORDS = {"train": "on the train set", "test": "on the test set", "loss": "loss", "err": "error", "acc": "accuracy",
          "aligned": "after weight matching", "gain": "test-accuracy gain (merged − mean of its models)", "barrier": "barrier",
          "hessian": "Hessian", "top": "top eigenvalue", "trace": "trace", "cka": "CKA between seeds",
-         "mc": "mode connectivity mc (> 0 valley, < 0 barrier)", "linear": "linear path:", "epoch": "checkpoint",
+         "mc": "mode connectivity", "linear": "linear path:", "epoch": "checkpoint",
          "seed": "seed", "avg": "averaging", "uniform": "uniform", "greedy": "greedy", "soup": "soup"}
 UNITS = {"acc": "fraction", "err": "fraction", "gain": "fraction", "loss": "cross-entropy", "mc": "cross-entropy"}
 
@@ -107,11 +108,14 @@ def heatmap(rows: Sequence[dict], x: str, y: str, metric: str, path: Path, *, ti
             text = number(v, scale) + (f"\n{labels[i, j]}" if isinstance(labels[i, j], str) else "")
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if light else "white")
     if not constant:
-        fig.colorbar(im, ax=ax, label=describe(metric))
+        fig.colorbar(im, ax=ax, label=textwrap.fill(describe(metric), 45))
     _axes(ax, xs, ys, x, y)
-    heading = title or describe(metric)
+    heading = textwrap.fill(title or describe(metric), 12 * len(xs))
     ax.set_title(heading + (f"\n(every cell = {number(finite[0], scale)})" if constant else ""), fontsize=9)
     notes = [GRAY_NOTE] if np.isnan(values).any() else []
+    if "mc" in metric.split("_"):
+        notes.append("mc = ½(L(seed A) + L(seed B)) − L(the curve point farthest from that mean): "
+                     "> 0 a valley between the seeds, < 0 a barrier")
     if label == "phase":
         notes.append("second line: the cell's loss-landscape phase")
     if notes:
