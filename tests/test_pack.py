@@ -67,7 +67,8 @@ def test_manifest_counts_every_model_and_matches_its_schema(zoo, packed):
     assert manifest["counts"]["phase"] == {"IV-B": 1, "unlabeled": 2}
     assert manifest["counts"]["samples"] == 6 == sum(s["samples"] for s in manifest["shards"])
     assert manifest["counts"]["checkpoints"] == sum(len(r.checkpoints()) for r in runs)
-    assert [s["name"] for s in manifest["shards"]] == ["demo-000000.tar", "demo-000001.tar"]
+    tag = manifest["shards"][0]["name"].split("-")[1]  # the generation: 8 hex of the shards' hashes
+    assert [s["name"] for s in manifest["shards"]] == [f"demo-{tag}-000000.tar", f"demo-{tag}-000001.tar"]
     assert manifest["grid"] == {"axes": ["model.width", "data.batch_size"],
                                 "values": {"model.width": [4, 8, 16], "data.batch_size": [32], "seed": [0]}}
     jsonschema = pytest.importorskip("jsonschema")
@@ -138,13 +139,17 @@ def test_interrupted_pack_leaves_only_complete_shards_and_a_rerun_is_clean(zoo, 
 
     with pytest.raises(KeyboardInterrupt):
         write_shards(interrupted(), out, "demo", max_bytes=2**28, max_count=2)
-    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar"]
-    assert len(tarfile.open(out / "demo-000000.tar").getmembers()) == 4
-    (out / ".demo-000001.tar.x1y2.tmp").write_bytes(b"half a shard left by kill -9")
-    (out / "demo-000007.tar").write_bytes(b"shard of an earlier, larger pack")
-    pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
-    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar", "demo-000001.tar"]
+    assert list(out.iterdir()) == []  # complete shards are named only when the whole pack is written
+    (out / ".demo-x1y2.tar.tmp").write_bytes(b"half a shard left by kill -9")
+    (out / "demo-000007.tar").write_bytes(b"shard of an earlier pack, before generations")
+    (out / "demo-0123abcd-000003.tar").write_bytes(b"shard of an earlier generation")
+    manifest = pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
+    assert sorted(p.name for p in out.iterdir()) == [".demo.lock", *(s["name"] for s in manifest["shards"])]
     assert verify(tmp_path / "m.json") == []
+
+
+def shard(manifest: dict, index: int) -> str:
+    return manifest["shards"][index]["name"]
 
 
 @pytest.fixture
@@ -154,7 +159,8 @@ def shard_copy(zoo, packed, tmp_path):
 
 
 def test_verify_names_shard_and_key_of_a_flipped_byte(packed, shard_copy):
-    path = shard_copy / "demo-000001.tar"
+    name = shard(packed[1], 1)
+    path = shard_copy / name
     with tarfile.open(path) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(".weights.safetensors"))
     data = bytearray(path.read_bytes())
@@ -162,30 +168,31 @@ def test_verify_names_shard_and_key_of_a_flipped_byte(packed, shard_copy):
     path.write_bytes(bytes(data))
     problems = verify(packed[0], shards=shard_copy)
     key = member.name.partition(".")[0]
-    assert f"demo-000001.tar: {key}: weights do not match the sha256 in meta.json" in problems
-    assert any(p.startswith("demo-000001.tar: sha256") for p in problems)
+    assert f"{name}: {key}: weights do not match the sha256 in meta.json" in problems
+    assert any(p.startswith(f"{name}: sha256") for p in problems)
     assert len(problems) == 2
 
 
 def test_verify_reports_a_missing_shard_and_an_extra_file(packed, shard_copy):
-    (shard_copy / "demo-000000.tar").unlink()
+    (shard_copy / shard(packed[1], 0)).unlink()
     (shard_copy / "notes.txt").write_text("not a shard")
     problems = verify(packed[0], shards=shard_copy)
     assert problems == [f"{shard_copy / 'notes.txt'}: not listed in the manifest; remove it or re-run zoo-pack",
-                        "demo-000000.tar: missing; download it or re-run zoo-pack"]
+                        f"{shard(packed[1], 0)}: missing; download it or re-run zoo-pack"]
 
 
 def test_verify_accepts_a_url_pattern_and_names_the_key_where_a_shard_is_cut(packed, shard_copy):
-    assert verify(packed[0], shards=f"{shard_copy}/demo-{{000000..000001}}.tar") == []
-    path = shard_copy / "demo-000000.tar"
+    name, pattern = shard(packed[1], 0), shard(packed[1], 0).replace("000000", "{000000..000001}")
+    assert verify(packed[0], shards=f"{shard_copy}/{pattern}") == []
+    path = shard_copy / name
     cut = tarfile.open(path).getmembers()[1].offset + 100  # inside the header of the first sample's weights
     path.write_bytes(path.read_bytes()[:cut])
-    problems = verify(packed[0], shards=f"pipe:cat {shard_copy}/demo-{{000000..000001}}.tar")
-    assert problems[0].startswith("demo-000000.tar: truncated after member 'mlp-w4-b32-s0-")
+    problems = verify(packed[0], shards=f"pipe:cat {shard_copy}/{pattern}")
+    assert problems[0].startswith(f"{name}: truncated after member 'mlp-w4-b32-s0-")
     assert "_e0000.meta.json'" in problems[0]
-    assert problems[1:3] == ["demo-000000.tar: 0 samples read, the manifest lists 4",
-                             f"demo-000000.tar: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}"]
-    assert problems[3].startswith("demo-000000.tar: sha256") and len(problems) == 4
+    assert problems[1:3] == [f"{name}: 0 samples read, the manifest lists 4",
+                             f"{name}: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}"]
+    assert problems[3].startswith(f"{name}: sha256") and len(problems) == 4
 
 
 def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
@@ -229,9 +236,10 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
     assert pack_cli.main(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
     assert pack_cli.main(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
-    (tmp_path / "shards" / "demo" / "demo-000002.tar").unlink()
+    name = shard(json.loads((tmp_path / "manifests" / "demo.json").read_text()), 2)
+    (tmp_path / "shards" / "demo" / name).unlink()
     capsys.readouterr()
     assert pack_cli.main(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
-    assert "demo-000002.tar: missing" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="zoo-pack hdf5: 1 shard.s. of .* not found in .*demo-000002.tar"):
+    assert f"{name}: missing" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=f"zoo-pack hdf5: 1 shard.s. of .* not found in .*{name}"):
         pack_cli.main(["hdf5", *common])

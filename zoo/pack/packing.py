@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from zoo.atomic import write_json
+from zoo.lock import hold
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
 from zoo.pack.samples import Sample, read_json, run_samples
-from zoo.pack.shards import write_shards
+from zoo.pack.shards import remove_stale, write_shards
 from zoo.train.rundir import list_runs, zoo_dir
 
 FAILED = ("diverged", "failed")
@@ -33,6 +34,7 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
                 manifest_path: str | Path, max_shard_bytes: int, max_shard_count: int,
                 include_failed: bool) -> dict:
     """Write the samples of the models to pack into shards, then the manifest; returns the manifest.
+    One pack at a time per shard folder and zoo (a lock file there); the manifest commits the pack.
 
     Models with status `ok` are packed; `diverged` and `failed` ones too if `include_failed`;
     unfinished ones never. All are counted in the manifest.
@@ -44,11 +46,13 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
             if model.id in packed:
                 yield from model.samples()
 
-    shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
-    records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
-    manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
-                              location=relative_location(out_dir, manifest_path))
-    write_json(manifest_path, manifest)
+    with hold(Path(out_dir) / f".{zoo_name}.lock", wait=True, what=f"the pack of {zoo_name} in {out_dir}"):
+        shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
+        records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
+        manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
+                                  location=relative_location(out_dir, manifest_path))
+        write_json(manifest_path, manifest)  # the commit: readers switch from the old shards to these
+        remove_stale(out_dir, zoo_name, keep={s["name"] for s in shards})
     return manifest
 
 
