@@ -4,8 +4,11 @@ node splits, URL sources, permutation augmentation, refusal of unsafe or broken 
 import copy
 import io
 import json
+import shutil
 import tarfile
 
+import h5py
+import numpy as np
 import pytest
 import torch
 import webdataset as wds
@@ -218,3 +221,24 @@ def test_h5_dataset_gives_the_stream_samples_by_index(zoo, tmp_path):
     loader = DataLoader(ZooH5Dataset(path, view="flat", epochs=0, where={"model.width": 8}), batch_size=None,
                         num_workers=2)
     assert [m["epoch"] for _, m in loader] == [0]
+
+
+def test_h5_dataset_refuses_external_links_and_external_storage(zoo, tmp_path):
+    manifest, _ = zoo
+    path = export_hdf5(manifest, tmp_path / "demo.h5")
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as h5:
+        h5["weights"] = np.zeros((1, 3), dtype=np.float32)
+    linked = tmp_path / "linked.h5"
+    shutil.copy(path, linked)
+    with h5py.File(linked, "a") as h5:
+        h5["elsewhere"] = h5py.ExternalLink(str(secret), "/")
+    with pytest.raises(ShardError, match="'elsewhere' is an external link to .*secret.h5'; refused"):
+        ZooH5Dataset(linked)
+    (tmp_path / "raw.bin").write_bytes(bytes(12))
+    stored = tmp_path / "stored.h5"
+    shutil.copy(path, stored)
+    with h5py.File(stored, "a") as h5:
+        h5.create_dataset("outside/weights", (1, 3), dtype=np.float32, external=[(str(tmp_path / "raw.bin"), 0, 12)])
+    with pytest.raises(ShardError, match="dataset 'outside/weights' stores its data in other files; refused"):
+        ZooH5Dataset(stored)

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import shutil
+import resource
+import signal
 import subprocess
 import sys
 import tarfile
@@ -243,3 +245,22 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     assert f"{name}: missing" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=f"zoo-pack hdf5: 1 shard.s. of .* not found in .*{name}"):
         pack_cli.main(["hdf5", *common])
+
+
+def _file_size_limit(limit: int):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG, as on a full disk (no root needed)."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+    return apply
+
+
+def test_hdf5_on_a_full_disk_fails_with_a_message_and_leaves_nothing(packed, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "hdf5", f"pack.manifest={packed[0]}",
+                           f"pack.hdf5={out / 'demo.h5'}"], capture_output=True, text=True,
+                          preexec_fn=_file_size_limit(20_000))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert f"zoo-pack hdf5: cannot write {out / 'demo.h5'}" in proc.stderr and "free space" in proc.stderr
+    assert list(out.iterdir()) == []
