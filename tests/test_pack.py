@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 
 import zoo as zoo_package
 import zoo.cli.pack as pack_cli
-from zoo.load import open_zoo
+import zoo.pack.packing as packing_module
+import zoo.pack.shards as shards_module
+from zoo.load import ShardError, open_zoo
 from zoo.pack import export_hdf5, pack_zoo, verify
 from zoo.pack.manifest import SCHEMA_PATH
 from zoo.pack.samples import run_samples
@@ -264,3 +266,43 @@ def test_hdf5_on_a_full_disk_fails_with_a_message_and_leaves_nothing(packed, tmp
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert f"zoo-pack hdf5: cannot write {out / 'demo.h5'}" in proc.stderr and "free space" in proc.stderr
     assert list(out.iterdir()) == []
+
+
+def _old_pack_intact(manifest_path, before: bytes, expected: list):
+    assert manifest_path.read_bytes() == before
+    assert verify(manifest_path) == []
+    assert [(m["id"], m["epoch"]) for _, m in open_zoo(manifest_path, check_hash=True)] == expected
+
+
+@pytest.mark.parametrize("crash", ["writing shards", "writing the manifest"])
+def test_a_repack_that_crashes_leaves_the_old_pack_readable_and_consistent(zoo, tmp_path, monkeypatch, crash):
+    root, _ = zoo
+    manifest = tmp_path / "manifests" / "demo.json"
+    pack_zoo(root / "runs", "demo", tmp_path / "shards", manifest, max_shard_count=2)
+    before, expected = manifest.read_bytes(), [(m["id"], m["epoch"]) for _, m in open_zoo(manifest)]
+    if crash == "writing shards":  # the third shard of the repack fails, as a kill or a full disk would
+        real, calls = shards_module._write_tar, []
+        monkeypatch.setattr(shards_module, "_write_tar", lambda *a: calls.append(1) or (
+            real(*a) if len(calls) < 3 else (_ for _ in ()).throw(OSError(28, "No space left on device"))))
+    else:
+        monkeypatch.setattr(packing_module, "write_json", lambda *a: (_ for _ in ()).throw(
+            OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        pack_zoo(root / "runs", "demo", tmp_path / "shards", manifest, max_shard_count=1)  # other shards
+    _old_pack_intact(manifest, before, expected)
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.startswith(".")) == \
+        sorted(s["name"] for s in json.loads(before)["shards"])
+
+
+def test_the_loader_refuses_a_shard_that_is_not_the_manifests(zoo, packed, tmp_path):
+    root, _ = zoo
+    copy = shutil.copytree(root / "shards", tmp_path / "copy")
+    first, second = (copy / shard(packed[1], i) for i in (0, 1))
+    second.write_bytes(first.read_bytes())  # another shard under a listed name: other size
+    with pytest.raises(ShardError, match=f"{second}: .* bytes, its manifest lists .*another pack"):
+        list(open_zoo(packed[0], shards=copy))
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 0x01  # same size, other bytes: in the end-of-archive padding no sample hash sees
+    first.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=f"{first}: sha256 differs from its manifest's"):
+        list(open_zoo(packed[0], shards=copy, check_hash=True))

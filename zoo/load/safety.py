@@ -20,7 +20,7 @@ from webdataset.handlers import reraise_exception
 EXTENSIONS = ("meta.json", "weights.safetensors")
 PICKLE_EXTENSIONS = {"pickle", "pkl", "pyd", "pt", "pth", "ckpt", "joblib"}
 BLOCK = 512
-CHUNK = 16 * 2**20  # first buffer of a member; larger members grow it as their bytes arrive
+CHUNK = 2**20  # first buffer of a member; larger members grow it (doubling) as their bytes arrive
 REPACK = "re-download the shard or re-run zoo-pack, then check it with `zoo-pack verify`"
 
 

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from zoo.atomic import write_json
+from zoo.load.sources import read_manifest
 from zoo.lock import hold
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
 from zoo.pack.samples import Sample, read_json, run_samples
@@ -51,9 +52,21 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
         records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
         manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
                                   location=relative_location(out_dir, manifest_path))
-        write_json(manifest_path, manifest)  # the commit: readers switch from the old shards to these
+        try:
+            write_json(manifest_path, manifest)  # the commit: readers switch from the old shards to these
+        except BaseException:  # e.g. a full disk: the old manifest and its shards stay as they were
+            remove_stale(out_dir, zoo_name, keep=listed_shards(manifest_path))
+            raise
         remove_stale(out_dir, zoo_name, keep={s["name"] for s in shards})
     return manifest
+
+
+def listed_shards(manifest_path: str | Path) -> set[str]:
+    """The shard names of the manifest at `manifest_path`; none if it is absent or unreadable."""
+    try:
+        return {s["name"] for s in read_manifest(manifest_path)["shards"]}
+    except (OSError, ValueError):
+        return set()
 
 
 def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest_path: str | Path, *,
