@@ -96,7 +96,7 @@ def test_samples_carry_checkpoint_bytes_and_metadata(zoo, packed):
         assert list(weights) == ["layers.0.weight", "layers.2.weight", "layers.4.weight"]
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
         row = next(r for r in run.metrics() if r["epoch"] == meta["epoch"])
-        assert meta["metrics"] == {k: v for k, v in row.items() if k != "epoch"}
+        assert meta["metrics"] == {k: v for k, v in row.items() if k not in ("epoch", "seconds")}
         assert meta["config"]["id"] == meta["id"] and meta["arch"] == "mlp" and meta["status"] == "ok"
         assert meta["grid"] == dict(run.config().grid) and meta["n_params"] == sum(t.numel() for t in expected.values())
         assert meta["version"] == zoo_package.__version__

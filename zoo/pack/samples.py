@@ -69,7 +69,8 @@ def read_json(path: Path, default=None):
 def run_samples(run: RunDir, zoo_name: str, phase: str | None) -> Iterator[Sample]:
     """The samples of one run dir, epoch by epoch; one checkpoint in memory at a time."""
     config = OmegaConf.to_container(run.config())
-    metrics = {row["epoch"]: {k: v for k, v in row.items() if k != "epoch"} for row in run.metrics()}
+    # not `seconds`: a timing is no property of the model, and the same weights must give the same sample bytes
+    metrics = {row["epoch"]: {k: v for k, v in row.items() if k not in ("epoch", "seconds")} for row in run.metrics()}
     landscape = read_json(run.path / "landscape.json", {})
     order = module_order(config["model"])
     status = run.status()[0]

@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoo import data as datasets
-from zoo.atomic import write_text
+from zoo.atomic import atomic_path, write_text
 from zoo.config import validate
 from zoo.models import build
 from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
@@ -299,9 +299,8 @@ class PopulationWriter(pl.Callback):
             return
         self._write_epoch(pop, epoch, train)
         self.state.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.state.path / ".last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
-        tmp.replace(self.state.last_ckpt)
+        with atomic_path(self.state.last_ckpt) as tmp:  # a name of this process: two writers never share it
+            trainer.save_checkpoint(tmp)
 
     def _write_epoch(self, pop: Population, epoch: int, train: list[dict]) -> None:
         test, lrs = pop.evaluate("test"), pop.lr(epoch)
