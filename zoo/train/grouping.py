@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
+from zoo.parallel import exit_with_parent
 from zoo.train.pinn_population import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.population import ACTIVATION_BACKWARD, train_population
 from zoo.train.rundir import run_dir
@@ -235,7 +236,7 @@ def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
         # Forked, as DataLoader workers are: they start at once instead of importing torch and
         # Lightning again (~4 s each). This process has run no torch kernels (`plan` builds on `meta`).
         fork = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with ProcessPoolExecutor(workers, mp_context=fork) as pool:
+        with ProcessPoolExecutor(workers, mp_context=fork, initializer=exit_with_parent) as pool:
             done = list(pool.map(train_group, groups))  # handed out in order: most expensive first
     results.update((r.id, r) for group in done for r in group)
     return [results[cfg.id] for cfg in cfgs]

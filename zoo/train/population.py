@@ -26,6 +26,7 @@ of every member (manual optimization). A diverged member (non-finite epoch train
 zero weights, its slot masked out, so tensor shapes and the resume state never change.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ from torch import nn
 from zoo import data as datasets
 from zoo.atomic import atomic_path, write_text
 from zoo.config import validate
+from zoo.lock import Locked
 from zoo.models import build
 from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
 from zoo.train.ids import model_hash, model_id, with_identity
@@ -338,8 +340,24 @@ def train_population(cfgs: list[DictConfig]) -> list[Result]:
     # Configs from cell_configs carry their id already (with_identity costs ~15 ms a config).
     cfgs = [cfg if cfg.get("id") == model_id(cfg) else with_identity(cfg) for cfg in cfgs]
     runs = [run_dir(cfg) for cfg in cfgs]
-    todo = [k for k, run in enumerate(runs) if not run.is_done()]
-    for k in set(range(len(cfgs))) - set(todo):
+    with contextlib.ExitStack() as locks:
+        todo = [k for k, run in enumerate(runs) if _lock(locks, run)]
+        return _train_locked(cfgs, runs, todo)
+
+
+def _lock(locks: contextlib.ExitStack, run: RunDir) -> bool:
+    """Take the run dir's lock for the population's lifetime; False (and why, logged) if it is taken."""
+    try:
+        locks.enter_context(run.lock())
+        return True
+    except Locked as err:
+        log.warning("%s: skipped: %s, which trains it", run.id, err)
+        return False
+
+
+def _train_locked(cfgs: list[DictConfig], runs: list[RunDir], locked: list[int]) -> list[Result]:
+    todo = [k for k in locked if not runs[k].is_done()]
+    for k in set(locked) - set(todo):
         log.info("%s: already done (%s), skipped", cfgs[k].id, runs[k].status()[0])
     start = time.perf_counter()
     if todo:
