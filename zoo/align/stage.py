@@ -137,6 +137,9 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
         if meta["epoch"] in needed[meta["id"]]:
             runs[meta["id"]][meta["epoch"]] = weights
             metas[meta["id"]] = meta
+    if not metas:
+        raise ValueError(f"{source}: no sample with status ok matches where={where or {}}; nothing to apply "
+                         f"{app} to. Widen `where` or check the zoo with `zoo-pack verify`")
     axes = next(iter(metas.values()))["config"]["zoo"]["axes"]
     by_cell = defaultdict(list)
     for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):
