@@ -310,7 +310,8 @@ def test_malformed_weights_raise_shard_error_naming_shard_and_sample(zoo, tmp_pa
 def test_malformed_meta_raises_shard_error(zoo, tmp_path, meta, message):
     manifest, _ = zoo
     key, _, weights = real_sample(manifest)
-    shard = write_tar(tmp_path / "bad-000000.tar", [(f"{key}.meta.json", meta), (f"{key}.weights.safetensors", weights)])
+    members = [(f"{key}.meta.json", meta), (f"{key}.weights.safetensors", weights)]
+    shard = write_tar(tmp_path / "bad-000000.tar", members)
     with pytest.raises(ShardError, match=f"bad-000000.tar: sample '{key}': corrupt meta.json .*{message}"):
         list(open_zoo(str(shard)))
 
@@ -364,8 +365,8 @@ def test_manifest_shard_names_must_be_flat_file_names(zoo, tmp_path):
     manifest, _ = zoo
     evil = tmp_path / "manifests" / "evil.json"
     evil.parent.mkdir()
-    evil.write_text(json.dumps({**json.loads(manifest.read_text()),
-                                "shards": [{"name": "../../etc/x-000000.tar", "bytes": 1, "samples": 1, "sha256": ""}]}))
+    entry = {"name": "../../etc/x-000000.tar", "bytes": 1, "samples": 1, "sha256": ""}
+    evil.write_text(json.dumps({**json.loads(manifest.read_text()), "shards": [entry]}))
     with pytest.raises(ValueError, match="a shard name is not a flat"):
         open_zoo(evil)
 

@@ -13,12 +13,13 @@ import pytest
 from slurm_cluster import wait_for
 from test_pack import TINY, train_tiny_zoo
 from test_population import configs
+
 from zoo.lock import hold
 from zoo.sweep import compose_config
 from zoo.train.ids import with_identity
 from zoo.train.population import train_population
-from zoo.train.rundir import run_dir
 from zoo.train.run import train_model
+from zoo.train.rundir import run_dir
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
 
@@ -57,9 +58,9 @@ def stderr_until(proc: subprocess.Popen, text: str, timeout: float) -> str:
 def test_a_second_pack_waits_for_the_first(tmp_path, data_root):
     train_tiny_zoo(tmp_path, data_root, cells=[["model.width=4"]])
     with hold(tmp_path / "shards" / ".demo.lock", wait=True, what="test"):  # a pack in progress
-        proc = subprocess.Popen([sys.executable, "-c", "import sys; from zoo.pack import pack_zoo; "
-                                 "pack_zoo(sys.argv[1] + '/runs', 'demo', sys.argv[1] + '/shards', sys.argv[1] + '/m.json')",
-                                 str(tmp_path)], stderr=subprocess.PIPE, env=ENV)
+        script = "import sys; from zoo.pack import pack_zoo; r = sys.argv[1]; " \
+                 "pack_zoo(r + '/runs', 'demo', r + '/shards', r + '/m.json')"
+        proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE, env=ENV)
         stderr_until(proc, f"the pack of demo in {tmp_path}/shards is locked by process {os.getpid()}", 60)
         assert not (tmp_path / "m.json").exists() and proc.poll() is None
     assert proc.wait(60) == 0 and (tmp_path / "m.json").exists()
