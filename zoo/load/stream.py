@@ -31,7 +31,7 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
     """Stream the samples of a packed zoo as `(weights, meta)`.
 
     source: a manifest (`manifests/<zoo>.json`), a directory of shards, or webdataset URLs
-        (`dir/demo-{000000..000009}.tar`, `pipe:curl -s https://host/demo-{000000..000009}.tar`).
+        (`dir/demo-1a2b3c4d-{000000..000009}.tar`, `pipe:curl -s https://host/demo-1a2b3c4d-{000000..000009}.tar`).
     view: "flat" (float32 vector), "state_dict" or "layers" (see zoo.load.views).
     epochs, where: keep only matching samples (zoo.load.select), before weights are decoded.
     shuffle: 0 reads in shard order; N > 0 shuffles the shards and then samples through an
