@@ -54,7 +54,7 @@ def sorted_cells(cfgs: Sequence[DictConfig]) -> list[tuple[tuple, list[DictConfi
     return sorted(cells(cfgs).items())
 
 
-def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
+def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     """One item per cell with at least two `ok` seeds (one model has nothing to merge with)."""
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
@@ -144,7 +144,7 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
 def cell_results(cfgs: Sequence[DictConfig], app: str) -> list[tuple[tuple, list[DictConfig], dict]]:
     """Each cell's key, configs and stored result of `app` ({} until computed from the cell's current
     models and settings), in key order."""
-    items = {Path(item.out): item for item in plan(cfgs, app)}
+    items = {Path(item.out): item for item in apply_items(cfgs, app)}
     results = []
     for key, members in sorted_cells(cfgs):
         item = items.get(apply_dir(cfgs[0], app) / f"{cell_name(members[0])}.json")
@@ -188,7 +188,7 @@ def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
 def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Mapping | None = None) -> dict:
     """Compute every missing cell — in `workers` local processes, or as SLURM arrays with `slurm`
     (hydra.launcher settings) — then write the tables and figures; returns counts and both tables."""
-    counts = run_stage(compute_cell, plan(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0])
+    counts = run_stage(compute_cell, apply_items(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0])
     results = cell_results(cfgs, app)
     rows = table(cfgs, app, results)
     summary = by_phase(rows, METRICS[app])
