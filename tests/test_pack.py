@@ -45,7 +45,7 @@ def zoo(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("zoo")
     runs = train_tiny_zoo(root, data_root)
     ok = [r for r in runs if r.status()[0] == "ok"]
-    (ok[0].path / "landscape.json").write_text(json.dumps({"2": {"top_eig": 3.5, "trace": 10.0}}))
+    (ok[0].path / "landscape.json").write_text(json.dumps({"2": {"top_eig": 3.5, "trace": 10.0, "seconds": 1.7}}))
     (root / "runs" / "demo" / "phases.json").write_text(json.dumps({ok[0].id: "IV-B", ok[1].id: None}))
     return root, runs
 
