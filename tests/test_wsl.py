@@ -11,9 +11,11 @@ import torch
 from safetensors.torch import save
 from torch.utils.data import default_collate
 
-from zoo.load import ZooH5Dataset, open_zoo
+from zoo.load import Permute, ZooH5Dataset, open_zoo
+from zoo.load.augment import Chain, Erase, Noise
 from zoo.load.normalize import Normalizer
 from zoo.load.splits import split_of
+from zoo.load.tokens import Tokens, layout_of
 from zoo.models import build
 from zoo.pack import export_hdf5
 from zoo.pack.packing import Model, pack_models
@@ -159,3 +161,77 @@ def test_normalization_uses_the_training_split_and_its_inverse_is_exact(toy):
         assert all(torch.equal(back[k], weights[k]) for k in weights)  # bit for bit
     h5_normalized = ZooH5Dataset(h5, view="state_dict", split="train", normalize=True, where={"status": "ok"})
     assert torch.allclose(h5_normalized[0][0]["layers.2.weight"], normalized[0][0]["layers.2.weight"])
+
+
+TINY_MODELS = {
+    "mlp": {"name": "mlp", "in_dim": 5, "out_dim": 3, "width": 7, "depth": 2, "bias": True},
+    "resnet18": {"name": "resnet", "depth": 18, "width": 2, "num_classes": 3, "bias": True},
+    "resnet50": {"name": "resnet", "depth": 50, "width": 2, "num_classes": 3},
+    "vit": {"name": "vit", "image_size": 8, "patch_size": 4, "channels": 3, "num_classes": 3, "width": 8,
+            "depth": 2, "head_dim": 4},
+    "gpt": {"name": "gpt", "vocab_size": 11, "context": 6, "depth": 2, "width": 8, "head_dim": 4, "bias": True},
+}
+
+
+def cnn_state_dict() -> dict:
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 2, 5))
+    return cnn.state_dict()
+
+
+@pytest.mark.parametrize("arch", [*TINY_MODELS, "cnn"])
+@pytest.mark.parametrize("token_size", [4, 16])
+def test_tokens_are_units_and_invert_to_the_bit(arch, token_size):
+    torch.manual_seed(0)
+    weights = cnn_state_dict() if arch == "cnn" else build(TINY_MODELS[arch]).state_dict()
+    weights = {k: v + torch.randn_like(v) if v.is_floating_point() else v for k, v in weights.items()}
+    view = Tokens(token_size)
+    out = view(weights)
+    tokens, positions, mask = out["tokens"], out["positions"], out["mask"]
+    assert tokens.shape[1] == token_size and positions.shape == (len(tokens), 3) and mask.shape == tokens.shape
+    floats = {k: v for k, v in weights.items() if v.is_floating_point()}
+    assert mask.sum() == sum(v.numel() for v in floats.values())  # every weight once, padding masked
+    back = view.inverse(tokens, layout_of(weights))
+    assert back.keys() == floats.keys()
+    assert all(torch.equal(back[k], floats[k]) and back[k].dtype == floats[k].dtype for k in floats)
+    first = next(iter(floats))  # unit 0 of the first layer: its incoming weights, then its bias
+    module = first.rpartition(".")[0]
+    unit = torch.cat([v[0].reshape(-1) for k, v in floats.items() if k.rpartition(".")[0] == module])
+    first_tokens = (positions[:, 0] == 0) & (positions[:, 1] == 0)
+    assert torch.equal(tokens[first_tokens][mask[first_tokens]], unit)
+    padded = Tokens(token_size, max_tokens=len(tokens) + 3)(weights)
+    assert len(padded["tokens"]) == len(tokens) + 3 and not padded["mask"][-3:].any()
+    assert all(torch.equal(a, b) for a, b in zip(view.inverse(padded["tokens"], layout_of(weights)).values(),
+                                                 floats.values()))
+
+
+def test_tokens_view_round_trips_normalized_stream_samples(toy):
+    manifest, h5 = toy
+    normalizer = Normalizer(json.loads(next(manifest.parent.glob("toy.norm-*.json")).read_text()), torch.float64)
+    view = Tokens(8, max_tokens=80)
+    originals = {m["id"] + str(m["epoch"]): w for w, m in open_zoo(manifest, view="state_dict", where={"status": "ok"})}
+    for dataset in (open_zoo(manifest, view=view, normalize=normalizer, where={"status": "ok"}),
+                    ZooH5Dataset(h5, view=view, normalize=normalizer, where={"status": "ok"})):
+        for out, meta in dataset:
+            weights = normalizer.inverse(view.inverse(out["tokens"], meta["layout"], torch.float64), meta)
+            bad = [k for k in weights if not torch.equal(weights[k], originals[meta["id"] + str(meta["epoch"])][k])]
+            assert not bad, (type(dataset), meta["id"], meta["epoch"], bad)
+
+
+def test_noise_erase_and_permute_chain():
+    torch.manual_seed(0)
+    weights = build(TINY_MODELS["mlp"]).state_dict()
+    noisy = Noise(0.1, seed=0)(weights)
+    assert all(0 < (noisy[k] - weights[k]).std() < 0.2 for k in weights)
+    assert all(torch.equal(a, b) for a, b in zip(Noise(0.1, seed=0)(weights).values(), noisy.values()))
+    erased = Erase(0.5, seed=1)(weights)
+    rows = erased["layers.0.weight"].abs().sum(1) == 0
+    assert 0 < rows.sum() < len(rows)
+    assert torch.equal(erased["layers.0.bias"] == 0, rows)  # a unit's weights and bias go together
+    assert all(torch.equal(erased[k][~rows], weights[k][~rows]) for k in ("layers.0.weight", "layers.0.bias"))
+    chained = Chain(Permute(seed=0), Noise(0.0), Erase(0.0))(weights, {"arch": "mlp"})
+    x = torch.randn(4, 5)
+    model, twin = build(TINY_MODELS["mlp"]), build(TINY_MODELS["mlp"])
+    model.load_state_dict(weights)
+    twin.load_state_dict(chained)
+    assert torch.allclose(model(x), twin(x), atol=1e-5)

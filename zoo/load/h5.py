@@ -32,8 +32,7 @@ class ZooH5Dataset(Dataset):
                  split: str | None = None, splits=(0.7, 0.15, 0.15), split_seed: int = 0,
                  targets: list[str] | Targets | None = None, normalize: bool | Normalizer = False,
                  finite: bool = False, max_abs: float | None = None, transform: Transform | None = None):
-        if view not in views.VIEWS:
-            raise ValueError(f"unknown view={view!r}; choose one of {views.VIEWS}")
+        views.check(view)
         self.path = Path(path)
         self._h5, self._pid = None, None
         in_split = InSplit(split, splits, split_seed) if split is not None else None

@@ -39,7 +39,8 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
 
     source: a manifest (`manifests/<zoo>.json`), a directory of shards, or webdataset URLs
         (`dir/demo-{000000..000009}.tar`, `pipe:curl -s https://host/demo-{000000..000009}.tar`).
-    view: "flat" (float32 vector), "state_dict" or "layers" (see zoo.load.views).
+    view: "flat" (float32 vector), "state_dict", "layers" or "tokens" (see zoo.load.views), or a
+        callable view such as `Tokens(token_size=32, max_tokens=512)` (zoo.load.tokens).
     epochs, where: keep only matching samples (zoo.load.select), before weights are decoded;
         `where={"status": "ok"}` drops diverged and failed models.
     split, splits, split_seed: keep only the models of split "train", "val" or "test"; `splits` are
@@ -52,15 +53,15 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
     shuffle: 0 reads in shard order; N > 0 shuffles the shards and then samples through an
         N-sample buffer, seeded with `seed` and the epoch (one iteration = one epoch; DataLoader
         workers count epochs only with `persistent_workers=True`).
-    transform: `(state_dict, meta) → state_dict` before the view, e.g. zoo.load.permute.Permute().
+    transform: `(state_dict, meta) → state_dict` before normalization and the view, e.g. `Permute()`,
+        `Noise(0.01)`, `Erase(0.1)` or `Chain(...)` of them (zoo.load.permute, zoo.load.augment).
     shards: where a manifest's shards are, if not where it says.
     check_hash: recompute each sample's sha256 against meta.json (costs ~1.7 GB/s of CPU;
         `zoo-pack verify` checks whole shards once).
     handler: what to do on a bad shard or sample (webdataset handlers); the default raises.
         `wds.warn_and_continue` skips and warns: only then are samples dropped.
     """
-    if view not in views.VIEWS:
-        raise ValueError(f"unknown view={view!r}; choose one of {views.VIEWS}")
+    views.check(view)
     urls = shard_urls(source, shards)
     split_args = {"splits": splits, "split_seed": split_seed} if split is not None else {}
     if normalize is True:
