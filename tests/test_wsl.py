@@ -235,3 +235,14 @@ def test_noise_erase_and_permute_chain():
     model.load_state_dict(weights)
     twin.load_state_dict(chained)
     assert torch.allclose(model(x), twin(x), atol=1e-5)
+
+
+def test_epoch_pairs_follow_each_model_through_training(toy):
+    _, h5 = toy
+    pairs = ZooH5Dataset(h5, view="state_dict", pairs=True, split="test", targets=["metrics.test_acc"])
+    assert len(pairs) == len(ZooH5Dataset(h5, split="test")) // len(EPOCHS) * (len(EPOCHS) - 1)
+    for (w0, t0, m0), (w1, t1, m1) in pairs:
+        assert m0["id"] == m1["id"] and EPOCHS.index(m1["epoch"]) == EPOCHS.index(m0["epoch"]) + 1
+        assert t1["metrics.test_acc"] > t0["metrics.test_acc"]
+    chosen = ZooH5Dataset(h5, pairs=True, epochs=[0, 10])
+    assert {(a[-1]["epoch"], b[-1]["epoch"]) for a, b in chosen} == {(0, 10)} and len(chosen) == 16

@@ -26,12 +26,16 @@ class ZooH5Dataset(Dataset):
     rows), weights come back as float32, `meta` is the sample's meta.json. Class lists of text
     targets come from the values in the file (phases and statuses in their fixed order). The file
     is opened lazily in each process, so DataLoader workers work.
+
+    pairs: items are `(sample at epoch e, sample at epoch e')` for consecutive selected epochs of
+    each model (sequence prediction θ_e → θ_e', ModelZooDataset's task="sequence_prediction").
     """
 
     def __init__(self, path: str | Path, *, view: str = "flat", epochs=None, where: Mapping | None = None,
                  split: str | None = None, splits=(0.7, 0.15, 0.15), split_seed: int = 0,
                  targets: list[str] | Targets | None = None, normalize: bool | Normalizer = False,
-                 finite: bool = False, max_abs: float | None = None, transform: Transform | None = None):
+                 finite: bool = False, max_abs: float | None = None, transform: Transform | None = None,
+                 pairs: bool = False):
         views.check(view)
         self.path = Path(path)
         self._h5, self._pid = None, None
@@ -47,12 +51,16 @@ class ZooH5Dataset(Dataset):
                 normalize = Normalizer(layer_stats(self._weights(h5[g], r)[0] for g, r in rows))
             if targets is not None and not isinstance(targets, Targets):
                 targets = Targets(targets, _classes(h5, targets))
+            if pairs:
+                self.index = _pairs(h5, self.index)
         self.prepare = Prepare(view, transform, normalize or None, targets)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int):
+        if isinstance(self.index[i][0], tuple):  # an epoch pair
+            return tuple(self.prepare(*self._weights(self._file()[group], row)) for group, row in self.index[i])
         group, row = self.index[i]
         return self.prepare(*self._weights(self._file()[group], row))
 
@@ -71,6 +79,19 @@ def _rows(group: h5py.Group, where: Where) -> list[int] | range:
     if not where.where and where.test is None:
         return range(group["weights"].shape[0])
     return [row for row, text in enumerate(group["meta/json"][:]) if where({"meta": json.loads(text)})]
+
+
+def _pairs(h5: h5py.File, index: list[tuple[str, int]]) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """Consecutive epochs of each model among the indexed rows, in index order."""
+    by_model: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for group, row in index:
+        meta = h5[group]["meta"]
+        by_model.setdefault((group, meta["id"][row].decode()), []).append((int(meta["epoch"][row]), row))
+    pairs = []
+    for (group, _), rows in by_model.items():
+        rows.sort()
+        pairs += [((group, a), (group, b)) for (_, a), (_, b) in zip(rows, rows[1:])]
+    return pairs
 
 
 def _classes(h5: h5py.File, keys: list[str]) -> dict[str, list]:
