@@ -47,8 +47,9 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
         ratios over hashed model ids or held-out grid values (zoo.load.splits).
     targets: keys such as "metrics.test_acc", "phase", "model.width" → `{key: tensor}` beside the
         weights; text keys as class indices (zoo.load.targets; pass a `Targets` for explicit classes).
-    normalize: True standardizes every tensor with statistics over the training split (computed once
-        and cached beside the manifest; zoo.load.normalize), or pass a `Normalizer`.
+    normalize: True standardizes every tensor with statistics over the training split of the same
+        `splits`, `epochs` and `where` (everything selected when `split` is None), computed once and
+        cached beside the manifest (zoo.load.normalize); or pass a `Normalizer`.
     finite, max_abs: drop samples with a NaN/inf weight, or with a weight beyond ±max_abs.
     shuffle: 0 reads in shard order; N > 0 shuffles the shards and then samples through an
         N-sample buffer, seeded with `seed` and the epoch (one iteration = one epoch; DataLoader
