@@ -18,7 +18,7 @@ import torch
 
 from zoo.load.select import lookup
 from zoo.load.sources import is_manifest, read_manifest
-from zoo.landscape.phases import PHASES
+from zoo.phases.rules import PHASES
 from zoo.train.rundir import STATES
 
 KNOWN = {"phase": list(PHASES), "status": list(STATES)}
