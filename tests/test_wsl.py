@@ -161,6 +161,9 @@ def test_normalization_uses_the_training_split_and_its_inverse_is_exact(toy):
         assert all(torch.equal(back[k], weights[k]) for k in weights)  # bit for bit
     h5_normalized = ZooH5Dataset(h5, view="state_dict", split="train", normalize=True, where={"status": "ok"})
     assert torch.allclose(h5_normalized[0][0]["layers.2.weight"], normalized[0][0]["layers.2.weight"])
+    with pytest.raises(ValueError, match="not finite.*finite=True"):  # the diverged model's NaN
+        open_zoo(manifest, split="train", splits=(0.5, 0.5), normalize=True)
+    assert list(open_zoo(manifest, split="train", splits=(0.5, 0.5), normalize=True, finite=True))
 
 
 TINY_MODELS = {

@@ -48,7 +48,8 @@ class ZooH5Dataset(Dataset):
             if normalize is True:
                 train = Where(where, epochs, InSplit("train", splits, split_seed) if split is not None else None)
                 rows = [(name, row) for name in sorted(h5) for row in _rows(h5[name], train)]
-                normalize = Normalizer(layer_stats(self._weights(h5[g], r)[0] for g, r in rows))
+                weights = (self._weights(h5[g], r)[0] for g, r in rows)
+                normalize = Normalizer(layer_stats(w for w in weights if keep is None or keep(w)))
             if targets is not None and not isinstance(targets, Targets):
                 targets = Targets(targets, _classes(h5, targets))
             if pairs:

@@ -49,6 +49,10 @@ def layer_stats(samples) -> dict[str, dict]:
         for name, t in weights.items():
             if t.is_floating_point() and t.numel():
                 welford(stats, name, t)
+    bad = [name for name, s in stats.items() if not math.isfinite(s["mean"] + s["m2"])]
+    if bad:
+        raise ValueError(f"normalization statistics of {bad} are not finite: the training samples hold NaN/inf "
+                         "weights; select finite ones with finite=True or where={'status': 'ok'}")
     return {name: {"count": s["count"], "mean": s["mean"], "std": math.sqrt(s["m2"] / s["count"])}
             for name, s in stats.items()}
 
@@ -94,17 +98,18 @@ def cache_path(source, selection: Mapping) -> Path | None:
 
 
 def training_stats(source, *, split_args: Mapping, epochs=None, where: Mapping | None = None,
-                   shards=None) -> dict[str, dict]:
+                   finite: bool = False, max_abs: float | None = None, shards=None) -> dict[str, dict]:
     """Per-layer statistics over the training split of `source` (all of it if `split_args` is empty), cached."""
     from zoo.load.stream import open_zoo  # stream imports this module
 
     selection = {"epochs": list(epochs) if isinstance(epochs, range) else epochs, "where": where, **split_args}
+    selection |= {"finite": finite, "max_abs": max_abs} if finite or max_abs is not None else {}
     path = cache_path(source, selection)
     if path is not None and path.exists():
         return json.loads(path.read_text())
     split = {"split": "train", **split_args} if split_args else {}
     stats = layer_stats(w for w, _ in open_zoo(source, view="state_dict", epochs=epochs, where=where,
-                                               shards=shards, **split))
+                                               finite=finite, max_abs=max_abs, shards=shards, **split))
     if not stats:
         raise ValueError(f"{source}: no samples in the training split to compute normalization statistics from")
     if path is not None:

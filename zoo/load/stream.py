@@ -66,7 +66,8 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
     urls = shard_urls(source, shards)
     split_args = {"splits": splits, "split_seed": split_seed} if split is not None else {}
     if normalize is True:
-        normalize = Normalizer(training_stats(source, split_args=split_args, epochs=epochs, where=where, shards=shards))
+        normalize = Normalizer(training_stats(source, split_args=split_args, epochs=epochs, where=where,
+                                              finite=finite, max_abs=max_abs, shards=shards))
     if targets is not None and not isinstance(targets, Targets):
         targets = Targets.for_source(source, targets)
     prepare = Prepare(view, transform, normalize or None, targets, WeightFilter(finite, max_abs) or None)
