@@ -22,12 +22,13 @@ from zoo.load import Chain, Erase, Noise, Permute, Tokens, open_zoo
 
 TOKENS = Tokens(token_size=64, max_tokens=160)
 WHERE = {"model.width": [2, 4, 8, 16, 32, 64], "status": "ok"}
+SPLITS = (0.7, 0.3)  # train, test: models by hashed id
 
 
 def load(manifest: str, split: str, augment: bool) -> DataLoader:
     transform = Chain(Permute(seed=0), Noise(0.01, relative=True, seed=0), Erase(0.05, seed=0)) if augment else None
-    zoo = open_zoo(manifest, view=TOKENS, where=WHERE, split=split, normalize=True, targets=["metrics.test_acc"],
-                   transform=transform, shuffle=1000 if augment else 0)
+    zoo = open_zoo(manifest, view=TOKENS, where=WHERE, split=split, splits=SPLITS, normalize=True,
+                   targets=["metrics.test_acc"], transform=transform, shuffle=1000 if augment else 0)
     return DataLoader(zoo.compose(wds.map(lambda s: s[:2])), batch_size=32)  # (view, targets)
 
 
@@ -61,22 +62,28 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)  # small batches: one thread beats two that contend
     train, test = load(args.manifest, "train", augment=True), load(args.manifest, "test", augment=False)
+    y_train = torch.cat([targets["metrics.test_acc"] for _, targets in load(args.manifest, "train", augment=False)])
+    mean, std = y_train.mean(), y_train.std()  # the model predicts standardized accuracy
     model = WeightTransformer(TOKENS.token_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    steps = args.epochs * -(-len(y_train) // 32)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
     for epoch in range(args.epochs):
         losses = []
         for batch in train:
             pred, y = run(model, batch)
-            loss = nn.functional.mse_loss(pred, y)
+            loss = nn.functional.mse_loss(pred, (y - mean) / std)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             losses.append(loss.item())
         if epoch % 10 == 9:
-            print(f"epoch {epoch + 1}: train MSE {sum(losses) / len(losses):.4f}")
+            print(f"epoch {epoch + 1}: train MSE {sum(losses) / len(losses):.3f} (standardized accuracy)")
     model.eval()
     with torch.no_grad():
         pred, y = (torch.cat(part) for part in zip(*(run(model, batch) for batch in test)))
+        pred = pred * std + mean
     r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
     print(f"test accuracy of {len(y)} checkpoints of held-out models (widths ≤ 64): "
           f"R² {r2:.3f}, Kendall τ {kendalltau(pred, y).statistic:.3f}")
