@@ -110,7 +110,8 @@ def test_held_out_grid_values_make_the_test_split(toy):
 
 def test_targets_come_as_tensors_with_text_as_class_indices(toy):
     manifest, h5 = toy
-    keys = ["metrics.test_acc", "phase", "model.width", "model.activation", "landscape.hessian_trace", "status"]
+    keys = ["metrics.test_acc", "phase", "model.width", "model.activation", "landscape.hessian_trace", "status",
+            "config.model.depth"]
     for dataset in (open_zoo(manifest, targets=keys), ZooH5Dataset(h5, targets=keys)):
         rows = list(dataset)
         assert len(rows) == 16 * len(EPOCHS)
@@ -118,6 +119,7 @@ def test_targets_come_as_tensors_with_text_as_class_indices(toy):
             assert targets["metrics.test_acc"].dtype == torch.float32
             assert targets["metrics.test_acc"].item() == pytest.approx(meta["metrics"]["test_acc"])
             assert targets["model.width"].item() == meta["grid"]["model.width"]
+            assert targets["config.model.depth"].item() == 2
             assert PHASES[targets["phase"]] == meta["phase"] and targets["phase"].dtype == torch.int64
             assert ["relu", "tanh"][targets["model.activation"]] == meta["grid"]["model.activation"]
             assert ["ok", "diverged", "failed"][targets["status"]] == meta["status"]
@@ -213,6 +215,9 @@ def test_tokens_view_round_trips_normalized_stream_samples(toy):
     normalizer = Normalizer(json.loads(next(manifest.parent.glob("toy.norm-*.json")).read_text()), torch.float64)
     view = Tokens(8, max_tokens=80)
     originals = {m["id"] + str(m["epoch"]): w for w, m in open_zoo(manifest, view="state_dict", where={"status": "ok"})}
+    out, meta = next(iter(open_zoo(manifest, view="tokens")))  # the default Tokens()
+    back = Tokens().inverse(out["tokens"], meta["layout"])
+    assert all(torch.equal(back[k], originals[meta["id"] + str(meta["epoch"])][k]) for k in back)
     for dataset in (open_zoo(manifest, view=view, normalize=normalizer, where={"status": "ok"}),
                     ZooH5Dataset(h5, view=view, normalize=normalizer, where={"status": "ok"})):
         for out, meta in dataset:
