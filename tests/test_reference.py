@@ -1,0 +1,177 @@
+"""Fidelity to the reference study (ModelZoos/PhaseTransitionModelZoo): its ResNets and MLP parameter
+for parameter, its published checkpoints imported and loaded strictly into `zoo.models`."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+from torch import nn
+
+from zoo.load import open_zoo
+from zoo.models import build, from_meta
+from zoo.pack import import_reference
+from zoo.sweep import cell_configs, compose_config
+
+
+# -- a small transcription of the reference architectures (ptmz/models/def_net_width.py, torchvision
+#    BasicBlock/Bottleneck), with its key names: the test's ground truth ----------------------------
+class RefBlock(nn.Module):
+    def __init__(self, c_in, c, stride, bottleneck):
+        super().__init__()
+        self.expansion = 4 if bottleneck else 1
+        c_out = c * self.expansion
+        if bottleneck:  # 1x1, 3x3 (strided), 1x1 x4
+            convs = [(c_in, c, 1, 1, 0), (c, c, 3, stride, 1), (c, c_out, 1, 1, 0)]
+        else:
+            convs = [(c_in, c, 3, stride, 1), (c, c, 3, 1, 1)]
+        for i, (a, b, k, s, p) in enumerate(convs, 1):
+            setattr(self, f"conv{i}", nn.Conv2d(a, b, k, s, p, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(b))
+        self.n = len(convs)
+        self.downsample = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                           if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x):
+        out = x
+        for i in range(1, self.n + 1):
+            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
+            out = F.relu(out) if i < self.n else out
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class RefResNet(nn.Module):
+    def __init__(self, depth, width, o_dim, channels_in=3):
+        super().__init__()
+        bottleneck, counts = {18: (False, [2, 2, 2, 2]), 50: (True, [3, 4, 6, 3])}[depth]
+        self.conv1 = nn.Conv2d(channels_in, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        c_in = width
+        for k, n in enumerate(counts):
+            blocks = []
+            for b in range(n):
+                blocks.append(RefBlock(c_in, width * 2**k, 2 if k and not b else 1, bottleneck))
+                c_in = width * 2**k * blocks[-1].expansion
+            setattr(self, f"layer{k + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(c_in, o_dim)  # always with a bias
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class RefMLP(nn.Module):
+    def __init__(self, i_dim, h_dim, o_dim, dropout):
+        super().__init__()
+        dims, self.module_list = [i_dim, *h_dim], nn.ModuleList()
+        for a, b in zip(dims[:-1], dims[1:]):
+            self.module_list += [nn.Linear(a, b), nn.LeakyReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+        self.module_list.append(nn.Linear(dims[-1], o_dim))
+        for m in self.module_list:
+            if isinstance(m, nn.Linear):
+                nn.init.constant_(m.bias, 0.01)
+
+    def forward(self, x):
+        for m in self.module_list:
+            x = m(x)
+        return x
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- architecture ---------------------------------------------------------------------------------
+def test_resnet_parameter_counts_match_the_reference_at_every_grid_width():
+    recipe = compose_config(["zoo=cifar10_resnet18"], hydra=True).hydra.sweeper.params
+    widths = [int(w) for w in str(recipe["model.width"]).split(",")]
+    assert widths == [2, 4, 8, 16, 32, 64, 128, 256]
+    counts = {}
+    with torch.device("meta"):  # shapes only: the widest ResNet-50 has 375M parameters
+        for depth in (18, 50):
+            for classes in (10, 100, 200):
+                for width in widths:
+                    cfg = {"name": "resnet", "depth": depth, "width": width, "num_classes": classes, "bias": False}
+                    ours = build(cfg)
+                    counts[depth, classes, width] = n_params(ours)
+                    assert counts[depth, classes, width] == n_params(RefResNet(depth, width, classes))
+                    assert ours.fc.bias is not None
+    # the figures of the audit (issue 13), CIFAR-10
+    assert counts[18, 10, 2] == 11_420 and counts[18, 10, 256] == 178_585_866
+    assert counts[50, 10, 2] == 25_260 and counts[50, 10, 256] == 375_429_386
+
+
+def test_named_init_starts_biases_at_0_01_like_the_reference():
+    resnet = build({"name": "resnet", "depth": 18, "width": 2, "num_classes": 10, "init": "kaiming_uniform"})
+    assert torch.all(resnet.fc.bias == 0.01)
+    mlp = build({"name": "mlp", "in_dim": 4, "out_dim": 3, "width": 5, "bias": True, "init": "kaiming_uniform"})
+    assert all(torch.all(m.bias == 0.01) for m in mlp.modules() if isinstance(m, nn.Linear))
+
+
+def test_demo_model_ids_and_weights_are_unchanged():
+    """The demo MLP has no bias: the reference-fidelity changes must not move its ids or shard bytes."""
+    cfgs = cell_configs(["zoo=demo"])
+    assert len(cfgs) == 80 and cfgs[0].id == "mlp-w2-b8-s0-d418e773" and cfgs[-1].id == "mlp-w256-b1000-s1-6550b574"
+    assert hashlib.sha256("".join(c.id for c in cfgs).encode()).hexdigest().startswith("bbbec61c2691f908")
+    torch.manual_seed(0)
+    weights = save(build(dict(cfgs[0].model)).state_dict())
+    assert hashlib.sha256(weights).hexdigest().startswith("72079c279c671eb5")
+
+
+# -- import of the published layout ---------------------------------------------------------------
+REFERENCE_MODELS = {  # folder: (params.json, the reference model, an input batch)
+    "r18": ({"model::type": "Resnet18_width", "model::width": 2, "model::o_dim": 10, "model::channels_in": 3,
+             "model::nlin": "relu", "model::dropout": 0.0, "model::init_type": "kaiming_uniform",
+             "model::use_bias": False, "seed": 0}, lambda: RefResNet(18, 2, 10), (3, 3, 32, 32)),
+    "r50": ({"model::type": "Resnet50_width", "model::width": 2, "model::o_dim": 100, "model::channels_in": 3,
+             "model::nlin": "relu", "model::dropout": 0.0, "model::init_type": "kaiming_uniform",
+             "model::use_bias": False, "seed": 1}, lambda: RefResNet(50, 2, 100), (3, 3, 32, 32)),
+    "mlp": ({"model::type": "MLP", "model::i_dim": 40, "model::h_dim": [8, 8], "model::o_dim": 10,
+             "model::nlin": "leakyrelu", "model::dropout": 0.2, "model::init_type": "kaiming_uniform",
+             "model::use_bias": True, "seed": 2}, lambda: RefMLP(40, [8, 8], 10, 0.2), (3, 40)),
+}
+
+
+def write_trial(folder, params, model, epochs=(1, 2)):
+    """A Ray Tune trial folder as the published zoos ship it."""
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    rows = [{"training_iteration": e, "train_loss": 1.0 / e, "test_acc": 0.5, "config": params} for e in epochs]
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for epoch in epochs:
+        with torch.no_grad():  # a trained-looking model: nonzero biases and BN statistics
+            for name, t in model.state_dict().items():
+                if t.is_floating_point():
+                    t.add_(0.1 * torch.randn_like(t)).abs_() if "running_var" in name else t.add_(0.1 * torch.randn_like(t))
+        (folder / f"checkpoint_{epoch:06d}").mkdir()
+        torch.save(model.state_dict(), folder / f"checkpoint_{epoch:06d}" / "checkpoints")
+
+
+def test_a_reference_zoo_imports_and_loads_strictly_with_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    src, references, inputs = tmp_path / "published", {}, {}
+    for name, (params, make, shape) in REFERENCE_MODELS.items():
+        references[params["model::type"]] = make().eval()
+        inputs[params["model::type"]] = torch.randn(shape)
+        write_trial(src / f"NN_tune_trainable_{name}", params, references[params["model::type"]])
+    import_reference(src, "published", tmp_path / "shards", tmp_path / "published.json")
+    loaded = set()
+    for weights, meta in open_zoo(tmp_path / "published.json", view="state_dict"):
+        kind = meta["config"]["model::type"]
+        model = from_meta(meta, weights)  # load_state_dict is strict
+        assert meta["arch"] == meta["config"]["model"]["name"]
+        if meta["epoch"] == 2:  # the last checkpoint is what the reference model holds now
+            with torch.no_grad():
+                assert torch.equal(model(inputs[kind]), references[kind](inputs[kind]))
+        loaded.add((kind, meta["epoch"]))
+    assert loaded == {(p["model::type"], e) for p, _, _ in REFERENCE_MODELS.values() for e in (1, 2)}
+
+
+def test_a_checkpoint_that_does_not_fit_its_params_names_the_file(tmp_path):
+    params, make, _ = REFERENCE_MODELS["r18"]
+    write_trial(tmp_path / "published" / "trial", {**params, "model::width": 4}, make())
+    with pytest.raises(ValueError, match=r"trial/checkpoint_000001/checkpoints: does not fit zoo.models.resnet"):
+        import_reference(tmp_path / "published", "bad", tmp_path / "shards", tmp_path / "bad.json")
