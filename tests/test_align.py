@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from conftest import zoo_train
-from zoo.align import apps
+from zoo.apply import apps
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, random_perms, resnet_spec, spec_for
-from zoo.align.stage import apply_dir, apply_packed, bench, plan
+from zoo.apply.stage import apply_dir, apply_packed, bench, plan
 from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint
 from zoo.models import build

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import zoo_train
-from zoo.landscape.stage import is_done, plan
+from zoo.landscape.stage import plan
+from zoo.stage import is_done
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from zoo.atomic import write_json, write_text
-from zoo.landscape.phases import classify
+from zoo.phases.rules import classify
 from zoo.landscape.plots import heatmap, phase_map
 from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
 from zoo.train.rundir import run_dir
