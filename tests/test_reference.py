@@ -175,3 +175,79 @@ def test_a_checkpoint_that_does_not_fit_its_params_names_the_file(tmp_path):
     write_trial(tmp_path / "published" / "trial", {**params, "model::width": 4}, make())
     with pytest.raises(ValueError, match=r"trial/checkpoint_000001/checkpoints: does not fit zoo.models.resnet"):
         import_reference(tmp_path / "published", "bad", tmp_path / "shards", tmp_path / "bad.json")
+
+
+# -- the reference's measuring protocol (landscape=reference) -------------------------------------
+def test_reference_protocol_is_the_resnet_zoos_default_and_measures_at_their_epoch():
+    cfg = compose_config(["zoo=cifar100_resnet18"])
+    assert cfg.landscape.hessian.which == "magnitude" and cfg.landscape.cka.estimator == "biased"
+    assert [int(e) for e in cfg.landscape.epochs] == [115] and cfg.phases.mc_key == "mc_err_train"
+    assert {111, 112, 113, 114, 115, 150} <= set(cfg.checkpoint.epochs)
+    demo = compose_config(["zoo=demo"])
+    assert demo.landscape.bezier.optimizer == "adam" and demo.phases.mc_key == "mc_loss_train"
+    assert list(compose_config(["zoo=demo", "landscape=reference"]).landscape.epochs) == ["final"]
+
+
+def test_garipov_schedule_and_the_reference_compounding_bug():
+    from zoo.landscape.connectivity import garipov_rates
+
+    ours = garipov_rates(0.1, 10)
+    assert ours[:5] == [0.1] * 5 and ours[-1] == pytest.approx(0.001) and ours[6] == pytest.approx(0.1 * (1 - 0.2 / 0.4 * 0.99))
+    bug = garipov_rates(0.1, 10, compound=True)
+    assert bug[:5] == ours[:5] and bug[6] == pytest.approx(bug[5] * ours[6] / 0.1) and bug[-1] < ours[-1] / 100
+
+
+def test_bezier_l2_term_pulls_the_bend_towards_zero():
+    from zoo.landscape.connectivity import bezier_curve
+
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    batches = [(torch.randn(16, 4), torch.randint(0, 3, (16,)))]
+    kw = dict(steps=50, optimizer="sgd", lr=0.1, schedule="garipov", seed=0)
+    plain, decayed = (bezier_curve(a, b, batches, F.cross_entropy, l2=l2, **kw) for l2 in (0.0, 5.0))
+    assert decayed.params(0.5)["weight"].norm() < 0.5 * plain.params(0.5)["weight"].norm()
+
+
+def test_biased_batch_mean_cka_is_inflated_where_unbiased_is_not():
+    from zoo.landscape.cka import cka_estimates
+
+    class Noise(nn.Module):  # 100-dim "logits" independent of the input and of the other model
+        def __init__(self, seed):
+            super().__init__()
+            self.gen = torch.Generator().manual_seed(seed)
+
+        def forward(self, x):
+            return torch.randn(len(x), 100, generator=self.gen)
+
+    batches = [(torch.zeros(128, 1), None) for _ in range(10)]
+    est = cka_estimates(Noise(0), Noise(1), batches)
+    assert est["cka_biased"] > 0.3 and abs(est["cka_unbiased"]) < 0.05
+
+
+def test_hessian_largest_magnitude_keeps_the_sign():
+    from zoo.landscape.hessian import hessian_metrics
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return self.w
+
+    lam = torch.tensor([-5.0, 1.0, 2.0, 3.0])
+    criterion = lambda out, y: 0.5 * (lam * out**2).sum()  # noqa: E731 - Hessian diag(lam)
+    batches = [(torch.zeros(1), torch.zeros(1))]
+    top = {w: hessian_metrics(Quadratic(), criterion, batches, which=w, deflate=4)["top_eigenvalues"][0]
+           for w in ("algebraic", "magnitude")}
+    assert top["algebraic"] == pytest.approx(3.0) and top["magnitude"] == pytest.approx(-5.0)
+
+
+def test_phase_rule_reads_mc_of_train_error_in_percent():
+    from zoo.phases.table import label
+
+    cfg = compose_config(["zoo=demo", "phases=reference"])
+    row = {"train_loss": 0.01, "mc_err_train": -0.02, "mc_loss_train": 0.3, "cka": 0.99}
+    assert label(row, cfg) == "III"  # -2 percentage points < -1.0
+    assert label({**row, "mc_err_train": -0.005}, cfg) == "IV-B"
+    assert label(row, compose_config(["zoo=demo"])) == "IV-B"  # ours: mc of loss
