@@ -251,3 +251,26 @@ def test_phase_rule_reads_mc_of_train_error_in_percent():
     assert label(row, cfg) == "III"  # -2 percentage points < -1.0
     assert label({**row, "mc_err_train": -0.005}, cfg) == "IV-B"
     assert label(row, compose_config(["zoo=demo"])) == "IV-B"  # ours: mc of loss
+
+
+# -- the reference's averaging variants -----------------------------------------------------------
+def test_averaging_adds_all_seeds_aligned_to_seed_0_and_the_five_epoch_window():
+    from zoo.align.merging import average
+    from zoo.align.permutation import apply, random_perms, sequential_spec
+    from zoo.apply import apps
+
+    torch.manual_seed(0)
+    model = build({"name": "mlp", "in_dim": 6, "out_dim": 3, "width": 16, "bias": True, "init": "kaiming_uniform"})
+    x = torch.randn(300, 6)
+    y = model(x).argmax(1)  # a task the first model solves
+    batches = [(x[i:i + 100], y[i:i + 100]) for i in range(0, 300, 100)]
+    spec = sequential_spec(model.state_dict())
+    b = apps.Bench(model, spec, train=batches, val=batches, test=batches)
+    seed0 = {e: {k: v + 0.01 * e * torch.randn_like(v) for k, v in model.state_dict().items()} for e in range(1, 7)}
+    permuted = [{e: apply(spec, random_perms(spec, w, torch.Generator().manual_seed(s)), w) for e, w in seed0.items()}
+                for s in (1, 2)]  # seeds 1 and 2: the same functions, hidden units reordered
+    out = apps.averaging(b, [seed0, *permuted], last_k=3, reference_epoch=5)
+    assert abs(out["seed_avg_all_gain_aligned"]) < 1e-9 and out["seed_avg_all_gain"] < -0.05
+    assert out["ref_epochs_averaged"] == [1, 2, 3, 4, 5] and out["epochs_averaged"] == [4, 5, 6]
+    expected = b.acc(average([seed0[e] for e in range(1, 6)])) - b.acc(seed0[5])
+    assert out["ref_epoch_avg_gain"] == pytest.approx(expected)  # all three seeds compute the same
