@@ -274,3 +274,21 @@ def test_averaging_adds_all_seeds_aligned_to_seed_0_and_the_five_epoch_window():
     assert out["ref_epochs_averaged"] == [1, 2, 3, 4, 5] and out["epochs_averaged"] == [4, 5, 6]
     expected = b.acc(average([seed0[e] for e in range(1, 6)])) - b.acc(seed0[5])
     assert out["ref_epoch_avg_gain"] == pytest.approx(expected)  # all three seeds compute the same
+
+
+def test_opt_in_reference_onecycle_bug_leaves_large_resnet50_cells_at_a_high_lr():
+    from zoo.train.optim import build_optimizer
+
+    def final_lr(*overrides):
+        cfg = compose_config(["zoo=cifar10_resnet50", *overrides])
+        opt, sched = build_optimizer([nn.Parameter(torch.zeros(1))], cfg.optim, 200)
+        for _ in range(200):
+            opt.step()
+            sched.step()
+        return cfg.optim.scheduler.get("stretch", 1), opt.param_groups[0]["lr"]
+
+    bug = ["optim=sgd_reference_onecycle"]
+    assert final_lr("model.width=256", "data.batch_size=1024")[1] < 1e-4  # ours: annealed
+    stretch, lr = final_lr(*bug, "model.width=256", "data.batch_size=1024")
+    assert stretch == 8 and 0.03 < lr < 0.1
+    assert final_lr(*bug, "model.width=128", "data.batch_size=256") == final_lr("model.width=128", "data.batch_size=256")
