@@ -57,6 +57,7 @@ def mlp_names(names: list[str]) -> dict[str, str]:
 
 def to_zoo(state: Mapping[str, torch.Tensor], model_cfg: Mapping, where: str) -> dict[str, torch.Tensor]:
     """A reference state dict with our names, in our module order; `where` names it in errors."""
+    state = {n.removeprefix("module."): t for n, t in state.items()}  # saved from DataParallel
     names = {n: resnet_name(n) for n in state} if model_cfg["name"] == "resnet" else mlp_names(list(state))
     renamed = {names[n]: t for n, t in state.items()}
     with torch.device("meta"):  # names and shapes only: no memory, no init
