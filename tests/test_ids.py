@@ -31,3 +31,11 @@ def test_what_changes_the_weights_changes_the_id():
     for override in ("optim.lr=0.05", "trainer.max_epochs=7", "data.n_train=500", "model.bias=true"):
         changed = ids(override)
         assert all(a != b for a, b in zip(base, changed)), override
+
+
+def test_populations_of_different_members_resume_from_different_dirs():
+    from zoo.train.population import population_dir
+
+    cfgs = cell_configs(["zoo=demo", "model.width=4,8"])
+    assert population_dir(cfgs[:2]).path != population_dir(cfgs[2:4]).path
+    assert population_dir(cfgs[:2]).path == population_dir(cfgs[1::-1]).path  # member order does not matter

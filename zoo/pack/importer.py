@@ -12,7 +12,6 @@ our tensor names with its config in `config["model"]`, so `zoo.models.from_meta`
 other types keep the reference's names and arch.
 """
 
-import hashlib
 import json
 import math
 import re
@@ -26,6 +25,7 @@ from safetensors.torch import save
 from zoo.pack import reference
 from zoo.pack.packing import Model, pack_models
 from zoo.pack.samples import Sample, make_sample
+from zoo.train.ids import short_hash
 
 CHECKPOINT = re.compile(r"checkpoint_(\d+)")
 
@@ -70,13 +70,6 @@ def reference_samples(folder: Path, *, zoo_name: str, model_id: str, arch: str, 
                           weights=weights, order=list(state))
 
 
-def params_hash(params: Mapping) -> str:
-    """8 hex of a sha256 of the whole params.json: its flat `model::…` keys are not the sections
-    `zoo.train.ids.model_hash` reads, and any of them may tell two models apart."""
-    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
-
-
 def reference_models(src: str | Path, zoo_name: str) -> tuple[list[Model], list[str]]:
     """The models of a reference-layout zoo and its grid axes (the params that vary between models)."""
     folders = sorted(p for p in Path(src).iterdir() if (p / "params.json").is_file())
@@ -89,7 +82,7 @@ def reference_models(src: str | Path, zoo_name: str) -> tuple[list[Model], list[
     models, seen = [], {}
     for folder in folders:
         p = params[folder]
-        model_id = f"{prefix}-{params_hash(p)}"
+        model_id = f"{prefix}-{short_hash(p)}"  # all of params.json: any flat `model::…` key may differ
         if model_id in seen:
             raise ValueError(f"{folder} and {seen[model_id]} have identical params.json; remove the duplicate")
         seen[model_id] = folder

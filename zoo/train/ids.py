@@ -20,10 +20,14 @@ def _plain(cfg: DictConfig | Mapping) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def model_hash(cfg: DictConfig | Mapping) -> str:
-    semantic = {k: v for k, v in _plain(cfg).items() if k in HASHED}
-    canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+def short_hash(obj) -> str:
+    """8 hex of a sha256 of canonical JSON: for anything that must be named by its content."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def model_hash(cfg: DictConfig | Mapping) -> str:
+    return short_hash({k: v for k, v in _plain(cfg).items() if k in HASHED})
 
 
 def model_id(cfg: DictConfig) -> str:
