@@ -23,7 +23,7 @@ from zoo import data as datasets
 from zoo.apply import apps
 from zoo.align.permutation import spec_for
 from zoo.config import CONF_DIR, validate
-from zoo.landscape.plots import heatmap, phase_bars, phase_curves
+from zoo.phases.plots import heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
 from zoo.phases.table import write_csv
 from zoo.load import open_zoo
@@ -31,7 +31,7 @@ from zoo.pack.samples import read_json
 from zoo.models import build
 from zoo.stage import Item, read_result, run_stage
 from zoo.train.run import checkpoint_epochs
-from zoo.train.rundir import RunDir, run_dir, zoo_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 
 APPS = ("averaging", "lmc", "soup")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
@@ -44,7 +44,7 @@ METRICS = {
 
 
 def apply_dir(cfg: DictConfig, app: str) -> Path:
-    return zoo_dir(cfg.paths.runs, cfg.zoo.name) / "apply" / app
+    return zoo_dir_of(cfg) / "apply" / app
 
 
 def cell_name(cfg: DictConfig) -> str:
@@ -55,7 +55,7 @@ def sorted_cells(cfgs: Sequence[DictConfig]) -> list[tuple[tuple, list[DictConfi
     return sorted(cells(cfgs).items())
 
 
-def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
+def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     """One item per cell with at least two `ok` seeds (one model has nothing to merge with)."""
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
@@ -152,7 +152,7 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
 def cell_results(cfgs: Sequence[DictConfig], app: str) -> list[tuple[tuple, list[DictConfig], dict]]:
     """Each cell's key, configs and stored result of `app` ({} until computed from the cell's current
     models and settings), in key order."""
-    items = {Path(item.out): item for item in plan(cfgs, app)}
+    items = {Path(item.out): item for item in apply_items(cfgs, app)}
     results = []
     for key, members in sorted_cells(cfgs):
         item = items.get(apply_dir(cfgs[0], app) / f"{cell_name(members[0])}.json")
@@ -164,7 +164,7 @@ def table(cfgs: Sequence[DictConfig], app: str, results: Sequence[tuple]) -> lis
     """One row per cell of `cell_results`: its axes, its phase (from zoo-phases, if run) and the
     app's metrics."""
     first = cfgs[0]
-    phases = read_json(zoo_dir(first.paths.runs, first.zoo.name) / "phases.json", {})
+    phases = read_json(zoo_dir_of(first) / "phases.json", {})
     return [dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
             | {m: result.get(m) for m in METRICS[app]} for key, members, result in results]
 
@@ -196,11 +196,11 @@ def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
 def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Mapping | None = None) -> dict:
     """Compute every missing cell — in `workers` local processes, or as SLURM arrays with `slurm`
     (hydra.launcher settings) — then write the tables and figures; returns counts and both tables."""
-    counts = run_stage(compute_cell, plan(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0])
+    counts = run_stage(compute_cell, apply_items(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0])
     results = cell_results(cfgs, app)
     rows = table(cfgs, app, results)
     summary = by_phase(rows, METRICS[app])
-    out, figures = apply_dir(cfgs[0], app), zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "figures"
+    out, figures = apply_dir(cfgs[0], app), zoo_dir_of(cfgs[0]) / "figures"
     write_csv(rows, out / "table.csv")
     if summary:
         write_csv(summary, out / "by_phase.csv")

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from zoo import data as datasets
 from zoo.models import build
 from zoo.stage import Item, read_result, run_stage
-from zoo.train.rundir import RunDir, run_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 
 
 def cell_key(cfg: DictConfig) -> tuple:
@@ -43,10 +43,10 @@ def measured_epochs(cfg: DictConfig) -> tuple[int, ...]:
 
 
 def pairs_dir(cfg: DictConfig) -> Path:
-    return run_dir(cfg).path.parent.parent / "pairs"
+    return zoo_dir_of(cfg) / "pairs"
 
 
-def plan(cfgs: Sequence[DictConfig]) -> list[Item]:
+def landscape_items(cfgs: Sequence[DictConfig]) -> list[Item]:
     """All items of a zoo: one per trained (`ok`) model, one per pair of `ok` seeds of a cell."""
     ok = [cfg for cfg in cfgs if run_dir(cfg).status()[0] == "ok"]
 
@@ -159,14 +159,14 @@ def measure(item: Item) -> dict:
 def run_landscape(cfgs: Sequence[DictConfig], workers: int = -1, slurm: dict | None = None) -> dict[str, int]:
     """Measure every item of the zoo not measured with the same inputs, in parallel processes with a
     progress bar (or as SLURM arrays with `slurm`)."""
-    return run_stage(measure, plan(cfgs), stage="landscape", workers=workers, slurm=slurm, cfg=cfgs[0])
+    return run_stage(measure, landscape_items(cfgs), stage="landscape", workers=workers, slurm=slurm, cfg=cfgs[0])
 
 
 def load_results(cfgs: Sequence[DictConfig]) -> tuple[dict[str, dict], dict[tuple[str, str], dict]]:
     """Per-model and per-pair results on disk computed from the current inputs (stale ones are left
     out), keyed by model id / (id_a, id_b)."""
     per_model, per_pair = {}, {}
-    for item in plan(cfgs):
+    for item in landscape_items(cfgs):
         results = read_result(item)
         if results is not None:
             ids = tuple(item.models)

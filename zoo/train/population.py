@@ -48,7 +48,7 @@ from zoo.models import build
 from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
 from zoo.train.ids import model_id, short_hash, with_identity
 from zoo.train.optim import build_optimizer
-from zoo.train.rundir import RunDir, run_dir, zoo_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 from zoo.train.run import Result, checkpoint_epochs, make_trainer
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ def population_dir(cfgs: list[DictConfig]) -> RunDir:
     """`runs/<zoo>/populations/<8 hex of the member ids>/`: the population's resume state."""
     first = cfgs[0]
     name = short_hash({"members": sorted(cfg.id for cfg in cfgs)})
-    return RunDir(zoo_dir(first.paths.runs, first.zoo.name).resolve() / "populations" / name)
+    return RunDir(zoo_dir_of(first) / "populations" / name)
 
 
 def train_population(cfgs: list[DictConfig]) -> list[Result]:
