@@ -25,8 +25,10 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping, total_st
     if sched["name"] == "onecycle":
         # PyTorch's defaults, as the reference used them: with cycle_momentum=True the
         # momentum cycles 0.95 -> 0.85 -> 0.95 and the optimizer's own momentum is ignored.
+        # `stretch` > 1 sizes the cycle for that many times the steps taken: the reference's bug under
+        # gradient accumulation (conf/optim/sgd_reference_onecycle.yaml); the lr never anneals fully.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg["lr"], total_steps=total_steps, pct_start=sched["pct_start"],
+            opt, max_lr=cfg["lr"], total_steps=total_steps * sched.get("stretch", 1), pct_start=sched["pct_start"],
             anneal_strategy=sched["anneal_strategy"], cycle_momentum=sched["cycle_momentum"],
             base_momentum=sched["base_momentum"], max_momentum=sched["max_momentum"],
             div_factor=sched["div_factor"], final_div_factor=sched["final_div_factor"])
