@@ -22,7 +22,7 @@ small models at small batches amplify: measured, a one-by-one run of width 4 / b
 init was perturbed by 1e-7 (relative) ended 45% away (relative L2) after 10 epochs, at the
 same test accuracy. The farthest model printed is such a case.
 
-`--zoo convection_pinn` runs the same comparison on PINNs (zoo/train/pinn_population.py): the
+`--zoo convection_pinn` runs the same comparison on PINNs (zoo/train/population/pinn.py): the
 smoke-sized convection zoo (`+smoke=on`: 64 points a full-batch step, 100 steps an epoch) on a
 reduced grid, betas {1, 5, 10, 20, 30, 40, 50} x lrs {1e-4, 1e-3, 1e-2, 1e-1} x seeds {0, 1} = 56
 models, 2 epochs by default (`--epochs`): one by one with zoo-train -m (Lightning's PINN module per

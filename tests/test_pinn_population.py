@@ -1,10 +1,10 @@
-"""PINN populations (zoo.train.pinn_population): the run dirs of one-by-one training, member for member."""
+"""PINN populations (zoo.train.population.pinn): the run dirs of one-by-one training, member for member."""
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_population import files, strip
+from test_population import BITWISE, files, strip
 from zoo.sweep import cell_configs
 from zoo.train.grouping import describe, plan, population_key, train_cells
 from zoo.train.population import PopulationWriter, population_dir, train_population
@@ -70,8 +70,9 @@ def test_members_match_one_by_one_within_float_tolerance(pair):
             assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa), (a.id, epoch)
 
 
+@BITWISE
 def test_members_match_one_by_one_bitwise_on_cpu(pair):
-    """What pinn_population's stacked layers and Adam are written for (measured on CPU, torch 2.13)."""
+    """What zoo.train.population.pinn's stacked layers and Adam are written for (measured on CPU, torch 2.13)."""
     alone, together, _ = pair
     for a, b in zip(alone, together):
         ra, rb = run_dir(a), run_dir(b)

@@ -19,7 +19,7 @@ So, within one key (measured on 2 CPU cores, MLPs on mnist1d; see benchmarks/pop
   (measured: width 256 at batch 8 trained fastest per member at K = 4-8, ~4x slower at K = 32).
   A larger bucket is split into near-equal populations.
 
-PINNs (data.task=pinn, zoo.train.pinn_population) share a population when everything but seed,
+PINNs (data.task=pinn, zoo.train.population.pinn) share a population when everything but seed,
 data.beta and optim values (not optim.name / no_decay_1d) matches: the whole beta x lr x seed grid of
 one architecture (width included: members are not padded) is one bucket. A PINN step is full-batch
 (every member runs on all its points), so it is compute-bound: measured on 2 CPU cores, smoke-sized
@@ -45,8 +45,9 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
-from zoo.train.pinn_population import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
-from zoo.train.population import ACTIVATION_BACKWARD, train_population
+from zoo.train.population import train_population
+from zoo.train.population.mlp import ACTIVATION_BACKWARD
+from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.rundir import run_dir
 from zoo.train.run import Result, train_model
 
