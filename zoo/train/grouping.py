@@ -50,6 +50,7 @@ from zoo.train.population.mlp import ACTIVATION_BACKWARD
 from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.rundir import run_dir
 from zoo.train.run import Result, train_model
+from zoo.train.tasks import accumulation
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ PAD_PARAMS = 4096  # models up to this size are padded into one population
 CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4 MiB of weights)
 MEMORY_FRACTION = 0.5  # of the free memory, for all populations training at once
 STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for ordering work
+NETS = ("resnet", "vit", "gpt")  # trained by zoo.train.population.nets
 TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
 
 
@@ -69,6 +71,8 @@ def population_key(cfg: DictConfig) -> str | None:
     model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
     if cfg.runtime.get("population", "off") != "off" and is_pinn(cfg):
         return _pinn_key(cfg)
+    if cfg.runtime.get("population", "off") != "off" and model.name in NETS:
+        return _net_key(cfg)
     if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
             or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
             or cfg.data.get("task", "classify") != "classify" or optim.name != "sgd"
@@ -102,6 +106,16 @@ def _pinn_key(cfg: DictConfig) -> str | None:
     return json.dumps(shared, sort_keys=True)
 
 
+def _net_key(cfg: DictConfig) -> str | None:
+    """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
+    if (cfg.data.get("task", "classify") not in ("classify", "lm") or cfg.trainer.gradient_clip_val is not None
+            or str(cfg.trainer.precision) not in ("32", "32-true") or accumulation(cfg) > 1):
+        return None
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    shared = {k: plain[k] for k in ("model", "optim", "data", "trainer", "checkpoint", "runtime")}
+    return json.dumps({**shared, "data_root": plain["paths"]["data"]}, sort_keys=True)
+
+
 def pinn_points(cfg: DictConfig) -> tuple[int, int]:
     """A PINN's (training points of one step, test grid points), as zoo.data.convection draws them."""
     sizes = PINN_SMOKE if cfg.data.get("smoke") else cfg.data
@@ -120,10 +134,35 @@ def n_params(cfg: DictConfig, width: int | None = None) -> int:
     return _n_params(json.dumps({**model, **({"width": width} if width else {})}, sort_keys=True))
 
 
+@cache
+def _activation_floats(model_json: str, sample: tuple[int, ...], dtype: str) -> int:
+    """Floats every layer outputs for one input sample (shape `sample`), counted on the meta device."""
+    total = [0]
+    with torch.device("meta"):
+        model = build(json.loads(model_json))
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_hook(lambda mod, args, out: total.__setitem__(0, total[0] + out.numel()))
+    with torch.no_grad():
+        model(torch.zeros(1, *sample, dtype=getattr(torch, dtype), device="meta"))
+    return total[0]
+
+
+def net_sample(cfg: DictConfig) -> tuple[tuple[int, ...], str]:
+    """The input shape of one sample of a ResNet / ViT / GPT cell, and its dtype."""
+    if cfg.data.get("task", "classify") == "lm":
+        return (cfg.data.context,), "long"
+    return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size), "float32"
+
+
 def member_bytes(cfg: DictConfig, width: int) -> int:
     """Float32 bytes one member at `width` adds to a population: weights, gradients and momenta,
     and the activations of a training step and an evaluation chunk (values and gradients)."""
     m = cfg.model
+    if m.name in NETS:  # weights, gradients, up to 2 optimizer slots; saved activations ~2x the layer outputs
+        per_sample = _activation_floats(json.dumps(OmegaConf.to_container(m, resolve=True), sort_keys=True),
+                                        *net_sample(cfg))
+        return 4 * (4 * n_params(cfg) + per_sample * (2 * cfg.data.batch_size + cfg.data.eval_batch_size))
     features = m.in_dim + m.depth * width + m.out_dim
     if is_pinn(cfg):  # weights, gradients, 2 Adam moments; the double-backward graph of a step (measured:
         # 2.4-2.6 floats per point and feature saved, x 2 for the backward's own buffers); the test grid's
@@ -143,7 +182,7 @@ def free_memory(cfg: DictConfig) -> int:
 def max_members(cfg: DictConfig, width: int, workers: int, memory: int) -> int:
     """The largest K for a population of `cfg`'s kind padded to `width` (see module doc)."""
     k = int(MEMORY_FRACTION * memory / workers) // member_bytes(cfg, width)
-    if cfg.runtime.accelerator not in ("gpu", "cuda") and not is_pinn(cfg):
+    if cfg.runtime.accelerator not in ("gpu", "cuda") and cfg.model.name == "mlp" and not is_pinn(cfg):
         k = min(k, CACHE_PARAMS // n_params(cfg, width))
     if cfg.runtime.population != "auto":
         k = min(k, int(cfg.runtime.population))

@@ -1,7 +1,8 @@
 """Running a population: its Lightning fit, its members' run dirs and its resume state.
 
 `train_population` trains configs that share a population key (zoo.train.grouping) as one module
-from `build_population`: MLP classifiers (zoo.train.population.mlp), PINNs (.pinn). Lightning runs
+from `build_population`: MLP classifiers (zoo.train.population.mlp), PINNs (.pinn), ResNets, ViTs
+and GPTs (.nets). Lightning runs
 the epochs, callbacks, checkpoints and devices; `PopulationWriter` writes every member's run dir as
 `RunDirWriter` writes one model's. A diverged member (non-finite epoch train loss) is recorded and
 frozen at zero weights, its slot masked out, so tensor shapes and the resume state never change.
@@ -28,6 +29,7 @@ from zoo.config import validate
 from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
 from zoo.train.ids import model_hash, model_id, with_identity
 from zoo.train.population.mlp import MLPPopulation
+from zoo.train.population.nets import NetPopulation
 from zoo.train.population.pinn import PINNPopulation
 from zoo.train.rundir import RunDir, run_dir, zoo_dir
 from zoo.train.run import Result, checkpoint_epochs, make_trainer
@@ -142,11 +144,13 @@ def train_population(cfgs: list[DictConfig]) -> list[Result]:
 
 
 def build_population(cfgs: list[DictConfig]) -> pl.LightningModule:
-    """The population module for `cfgs` (one population key): PINNs or MLP classifiers."""
+    """The population module for `cfgs` (one population key): PINNs, MLP classifiers (hand-written
+    kernels), or any other network (ResNet, ViT, GPT)."""
     first = cfgs[0]
     if first.data.get("task", "classify") == "pinn":
         return PINNPopulation(cfgs)
-    return MLPPopulation(cfgs, datasets.load(first.data, first.paths.data))
+    data = datasets.load(first.data, first.paths.data)
+    return MLPPopulation(cfgs, data) if first.model.name == "mlp" else NetPopulation(cfgs, data)
 
 
 def _fit(cfgs: list[DictConfig], runs: list[RunDir], state: RunDir) -> None:
