@@ -3,6 +3,7 @@ training leaves it, to float tolerance (grouped convolutions and vmap sum in ano
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import zoo_files
@@ -38,7 +39,7 @@ def data_root(tmp_path_factory):
 
 
 def configs(root, data_root, name, *overrides):
-    return cell_configs(["trainer.max_epochs=2", *CELLS[name], "seed=0,1", f"paths.root={root}",
+    return cell_configs(["trainer.max_epochs=2", *CELLS[name], "seed=0,1", "runtime.population=2", f"paths.root={root}",
                          f"paths.data={data_root}", *overrides])
 
 
@@ -120,10 +121,12 @@ def test_interrupted_population_resumes(data_root, tmp_path, monkeypatch, one_th
     assert not population_dir(cfgs).path.exists(), "resume state removed"
 
 
-def test_only_seeds_share_a_population(data_root):
-    cfgs = cell_configs([*CELLS["resnet18"], "model.width=2,4", "seed=0,1,2", f"paths.data={data_root}"])
+def test_only_seeds_share_a_population_where_it_pays(data_root):
+    cfgs = cell_configs([*CELLS["resnet18"], "model.width=2,4,16", "seed=0,1,2", f"paths.data={data_root}"])
     groups = plan(cfgs, memory=8 * 2**30)
-    assert sorted(len(g) for g in groups) == [3, 3]
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 3, 3], "on a CPU, width 16 trains one by one"
     assert all(len({c.model.width for c in g}) == 1 for g in groups)
+    on_gpu = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
+    assert sorted(len(g) for g in plan(on_gpu, memory=64 * 2**30)) == [3, 3, 3]
     (micro,) = cell_configs([*CELLS["resnet18"], "runtime.micro_batch_size=2", "seed=0"])
     assert population_key(micro) is None, "gradient accumulation trains alone"

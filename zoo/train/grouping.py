@@ -41,6 +41,7 @@ from functools import cache
 import torch
 from joblib import cpu_count
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
@@ -59,6 +60,12 @@ CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4
 MEMORY_FRACTION = 0.5  # of the free memory, for all populations training at once
 STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for ordering work
 NETS = ("resnet", "vit", "gpt")  # trained by zoo.train.population.nets
+# On a CPU, populations of these architectures pay up to this width (first-stage channels). Measured
+# for ResNet-18, K = 3, batches 8-64, one thread (under load from other agents): 1.1-2.2x faster than
+# one by one at widths 2-8, 0.84-0.99x at width 16 (grouped convolutions of many channels lose to
+# separate ones). ViT and GPT populations are untested for speed on a CPU (vmap runs attention
+# member by member there): one by one.
+CPU_MAX_WIDTH = {"resnet": 8}
 TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
 
 
@@ -106,10 +113,21 @@ def _pinn_key(cfg: DictConfig) -> str | None:
     return json.dumps(shared, sort_keys=True)
 
 
+def net_population_pays(cfg: DictConfig) -> bool:
+    """Whether a ResNet / ViT / GPT cell trains faster as a population than one by one. On a GPU a
+    small model's step is launch-bound, so a population pays. On a CPU, as measured per cell by
+    `benchmarks/population.py --zoo cifar10_resnet18 --force` (see CPU_MAX_WIDTH).
+    `runtime.population=<K>` asks for populations wherever they are possible."""
+    if cfg.runtime.accelerator in ("gpu", "cuda") or cfg.runtime.population != "auto":
+        return True
+    return cfg.model.width <= CPU_MAX_WIDTH.get(cfg.model.name, 0)
+
+
 def _net_key(cfg: DictConfig) -> str | None:
     """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
     if (cfg.data.get("task", "classify") not in ("classify", "lm") or cfg.trainer.gradient_clip_val is not None
-            or str(cfg.trainer.precision) not in ("32", "32-true") or accumulation(cfg) > 1):
+            or str(cfg.trainer.precision) not in ("32", "32-true") or accumulation(cfg) > 1
+            or not net_population_pays(cfg)):
         return None
     plain = OmegaConf.to_container(cfg, resolve=True)
     shared = {k: plain[k] for k in ("model", "optim", "data", "trainer", "checkpoint", "runtime")}
@@ -135,17 +153,30 @@ def n_params(cfg: DictConfig, width: int | None = None) -> int:
 
 
 @cache
-def _activation_floats(model_json: str, sample: tuple[int, ...], dtype: str) -> int:
-    """Floats every layer outputs for one input sample (shape `sample`), counted on the meta device."""
-    total = [0]
+def _layer_sizes(model_json: str, sample: tuple[int, ...], dtype: str) -> tuple[int, int]:
+    """(floats every layer outputs, multiply-adds of its convolutions and matmuls) for one input
+    sample of shape `sample`, counted on the meta device."""
+    floats, macs = [0], [0]
+
+    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        floats[0] += out.numel()
+        if isinstance(module, (nn.Conv2d, nn.Linear)):  # each output: one weight row (or kernel window)
+            macs[0] += out.numel() * (module.weight[0].numel())
+
     with torch.device("meta"):
         model = build(json.loads(model_json))
     for module in model.modules():
         if not list(module.children()):
-            module.register_forward_hook(lambda mod, args, out: total.__setitem__(0, total[0] + out.numel()))
+            module.register_forward_hook(count)
     with torch.no_grad():
         model(torch.zeros(1, *sample, dtype=getattr(torch, dtype), device="meta"))
-    return total[0]
+    return floats[0], macs[0]
+
+
+def net_sizes(cfg: DictConfig) -> tuple[int, int]:
+    """`_layer_sizes` of the model of a ResNet / ViT / GPT cell."""
+    model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
+    return _layer_sizes(model, *net_sample(cfg))
 
 
 def net_sample(cfg: DictConfig) -> tuple[tuple[int, ...], str]:
@@ -160,8 +191,7 @@ def member_bytes(cfg: DictConfig, width: int) -> int:
     and the activations of a training step and an evaluation chunk (values and gradients)."""
     m = cfg.model
     if m.name in NETS:  # weights, gradients, up to 2 optimizer slots; saved activations ~2x the layer outputs
-        per_sample = _activation_floats(json.dumps(OmegaConf.to_container(m, resolve=True), sort_keys=True),
-                                        *net_sample(cfg))
+        per_sample = net_sizes(cfg)[0]
         return 4 * (4 * n_params(cfg) + per_sample * (2 * cfg.data.batch_size + cfg.data.eval_batch_size))
     features = m.in_dim + m.depth * width + m.out_dim
     if is_pinn(cfg):  # weights, gradients, 2 Adam moments; the double-backward graph of a step (measured:

@@ -41,11 +41,11 @@ class GroupedLinear(nn.Module):
 def _conv(layers: list[nn.Conv2d]) -> nn.Conv2d:
     first, k = layers[0], len(layers)
     conv = nn.Conv2d(k * first.in_channels, k * first.out_channels, first.kernel_size, first.stride,
-                     first.padding, first.dilation, k * first.groups, first.bias is not None, first.padding_mode)
-    with torch.no_grad():
-        conv.weight.copy_(torch.cat([c.weight for c in layers]))
-        if conv.bias is not None:
-            conv.bias.copy_(torch.cat([c.bias for c in layers]))
+                     first.padding, first.dilation, k * first.groups, first.bias is not None, first.padding_mode,
+                     device="meta")  # no init: the members' weights go in
+    conv.weight = nn.Parameter(torch.cat([c.weight.detach() for c in layers]))
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(torch.cat([c.bias.detach() for c in layers]))
     return conv
 
 
