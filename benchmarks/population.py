@@ -220,27 +220,23 @@ def resnet(epochs: int, root: Path, device: str, force: bool) -> None:
     print(f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, 128 synthetic "
           f"CIFAR-10 images, {device} ({name}); runs in {root}")
     torch.set_num_threads(1)
-    wall, results = {}, {}
-    for side in sides:
-        start = time.perf_counter()
-        results[side] = train_cells(cfgs[side], n_jobs=1)
-        wall[side] = time.perf_counter() - start
+    # Cell by cell, both sides back to back: load from other processes then weighs on both alike.
+    seconds = defaultdict(dict)  # (width, batch) -> side -> wall seconds of training the cell's seeds
+    cells = sorted({(c.model.width, c.data.batch_size) for c in cfgs["population"]})
+    for cell in cells:
+        for side in sides:
+            todo = [c for c in cfgs[side] if (c.model.width, c.data.batch_size) == cell]
+            start = time.perf_counter()
+            train_cells(todo, n_jobs=1)
+            seconds[cell][side] = time.perf_counter() - start
     print("cell (width, batch): MACs of a member step, seconds one by one / population = ratio [trained as]")
-    cells = defaultdict(lambda: {"one_by_one": 0.0, "population": 0.0, "shared": False})
-    for side in sides:
-        seen = set()
-        for cfg, result in zip(cfgs[side], results[side]):
-            cell = cells[cfg.model.width, cfg.data.batch_size]
-            shared = side == "population" and population_key(cfg) is not None
-            cell["shared"] |= shared
-            if not (shared and (cfg.model.width, cfg.data.batch_size) in seen):  # a population's seconds once
-                cell[side] += result.seconds
-            seen.add((cfg.model.width, cfg.data.batch_size))
-    for (width, batch), cell in sorted(cells.items()):
+    for width, batch in cells:
         (cfg,) = [c for c in cfgs["population"] if (c.model.width, c.data.batch_size, c.seed) == (width, batch, 0)]
-        a, b = cell["one_by_one"], cell["population"]
+        a, b = (seconds[width, batch][side] for side in sides)
+        kind = "population K=3" if population_key(cfg) is not None else "one by one"
         print(f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  {a:7.1f} / {b:7.1f} s "
-              f"= {a / b:4.2f}x  [{'population K=3' if cell['shared'] else 'one by one'}]")
+              f"= {a / b:4.2f}x  [{kind}]")
+    wall = {side: sum(cell[side] for cell in seconds.values()) for side in sides}
     print(compare(cfgs["one_by_one"], cfgs["population"]))
     for side in sides:
         print(f"{side:10s} {wall[side]:7.1f} s {len(cfgs[side]) / wall[side] * 3600:7.0f} models/hour")
