@@ -3,16 +3,16 @@ training leaves it, to float tolerance (grouped convolutions and vmap sum in ano
 
 import pytest
 import torch
+import zoo_files
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-
-import zoo_files
 from test_population import files, strip
+
 from zoo.sweep import cell_configs
 from zoo.train.grouping import plan, population_key
 from zoo.train.population import PopulationWriter, population_dir, train_population
-from zoo.train.rundir import run_dir
 from zoo.train.run import train_model
+from zoo.train.rundir import run_dir
 
 # Tiny cells on tiny files, 2 epochs of 2 steps, 2 seeds. Tiny ResNets amplify float rounding
 # (BatchNorm over few samples): they train at a gentle lr on batches of 16.

@@ -3,13 +3,13 @@
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_population import BITWISE, files, strip
+
 from zoo.sweep import cell_configs
 from zoo.train.grouping import describe, plan, population_key, train_cells
 from zoo.train.population import PopulationWriter, population_dir, train_population
-from zoo.train.rundir import run_dir
 from zoo.train.run import train_model
+from zoo.train.rundir import run_dir
 
 # Smoke-sized convection PINNs (64 points a step), 2 epochs of 10 full-batch Adam steps.
 SMALL = ["zoo=convection_pinn", "+smoke=on", "data.steps_per_epoch=10", "trainer.max_epochs=2"]

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import zoo_train
 from safetensors.torch import load_file
 
-from conftest import zoo_train
 from zoo.data import load
 from zoo.sweep import cell_configs
 from zoo.train.grouping import plan, population_key
@@ -19,8 +19,8 @@ from zoo.train.optim import build_optimizer
 from zoo.train.population import train_population
 from zoo.train.population.mlp import MLPPopulation, cross_entropy
 from zoo.train.population.stacked import schedule
-from zoo.train.rundir import run_dir
 from zoo.train.run import train_model
+from zoo.train.rundir import run_dir
 
 # The hand-written kernels reproduce one-by-one training bit for bit on the CPU kernels of torch 2.13;
 # other versions are held to float tolerance (the tests without this mark).
@@ -133,8 +133,8 @@ def test_gradients_are_autograds(activation, data_root, tmp_path):
         model = pop.member(k)
         params = dict(model.named_parameters())
 
-        def member_loss(p):
-            return F.cross_entropy(torch.func.functional_call(model, p, (x[k],)), y[k])
+        def member_loss(p, model=model, x=x[k], y=y[k]):
+            return F.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
 
         expected = torch.func.grad(member_loss)(params)
         assert loss[k].item() == pytest.approx(member_loss(params).item(), rel=1e-6)

@@ -31,8 +31,8 @@ from zoo.data.images import SMOKE_SAMPLES
 from zoo.data.tokens import SMOKE_WINDOWS
 from zoo.models import build
 from zoo.sweep import cell_configs
-from zoo.train.pinn import pinn_terms
 from zoo.train import grouping
+from zoo.train.pinn import pinn_terms
 from zoo.train.run import checkpoint_epochs
 from zoo.train.tasks import accumulation, task_of
 

@@ -48,9 +48,10 @@ from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
 from zoo.train.population import train_population
 from zoo.train.population.mlp import ACTIVATION_BACKWARD
-from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
-from zoo.train.rundir import run_dir
+from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS
+from zoo.train.population.pinn import OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.run import Result, train_model
+from zoo.train.rundir import run_dir
 from zoo.train.tasks import accumulation
 
 log = logging.getLogger(__name__)

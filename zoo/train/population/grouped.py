@@ -30,7 +30,8 @@ class GroupedLinear(nn.Module):
         super().__init__()
         self.k = len(layers)
         self.weight = nn.Parameter(torch.cat([lin.weight.detach() for lin in layers]))
-        self.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in layers])) if layers[0].bias is not None else None
+        biases = [lin.bias for lin in layers]
+        self.bias = nn.Parameter(torch.cat(biases).detach()) if biases[0] is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.unflatten(0, (self.k, -1))  # [K, out, in]

@@ -143,7 +143,7 @@ class NetPopulation(pl.LightningModule):
             for state in opt.state.get(p, {}).values():
                 if torch.is_tensor(state) and state.shape == p.shape:
                     self.net.split(state)[k] = 0
-        for name, b in self.stacked.named_buffers():
+        for b in self.stacked.buffers():
             if b.dim() > 0:  # a grouped BatchNorm's step count is shared
                 self.net.split(b)[k] = 0
 

@@ -27,12 +27,12 @@ from zoo import data as datasets
 from zoo.atomic import write_text
 from zoo.config import validate
 from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
-from zoo.train.ids import model_hash, model_id, with_identity
+from zoo.train.ids import model_id, short_hash, with_identity
 from zoo.train.population.mlp import MLPPopulation
 from zoo.train.population.nets import NetPopulation
 from zoo.train.population.pinn import PINNPopulation
-from zoo.train.rundir import RunDir, run_dir, zoo_dir
 from zoo.train.run import Result, checkpoint_epochs, make_trainer
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def alive(pop: pl.LightningModule) -> list[int]:
 def population_dir(cfgs: list[DictConfig]) -> RunDir:
     """`runs/<zoo>/populations/<8 hex of the member ids>/`: the population's resume state."""
     first = cfgs[0]
-    name = model_hash({"members": sorted(cfg.id for cfg in cfgs)})
-    return RunDir(zoo_dir(first.paths.runs, first.zoo.name).resolve() / "populations" / name)
+    name = short_hash({"members": sorted(cfg.id for cfg in cfgs)})
+    return RunDir(zoo_dir_of(first) / "populations" / name)
 
 
 def train_population(cfgs: list[DictConfig]) -> list[Result]:
