@@ -1,17 +1,19 @@
 """Optimizer + per-step LR schedule from the `optim` config section."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping, total_steps: int):
-    """Returns `(optimizer, scheduler)`; the scheduler is stepped once per batch."""
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping, total_steps: int,
+                    ndim: Callable[[torch.Tensor], int] = torch.Tensor.dim):
+    """Returns `(optimizer, scheduler)`; the scheduler is stepped once per batch. `ndim`: a
+    parameter's dims as `no_decay_1d` counts them (a population passes its members')."""
     name = cfg["name"]
     if cfg.get("no_decay_1d"):  # nanoGPT: decay matrices and embeddings, not gains and biases
         params = list(params)
-        params = [{"params": [p for p in params if p.dim() >= 2]},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        params = [{"params": [p for p in params if ndim(p) >= 2]},
+                  {"params": [p for p in params if ndim(p) < 2], "weight_decay": 0.0}]
     if name == "sgd":
         opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
                               weight_decay=cfg["weight_decay"], nesterov=cfg.get("nesterov", False))
