@@ -1,5 +1,6 @@
 """`zoo-train`: train one model, or a whole zoo with `-m` (Hydra multirun)."""
 
+import multiprocessing
 import sys
 
 from zoo.cli import front
@@ -22,6 +23,10 @@ def train(cfg) -> str:
     process, and torch + Lightning take seconds to import (on a login node, more)."""
     from zoo.train.run import train_model
 
+    if multiprocessing.parent_process() is not None:  # a worker of the local (joblib) launcher
+        from zoo.parallel import exit_with_parent
+
+        exit_with_parent()
     return train_model(cfg).state
 
 
