@@ -5,7 +5,7 @@ things?"): unbiased HSIC (Song et al. 2012) per batch, summed over batches, so n
 matrix larger than a batch is ever formed.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from zoo.landscape import eval_mode
 
 @torch.no_grad()
 def features(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
-    """Flattened (n, d) output of submodule `layer` (e.g. "layers.1"), or the logits, in eval mode."""
+    """The output of submodule `layer` (e.g. "layers.1"), or the model's output, in eval mode."""
     captured = []  # the root module ("") gives the logits
     hook = model.get_submodule(layer or "").register_forward_hook(lambda m, i, out: captured.append(out))
     try:
@@ -23,7 +23,7 @@ def features(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
             model(x)
     finally:
         hook.remove()
-    return captured[0].flatten(1)
+    return captured[0]
 
 
 def gram(X: Tensor) -> Tensor:
@@ -49,14 +49,17 @@ def linear_cka(X: Tensor, Y: Tensor, unbiased: bool = False) -> float:
     return (hsic(K, L, unbiased) / (hsic(K, K, unbiased) * hsic(L, L, unbiased)).sqrt()).item()
 
 
-def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
-                  layer: str | None = None) -> float:
-    """Linear CKA between the two models' `layer` outputs (logits if None), accumulated over batches.
+def outputs(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
+    """(n, d): the model's flattened output on the batch's inputs (its first tensor)."""
+    return features(model, batch[0]).flatten(1)
 
-    Every batch needs more than 3 samples; the labels are ignored.
-    """
+
+def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
+                  featurize: Callable[[nn.Module, Sequence[Tensor]], Tensor] = outputs) -> float:
+    """Linear CKA between the two models' features (`featurize(model, batch)`: (n, d), by default the
+    outputs), accumulated over batches. Every batch needs more than 3 samples (rows)."""
     ab = aa = bb = 0.0
-    for x, _ in batches:
-        K, L = gram(features(model_a, x, layer)), gram(features(model_b, x, layer))
+    for batch in batches:
+        K, L = gram(featurize(model_a, batch)), gram(featurize(model_b, batch))
         ab, aa, bb = ab + hsic(K, L), aa + hsic(K, K), bb + hsic(L, L)
     return (ab / (aa * bb).sqrt()).item()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
@@ -26,6 +25,7 @@ from zoo.atomic import write_json
 from zoo.models import build
 from zoo.parallel import run_parallel
 from zoo.train.rundir import RunDir, run_dir
+from zoo.train.tasks import task_of
 
 
 @dataclass
@@ -97,33 +97,19 @@ def checkpoint(run: RunDir, epoch: int) -> dict[str, torch.Tensor]:
 
 
 def _model(run: RunDir, cfg: DictConfig, epoch: int) -> torch.nn.Module:
+    """The model at `epoch`, in float32 whatever precision it trained in (bf16 Hessians are noise)."""
     model = build({**cfg.model, "init": "default"})
     model.load_state_dict(checkpoint(run, epoch))
-    return model.eval()
-
-
-def eval_batches(data, split: str, batch_size: int, n: int | None = None, seed: int = 0,
-                 offset: int = 0) -> list:
-    """Evaluation batches of `split` as the model sees them (transformed, not augmented); with `n`,
-    a fixed seeded subset of n samples (from position `offset` of the seeded order) — the same
-    for every model of a zoo."""
-    if not isinstance(data, datasets.TensorData):
-        raise NotImplementedError(f"landscape and merging metrics support classification data, not "
-                                  f"{type(data).__name__}: this zoo (language model or PINN) has none yet")
-    x, y = data.split(split)
-    if n is not None:
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
-        x, y = x[idx], y[idx]
-    return list(datasets.Batches(x, y, batch_size, transform=data.transform))
+    return model.float().eval()
 
 
 def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictConfig) -> dict:
     from zoo.landscape.hessian import hessian_metrics
 
-    h = land.hessian
-    batches = eval_batches(data, h.split, h.batch_size, h.n_samples, h.seed)
+    h, task = land.hessian, task_of(cfg)
+    batches = task.batches(data, h.split, h.batch_size, h.n_samples, h.seed)
     start = time.perf_counter()
-    m = hessian_metrics(_model(run, cfg, epoch), F.cross_entropy, batches, top_n=h.top_n,
+    m = hessian_metrics(_model(run, cfg, epoch), task, batches, top_n=h.top_n,
                         max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol, seed=h.seed)
     return {"hessian_top": m["top_eigenvalues"][0], "hessian_top_eigenvalues": m["top_eigenvalues"],
             "hessian_trace": m["trace"], "hessian_trace_std": m["trace_std"], "hessian_n_hvp": m["n_hvp"],
@@ -135,13 +121,16 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
     from zoo.landscape.cka import minibatch_cka
     from zoo.landscape.connectivity import connectivity_metrics
 
+    task = task_of(cfgs[0])
     a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
     start = time.perf_counter()
-    cka_batches = eval_batches(data, land.cka.split, land.cka.batch_size)
-    result = {"cka": minibatch_cka(a, b, cka_batches, layer=land.cka.layer)}
+    c = land.cka
+    cka_batches = task.batches(data, c.split, c.batch_size, c.get("n_samples"), c.get("seed", 0))
+    result = {"cka": minibatch_cka(a, b, cka_batches, lambda m, batch: task.features(m, batch, c.layer))}
     bz = land.bezier
-    train, test = (eval_batches(data, split, bz.batch_size) for split in ("train", "test"))
-    result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=bz.steps,
+    train, test = (task.batches(data, split, bz.batch_size, bz.get("n_samples"), bz.seed)
+                   for split in ("train", "test"))
+    result |= connectivity_metrics(a, b, train, test, task, n_bends=bz.n_bends, steps=bz.steps,
                                    lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed)
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result

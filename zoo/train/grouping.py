@@ -49,6 +49,7 @@ from zoo.train.pinn_population import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZER
 from zoo.train.population import ACTIVATION_BACKWARD, train_population
 from zoo.train.rundir import run_dir
 from zoo.train.run import Result, train_model
+from zoo.train.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch tran
 
 
 def is_pinn(cfg: DictConfig) -> bool:
-    return cfg.data.get("task", "classify") == "pinn"
+    return task_of(cfg).name == "pinn"
 
 
 def population_key(cfg: DictConfig) -> str | None:
@@ -70,7 +71,7 @@ def population_key(cfg: DictConfig) -> str | None:
         return _pinn_key(cfg)
     if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
             or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
-            or cfg.data.get("task", "classify") != "classify" or optim.name != "sgd"
+            or task_of(cfg).name != "classify" or optim.name != "sgd"
             or trainer.gradient_clip_val is not None or str(trainer.precision) not in ("32", "32-true")):
         return None
     plain = OmegaConf.to_container(cfg, resolve=True)

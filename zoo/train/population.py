@@ -45,11 +45,12 @@ from zoo import data as datasets
 from zoo.atomic import write_text
 from zoo.config import validate
 from zoo.models import build
-from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
+from zoo.train.callbacks import Diverged, metrics_row, save_weights
 from zoo.train.ids import model_hash, model_id, with_identity
 from zoo.train.optim import build_optimizer
 from zoo.train.rundir import RunDir, run_dir, zoo_dir
 from zoo.train.run import Result, checkpoint_epochs, make_trainer
+from zoo.train.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -368,9 +369,9 @@ def train_population(cfgs: list[DictConfig]) -> list[Result]:
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
         state, reason = run.status()
         if k in todo:
-            key, value = headline((run.metrics() or [{}])[-1])
-            log.info("%s: %s %s %s=%s (population of %d, %.1f s)", cfg.id, state, reason, key, value,
-                     len(todo), seconds)
+            key = task_of(cfg).headline
+            log.info("%s: %s %s %s=%s (population of %d, %.1f s)", cfg.id, state, reason, key,
+                     (run.metrics() or [{}])[-1].get(key), len(todo), seconds)
         results.append(Result(cfg.id, state, reason, seconds if k in todo else 0.0, run.path))
     return results
 
@@ -380,7 +381,7 @@ def build_population(cfgs: list[DictConfig]) -> pl.LightningModule:
     zoo.train.pinn_population. Every module has what PopulationWriter uses: `alive`, `kill(k)`,
     `member(k)`, `evaluate(split)`, `epoch_train_metrics()` and `lr(epoch)`, each per member."""
     first = cfgs[0]
-    if first.data.get("task", "classify") == "pinn":
+    if task_of(first).name == "pinn":
         from zoo.train.pinn_population import PINNPopulation  # imported here: that module imports this one
 
         return PINNPopulation(cfgs)

@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 from zoo import data as datasets
 from zoo.config import validate
 from zoo.models import build
-from zoo.train.callbacks import Diverged, RunDirWriter, headline
+from zoo.train.callbacks import Diverged, RunDirWriter
 from zoo.train.ids import with_identity
 from zoo.train.rundir import RunDir, run_dir
 from zoo.train.slurm import trainer_options
-from zoo.train.tasks import accumulation, build_module
+from zoo.train.tasks import accumulation, build_module, task_of
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def train_model(cfg: DictConfig) -> Result:
     if state != "failed":  # failed runs stay open: the next launch retries them
         run.mark_done()
     seconds = time.perf_counter() - start
-    key, value = headline((run.metrics() or [{}])[-1])
-    log.info("%s: %s %s %s=%s (%.1f s)", cfg.id, state, reason, key, value, seconds)
+    key = task_of(cfg).headline
+    log.info("%s: %s %s %s=%s (%.1f s)", cfg.id, state, reason, key, (run.metrics() or [{}])[-1].get(key), seconds)
     return Result(cfg.id, state, reason, seconds, run.path)
 
 
