@@ -1,1 +1,3 @@
-"""Model merging over a zoo: permutation alignment (weight matching), interpolation, averaging, soups."""
+"""Weight-space alignment and merging operations: permutation symmetries (`permutation`), weight
+matching (`matching`), averaging, barriers and soups (`merging`). Plain functions on state dicts;
+the `zoo-apply` stage (`zoo.apply`) runs them over a zoo."""

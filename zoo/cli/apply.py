@@ -4,7 +4,7 @@ with hydra/launcher=slurm the cells go out as SLURM job arrays."""
 
 import sys
 
-from zoo.align.stage import APPS, run_apply
+from zoo.apply.stage import APPS, run_apply
 from zoo.config import ConfigError
 from zoo.slurm.items import slurm_settings
 from zoo.summary import format_table

@@ -10,20 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.landscape import eval_mode
-
-
-@torch.no_grad()
-def features(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
-    """The output of submodule `layer` (e.g. "layers.1"), or the model's output, in eval mode."""
-    captured = []  # the root module ("") gives the logits
-    hook = model.get_submodule(layer or "").register_forward_hook(lambda m, i, out: captured.append(out))
-    try:
-        with eval_mode(model):
-            model(x)
-    finally:
-        hook.remove()
-    return captured[0]
+from zoo.models.outputs import features
 
 
 def gram(X: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from zoo import data as datasets
 from zoo.config import ConfigError
 from zoo.data.convection import ConvectionData, exact_solution
 from zoo.data.tokens import TokenData, Windows
-from zoo.landscape.cka import features as module_output
+from zoo.models.outputs import features as module_output
 from zoo.train.module import Classifier
 from zoo.train.pinn import PINN, pinn_terms
 
