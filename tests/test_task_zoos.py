@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 import zoo_files
+
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 

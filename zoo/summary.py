@@ -5,8 +5,8 @@ from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
-from zoo.train.tasks import task_of
 from zoo.train.rundir import run_dir
+from zoo.train.tasks import task_of
 
 
 def cell_table(cfgs: Iterable[DictConfig]) -> str:

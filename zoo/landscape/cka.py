@@ -7,7 +7,6 @@ matrix larger than a batch is ever formed.
 
 from collections.abc import Callable, Iterable, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from zoo.models.outputs import features

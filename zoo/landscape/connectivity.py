@@ -75,7 +75,7 @@ def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
     curve.model.train()  # BatchNorm uses batch statistics while training, as in the reference
     for step in range(steps):
         t = torch.rand((), generator=gen).item()
-        loss = task.loss(lambda x: curve(x, t), train_batches[step % len(train_batches)])
+        loss = task.loss(lambda x, t=t: curve(x, t), train_batches[step % len(train_batches)])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -22,7 +22,8 @@ from zoo.train.tasks import task_of
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_KEYS = ("hessian_top", "hessian_trace")
 PAIR_KEYS = ("cka", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test", "linear_mc_loss_train")
-PLOTTED = ("train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "linear_mc_loss_train")
+PLOTTED = ("train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train",
+           "linear_mc_loss_train")
 
 
 def _mean(values: list) -> float:
