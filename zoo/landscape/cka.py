@@ -7,6 +7,7 @@ matrix larger than a batch is ever formed.
 
 from collections.abc import Callable, Iterable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from zoo.models.outputs import features
@@ -35,17 +36,34 @@ def linear_cka(X: Tensor, Y: Tensor, unbiased: bool = False) -> float:
     return (hsic(K, L, unbiased) / (hsic(K, K, unbiased) * hsic(L, L, unbiased)).sqrt()).item()
 
 
+Featurize = Callable[[nn.Module, Sequence[Tensor]], Tensor]
+
+
 def outputs(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
     """(n, d): the model's flattened output on the batch's inputs (its first tensor)."""
     return features(model, batch[0]).flatten(1)
 
 
 def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
-                  featurize: Callable[[nn.Module, Sequence[Tensor]], Tensor] = outputs) -> float:
+                  featurize: Featurize = outputs) -> float:
     """Linear CKA between the two models' features (`featurize(model, batch)`: (n, d), by default the
     outputs), accumulated over batches. Every batch needs more than 3 samples (rows)."""
+    return cka_estimates(model_a, model_b, batches, featurize)["cka_unbiased"]
+
+
+def cka_estimates(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
+                  featurize: Featurize = outputs) -> dict[str, float]:
+    """Both estimates from one pass over the batches:
+
+    `cka_unbiased`: unbiased HSIC summed over batches (`minibatch_cka`, ours);
+    `cka_biased`: the mean over batches of each batch's biased CKA — the reference study's
+    (ptmz/loss_landscape/CKA.py), which is inflated for few samples per batch relative to the
+    feature dimension (e.g. 100-class logits in batches of 128).
+    """
     ab = aa = bb = 0.0
+    per_batch = []
     for batch in batches:
         K, L = gram(featurize(model_a, batch)), gram(featurize(model_b, batch))
         ab, aa, bb = ab + hsic(K, L), aa + hsic(K, K), bb + hsic(L, L)
-    return (ab / (aa * bb).sqrt()).item()
+        per_batch.append(hsic(K, L, False) / (hsic(K, K, False) * hsic(L, L, False)).sqrt())
+    return {"cka_unbiased": (ab / (aa * bb).sqrt()).item(), "cka_biased": torch.stack(per_batch).mean().item()}

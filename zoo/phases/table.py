@@ -21,7 +21,8 @@ from zoo.train.tasks import task_of
 
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_KEYS = ("hessian_top", "hessian_trace")
-PAIR_KEYS = ("cka", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test", "linear_mc_loss_train")
+PAIR_KEYS = ("cka", "cka_unbiased", "cka_biased", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test",
+             "linear_mc_loss_train")
 PLOTTED = ("train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train",
            "linear_mc_loss_train")
 
@@ -42,8 +43,9 @@ def label(row: dict, cfg: DictConfig) -> str | None:
     rules in conf/phases/ say otherwise)."""
     if row.get("n_ok", 1) < row.get("n_models", 1):
         return None
-    trained = cfg.phases.get("trained_key", "train_loss")
-    return classify({**row, "mc": row[cfg.phases.mc_key], "train_loss": row[trained]}, **thresholds(cfg))
+    trained, mc = cfg.phases.get("trained_key", "train_loss"), row[cfg.phases.mc_key]
+    return classify({**row, "train_loss": row[trained], "mc": None if mc is None else mc * cfg.phases.get("mc_scale", 1)},
+                    **thresholds(cfg))
 
 
 def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
