@@ -8,7 +8,7 @@ SCRIPT = front.Script(
     "conf/phases/) from its landscape metrics; write phases.csv, phases.json and the figures. With\n"
     "metrics_csv=PATH, re-label any table with the columns (the zoo's axes, train_loss, mc_loss_train, cka).",
     ["zoo-phases zoo=demo", "zoo-phases zoo=demo phases.train_loss=0.1", "zoo-phases metrics_csv=table.csv zoo=demo"])
-SHOWN = ("n_models", "train_loss", "test_acc", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "phase")
+SHOWN = ("n_models", "train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "phase")
 
 
 def run(args: list[str]) -> None:
