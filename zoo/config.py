@@ -5,7 +5,8 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 def _shipped(name: str) -> Path:
@@ -54,12 +55,18 @@ class ConfigError(ValueError):
     """A config value that composes but cannot be trained with."""
 
 
-def _numbers(node, prefix: str = ""):
-    """(dotted key, value) of every number in a plain config tree."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
+def _numbers(node: DictConfig | ListConfig, prefix: str = ""):
+    """(dotted key, value) of every float in a config (the `hydra` node left out). A value whose
+    interpolation cannot resolve in this config is skipped: where it is used, it says why."""
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, (dict, list)):
+        if dotted == "hydra":
+            continue
+        try:
+            value = node[key]
+        except OmegaConfBaseException:
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
             yield from _numbers(value, dotted)
         elif isinstance(value, float):
             yield dotted, value
@@ -67,8 +74,7 @@ def _numbers(node, prefix: str = ""):
 
 def validate(cfg: DictConfig) -> None:
     """Reject bad values up front, naming the key, instead of failing deep inside training."""
-    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    for key, value in _numbers(plain):
+    for key, value in _numbers(cfg):
         if not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} is not a finite number: fix the override or its conf/ file")
     for key in POSITIVE_INTS + POSITIVE_FLOATS:
