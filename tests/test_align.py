@@ -9,13 +9,13 @@ import sys
 
 import pytest
 import torch
+from conftest import zoo_train
 from torch import nn
 
-from conftest import zoo_train
-from zoo.apply import apps
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, heads, random_perms, resnet_spec, spec_for
+from zoo.apply import apps
 from zoo.apply.stage import apply_dir, apply_items, apply_packed, bench
 from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint

@@ -5,10 +5,16 @@ import torch
 from mnist1d.data import get_dataset_args, make_dataset
 from torch import nn
 
-from zoo.landscape.connectivity import (BezierCurve, bezier_curve, connectivity_metrics,
-                                        evaluate_curve, linear_path, mode_connectivity)
-from zoo.train.tasks import Classify
+from zoo.landscape.connectivity import (
+    BezierCurve,
+    bezier_curve,
+    connectivity_metrics,
+    evaluate_curve,
+    linear_path,
+    mode_connectivity,
+)
 from zoo.models.resnet import ResNet
+from zoo.train.tasks import Classify
 
 criterion = nn.CrossEntropyLoss()
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import zoo_train
+
 from zoo.landscape.stage import landscape_items
 from zoo.stage import is_done
 from zoo.sweep import cell_configs

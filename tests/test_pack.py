@@ -22,9 +22,9 @@ import zoo as zoo_package
 import zoo.cli.pack as pack_cli
 import zoo.pack.packing as packing_module
 import zoo.pack.shards as shards_module
+from zoo.config import SCHEMA_PATH
 from zoo.load import ShardError, open_zoo
 from zoo.pack import export_hdf5, pack_zoo, verify
-from zoo.pack.manifest import SCHEMA_PATH
 from zoo.pack.samples import run_samples
 from zoo.pack.shards import write_shards
 from zoo.sweep import compose_config
@@ -375,3 +375,12 @@ def test_the_loader_refuses_a_shard_that_is_not_the_manifests(zoo, packed, tmp_p
     first.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=f"{first}: sha256 differs from its manifest's"):
         list(open_zoo(packed[0], shards=copy, check_hash=True))
+
+
+def test_every_sample_has_exactly_the_format_modules_meta_fields(packed):
+    """zoo.shard_format owns the sample schema: every meta.json has exactly META_FIELDS."""
+    from zoo.shard_format import META_FIELDS
+
+    manifest, _ = packed
+    metas = [meta for _, meta in open_zoo(manifest, view="state_dict")]
+    assert metas and all(sorted(meta) == sorted(META_FIELDS) for meta in metas)

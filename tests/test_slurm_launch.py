@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
 from conftest import zoo_train
+from safetensors.torch import load_file
 from slurm_cluster import wait_for
+
 from zoo.apply.stage import apply_items
 from zoo.landscape.stage import landscape_items
-from zoo.stage import is_done
 from zoo.slurm import jobs
+from zoo.stage import is_done
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import zoo_train
+from safetensors.torch import load_file
 from slurm_cluster import wait_for
 from test_slurm_launch import SLURM, TINY, assert_complete, records, restarts
+
 from zoo.config import task_memory
 from zoo.slurm.launcher import array_tasks
 from zoo.sweep import cell_configs

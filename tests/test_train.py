@@ -10,9 +10,9 @@ import time
 
 import pytest
 import torch
+from conftest import FAST, zoo_train
 from safetensors.torch import load_file
 
-from conftest import FAST, zoo_train
 from zoo.data import Batches, load
 from zoo.models import build
 from zoo.pack import pack_zoo

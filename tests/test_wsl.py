@@ -43,7 +43,7 @@ def samples(model_id: str, width: int, seed: int, act: str, phase: str, bad: boo
         yield make_sample(zoo_name="toy", model_id=model_id, epoch=epoch, arch="mlp", grid=config["grid"],
                           config=config, status="diverged" if bad else "ok", phase=phase, metrics=metrics,
                           landscape=landscape, weights=save({k: v.contiguous() for k, v in weights.items()}),
-                          order=module_order(config["model"]))
+                          order=module_order(config["model"]), landscape_fields={"hessian_trace": None})
 
 
 def toy_models(n_seeds: int = 3, extra: int = 0) -> list[Model]:
@@ -124,7 +124,10 @@ def test_targets_come_as_tensors_with_text_as_class_indices(toy):
             assert ["relu", "tanh"][targets["model.activation"]] == meta["grid"]["model.activation"]
             assert ["ok", "diverged", "failed"][targets["status"]] == meta["status"]
             trace = targets["landscape.hessian_trace"].item()
-            assert trace == meta["landscape"]["hessian_trace"] if meta["landscape"] else math.isnan(trace)
+            if meta["landscape"]["measured"]:
+                assert trace == meta["landscape"]["hessian_trace"]
+            else:
+                assert math.isnan(trace)
     batch = default_collate([(w, t) for w, t, _ in open_zoo(manifest, targets=keys, where={"model.width": 4})])
     assert batch[0].shape == (12, 4 * 6 + 4 + 4 * 4 + 4 + 3 * 4 + 3)
     assert batch[1]["phase"].shape == (12,) and batch[1]["metrics.test_acc"].shape == (12,)

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+import zoo_files
 from safetensors.torch import load_file
 from torch import nn
 
-import zoo_files
 from zoo.data import Batches, load
 from zoo.data.convection import load_convection
 from zoo.data.images import ImageTransform, crop, rotate

@@ -4,11 +4,11 @@ Lets the pipeline, summaries and resubmission know every model id of a zoo witho
 running anything: zoo config `hydra.sweeper.params` + command-line overrides (which win).
 """
 
-from omegaconf import DictConfig, OmegaConf
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its cell expansion, reused
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import CONF_DIR, search_path_overrides, validate
 from zoo.train.ids import identified

@@ -20,15 +20,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import data as datasets
-from zoo.apply import apps
 from zoo.align.permutation import heads, spec_for
+from zoo.apply import apps
 from zoo.config import CONF_DIR, validate
-from zoo.phases.plots import describe, heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint
-from zoo.phases.table import write_csv
 from zoo.load import open_zoo
-from zoo.pack.samples import read_json
 from zoo.models import build
+from zoo.pack.samples import read_json
+from zoo.phases.plots import describe, heatmap, phase_bars, phase_curves
+from zoo.phases.table import write_csv
 from zoo.stage import Item, read_result, run_stage
 from zoo.train.run import checkpoint_epochs
 from zoo.train.rundir import RunDir, run_dir, zoo_dir_of

@@ -17,7 +17,8 @@ from typing import BinaryIO
 from webdataset.gopen import gopen
 from webdataset.handlers import reraise_exception
 
-EXTENSIONS = ("meta.json", "weights.safetensors")
+from zoo.shard_format import EXTENSIONS
+
 PICKLE_EXTENSIONS = {"pickle", "pkl", "pyd", "pt", "pth", "ckpt", "joblib"}
 BLOCK = 512
 CHUNK = 2**20  # first buffer of a member; larger members grow it (doubling) as their bytes arrive

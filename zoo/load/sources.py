@@ -10,13 +10,12 @@ Anywhere else is read only when the caller says so with `shards=`.
 
 import json
 import os
-import re
 from pathlib import Path, PurePosixPath
 
 from webdataset.shardlists import expand_urls
 
-SCHEMA_VERSION = 1
-SHARD_NAME = re.compile(r"(?P<pack>[A-Za-z0-9_][A-Za-z0-9_.-]*?)-\d{6}\.tar")  # pack: `<zoo>-<generation>`
+from zoo.shard_format import SCHEMA_VERSION, SHARD_NAME
+
 URL_SCHEMES = ("http://", "https://")
 
 

@@ -20,11 +20,12 @@ from webdataset.tariterators import group_by_keys
 from zoo.load import views
 from zoo.load.filters import WeightFilter
 from zoo.load.normalize import Normalizer, training_stats
-from zoo.load.safety import EXTENSIONS, REPACK, ShardError, open_shards, tar_members
+from zoo.load.safety import REPACK, ShardError, open_shards, tar_members
 from zoo.load.select import Where
 from zoo.load.sources import shard_urls
 from zoo.load.splits import InSplit
 from zoo.load.targets import Targets
+from zoo.shard_format import EXTENSIONS
 
 Transform = Callable[[dict[str, torch.Tensor], dict], dict[str, torch.Tensor]]
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from zoo.atomic import atomic_path
 from zoo.load.stream import open_zoo
 from zoo.load.views import flat
-from zoo.pack.samples import sample_key
+from zoo.shard_format import sample_key
 
 DTYPES = ("float32", "float16")
 TEXT_COLUMNS = ("key", "json", "id", "arch", "status", "phase", "sha256")

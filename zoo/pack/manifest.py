@@ -12,9 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import zoo
-from zoo.config import SCHEMA_PATH
-from zoo.load.sources import SCHEMA_VERSION
 from zoo.phases.rules import PHASES
+from zoo.shard_format import SCHEMA_VERSION
 
 UNLABELED = "unlabeled"
 

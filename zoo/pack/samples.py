@@ -15,12 +15,10 @@ import torch
 from omegaconf import OmegaConf
 
 import zoo
-from zoo.load.views import layout
 from zoo.models import build
 from zoo.pack.manifest import UNLABELED
+from zoo.shard_format import layout, sample_key
 from zoo.train.rundir import RunDir
-
-MAX_KEY = 100 - len(".weights.safetensors")  # a ustar member name holds 100 characters
 
 
 @dataclass(frozen=True)
@@ -33,15 +31,6 @@ class Sample:
         """`(name, bytes)` of the tar members, in a fixed order with canonical JSON."""
         meta = json.dumps(self.meta, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
         return [(f"{self.key}.meta.json", meta), (f"{self.key}.weights.safetensors", self.weights)]
-
-
-def sample_key(model_id: str, epoch: int) -> str:
-    key = f"{model_id}_e{epoch:04d}"
-    # webdataset splits key and extension at the first dot; tar names must stay flat and short
-    if "." in key or "/" in key or len(key) > MAX_KEY:
-        raise ValueError(f"model id {model_id!r} cannot key a shard sample: it must have no '.' or '/' "
-                         f"and at most {MAX_KEY - 6} characters; shorten `zoo.prefix`")
-    return key
 
 
 def make_sample(*, zoo_name: str, model_id: str, epoch: int, arch: str, grid: Mapping, config: Mapping,

@@ -19,13 +19,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from zoo.pack.samples import Sample
+from zoo.shard_format import shard_name
 
 BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE
 TEMP_SUFFIX = ".tar.tmp"
-
-
-def shard_name(zoo_name: str, generation: str, index: int) -> str:
-    return f"{zoo_name}-{generation}-{index:06d}.tar"
 
 
 def generation(entries: list[dict]) -> str:

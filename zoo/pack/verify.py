@@ -5,10 +5,11 @@ import hashlib
 import itertools
 from pathlib import Path
 
-from zoo.load.safety import EXTENSIONS, CountingReader, ShardError, open_shard, read_members
+from zoo.load.safety import CountingReader, ShardError, open_shard, read_members
 from zoo.load.sources import locate, read_manifest
 from zoo.load.stream import read_meta
 from zoo.load.views import decode
+from zoo.shard_format import EXTENSIONS
 
 
 def verify(manifest_path: str | Path, shards: str | Path | None = None) -> list[str]:

@@ -138,7 +138,7 @@ def phase_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, titl
         handle.set_label(describe(handle.get_label()))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     units = {describe(m).rpartition("[")[2].rstrip("]") for m in metrics if "[" in describe(m)}
-    ax.set_ylabel(f"mean over the phase's cells" + (f" [{units.pop()}]" if len(units) == 1 else ""))
+    ax.set_ylabel("mean over the phase's cells" + (f" [{units.pop()}]" if len(units) == 1 else ""))
     ax.set_xlabel("loss-landscape phase")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)

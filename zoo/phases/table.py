@@ -13,9 +13,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from zoo.atomic import write_json, write_text
-from zoo.phases.rules import classify
-from zoo.phases.plots import describe, heatmap, phase_map
 from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
+from zoo.phases.plots import describe, heatmap, phase_map
+from zoo.phases.rules import classify
 from zoo.train.rundir import run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
 

@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.slurm import jobs
 from zoo.slurm.submit import submit_and_wait
-from zoo.train.rundir import zoo_dir_of
 from zoo.sweep import compose_config, fixed_overrides
+from zoo.train.rundir import zoo_dir_of
 
 LAUNCHER = "hydra_plugins.zoo_slurm_launcher.slurm_launcher.SlurmLauncher"
 

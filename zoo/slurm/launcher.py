@@ -24,15 +24,14 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from zoo.config import task_memory
-from zoo.slurm.submit import groups_of, submit_and_wait
 from zoo.slurm.status import failed_lines, model_states, progress_line
-from zoo.train.rundir import zoo_dir_of
+from zoo.slurm.submit import groups_of, submit_and_wait
 from zoo.sweep import compose_cells
-from zoo.train.rundir import run_dir
+from zoo.train.rundir import run_dir, zoo_dir_of
 
 log = logging.getLogger(__name__)
 
