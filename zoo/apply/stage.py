@@ -22,10 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import data as datasets
-from zoo.apply import apps
+from zoo.apply import apps, prune, transfer
 from zoo.align.permutation import spec_for
 from zoo.atomic import write_json
-from zoo.config import CONF_DIR, validate
+from zoo.config import CONF_DIR, ConfigError, validate
 from zoo.landscape.plots import heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
 from zoo.landscape.table import write_csv
@@ -36,13 +36,16 @@ from zoo.parallel import run_parallel
 from zoo.slurm.items import run_items_slurm
 from zoo.train.run import checkpoint_epochs
 from zoo.train.rundir import RunDir, run_dir, zoo_dir
+from zoo.train.tasks import task_of
 
-APPS = ("averaging", "lmc", "soup")
+APPS = ("averaging", "lmc", "soup", "prune", "transfer")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
 METRICS = {
     "averaging": ("epoch_avg_gain", "seed_avg_gain", "seed_avg_gain_aligned"),
     "lmc": ("barrier_loss_train", "barrier_loss_train_aligned", "barrier_err_test", "barrier_err_test_aligned"),
     "soup": ("uniform_soup_gain", "uniform_soup_gain_aligned", "greedy_soup_gain", "greedy_soup_gain_aligned"),
+    "prune": prune.METRICS,
+    "transfer": transfer.METRICS,
 }
 
 
@@ -72,15 +75,28 @@ def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
     validate(cfgs[0])
+    if task_of(cfgs[0]) != "classify":
+        raise ConfigError(f"zoo {cfgs[0].zoo.name} is a {task_of(cfgs[0])} zoo: zoo-apply supports classification "
+                          f"zoos only for now")
+    tickets = _ticket_cells(cfgs) if app == "prune" else set()
     items = []
-    for _, members in sorted_cells(cfgs):
+    for key, members in sorted_cells(cfgs):
         ok = sorted((c for c in members if run_dir(c).status()[0] == "ok"), key=lambda c: c.seed)
         if len(ok) >= 2:
             first = ok[0]
+            settings = OmegaConf.to_container(first.apply, resolve=True)
+            settings["prune"]["ticket_cell"] = key in tickets
             items.append(Item(app, tuple(str(run_dir(c).path) for c in ok),
                               str(apply_dir(first, app) / f"{cell_name(first)}.json"),
-                              OmegaConf.to_container(first.apply, resolve=True), str(Path(first.paths.data).resolve())))
+                              settings, str(Path(first.paths.data).resolve())))
     return items
+
+
+def _ticket_cells(cfgs: Sequence[DictConfig]) -> set[tuple]:
+    """The cells that get lottery tickets, by the phases zoo-phases wrote (if it ran)."""
+    phases = read_json(zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "phases.json", {})
+    return prune.ticket_cells({key: phases.get(members[0].id) for key, members in sorted_cells(cfgs)},
+                              cfgs[0].apply.prune.tickets.cells_per_phase)
 
 
 def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
@@ -97,27 +113,36 @@ def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
         max_iter=settings["max_iter"])
 
 
-def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping) -> dict:
-    """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc and soup use the last)."""
+def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping, cfg: DictConfig,
+            data_root: str) -> dict:
+    """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc, soup, transfer use the last);
+    `cfg` is the config of its first seed (the zoo's recipe), `data_root` where the data sets are."""
     if app == "averaging":
         return apps.averaging(b, runs, settings["last_k"])
+    if app == "prune":
+        return prune.cell(b, cfg, runs, settings["prune"], data_root)
     finals = [run[max(run)] for run in runs]
+    if app == "transfer":
+        return transfer.cell(cfg, finals, settings["transfer"], data_root)
     return apps.lmc(b, finals, settings["n_points"]) if app == "lmc" else apps.soup(b, finals)
 
 
-def needed_epochs(cfg: DictConfig, app: str, last_k: int) -> list[int]:
-    """The checkpoints `app` reads of each model: the final one, or the last `last_k` to average."""
+def needed_epochs(cfg: DictConfig, app: str, settings: Mapping) -> list[int]:
+    """The checkpoints `app` reads of each model: the final one, the last `last_k` to average, or
+    (prune) the final one and the one lottery tickets rewind to."""
     final = cfg.trainer.max_epochs
-    return [e for e in sorted(checkpoint_epochs(cfg)) if e <= final][-last_k:] if app == "averaging" else [final]
+    if app == "averaging":
+        return [e for e in sorted(checkpoint_epochs(cfg)) if e <= final][-settings["last_k"]:]
+    return sorted({settings["prune"]["tickets"]["rewind_epoch"], final}) if app == "prune" else [final]
 
 
 def run_item(item: Item) -> Item:
     torch.set_num_threads(1)
     runs = [RunDir(p) for p in item.runs]
     cfg = runs[0].config()
-    epochs = needed_epochs(cfg, item.app, item.settings["last_k"])
+    epochs = needed_epochs(cfg, item.app, item.settings)
     result = compute(item.app, bench(cfg, item.settings, item.data_root),
-                     [{e: checkpoint(r, e) for e in epochs} for r in runs], item.settings)
+                     [{e: checkpoint(r, e) for e in epochs} for r in runs], item.settings, cfg, item.data_root)
     write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": cfg.trainer.max_epochs, **result})
     return item
 
@@ -133,7 +158,7 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
     runs, metas, needed = defaultdict(dict), {}, {}
     for weights, meta in open_zoo(source, view="state_dict", where={"status": "ok", **(where or {})}):
         if meta["id"] not in needed:
-            needed[meta["id"]] = needed_epochs(OmegaConf.create(meta["config"]), app, settings["last_k"])
+            needed[meta["id"]] = needed_epochs(OmegaConf.create(meta["config"]), app, settings)
         if meta["epoch"] in needed[meta["id"]]:
             runs[meta["id"]][meta["epoch"]] = weights
             metas[meta["id"]] = meta
@@ -141,13 +166,16 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
     by_cell = defaultdict(list)
     for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):
         by_cell[tuple(meta["grid"][a] for a in axes)].append(model_id)
+    tickets = prune.ticket_cells({key: metas[ids[0]]["phase"] for key, ids in by_cell.items()},
+                                 settings["prune"]["tickets"]["cells_per_phase"]) if app == "prune" else set()
     rows = []
     for key, ids in sorted(by_cell.items()):
         if len(ids) >= 2:
-            meta = metas[ids[0]]
-            b = bench(OmegaConf.create(meta["config"]), settings, str(data_root))
+            meta, cfg = metas[ids[0]], OmegaConf.create(metas[ids[0]]["config"])
+            cell_settings = {**settings, "prune": {**settings["prune"], "ticket_cell": key in tickets}}
             rows.append(dict(zip(axes, key)) | {"phase": meta["phase"], "models": ids}
-                        | compute(app, b, [runs[i] for i in ids], settings))
+                        | compute(app, bench(cfg, settings, str(data_root)), [runs[i] for i in ids], cell_settings,
+                                  cfg, str(data_root)))
     return rows
 
 
@@ -216,6 +244,8 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
     if app == "lmc" and summary:
         phase_curves(lmc_curves(rows, results, "err_test"), "test error", figures / "lmc_curves.png",
                      title=f"{cfgs[0].zoo.name}: linear paths between seeds, mean per phase")
+    if app == "prune" and summary:
+        prune.figures(rows, [result for _, _, result in results], figures, cfgs[0].zoo.name)
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:
         if any(r[metric] is not None for r in rows):

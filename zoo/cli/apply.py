@@ -1,4 +1,4 @@
-"""`zoo-apply app=<averaging|lmc|soup> [overrides]`: merge the seeds of every grid cell of the sweep
+"""`zoo-apply app=<averaging|lmc|soup|prune|transfer> [overrides]`: an application (zoo/apply/) over every grid cell of the sweep
 the overrides select (same overrides as `zoo-train -m`), per cell, with figures over the phase map;
 with hydra/launcher=slurm the cells go out as SLURM job arrays."""
 
