@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -96,7 +95,7 @@ def test_linear_probe_leaves_the_features_bitwise_frozen():
 
 
 @pytest.mark.parametrize("app", ["prune", "transfer"])
-def test_zoo_apply_writes_a_row_per_phase_then_skips(zoo, app):
+def test_zoo_apply_writes_a_row_per_phase(zoo, app):
     root, overrides, cfgs = zoo
     proc = cli(*overrides, *FAST, f"app={app}")
     assert "2 cells, 2 computed now, 0 failed" in proc.stdout
@@ -114,9 +113,6 @@ def test_zoo_apply_writes_a_row_per_phase_then_skips(zoo, app):
     else:
         assert all(r["target"]["generator"]["seed"] == 1 and len(r["per_model"]) == 3 for r in results)
         assert all(0 <= r[m] <= 1 for r in results for m in ("probe_acc", "finetune_acc", "scratch_acc"))
-    before = {item.out: os.stat(item.out).st_mtime_ns for item in items}
-    assert "0 computed now" in cli(*overrides, *FAST, f"app={app}").stdout
-    assert {item.out: os.stat(item.out).st_mtime_ns for item in items} == before
 
 
 @pytest.mark.parametrize("app", ["prune", "transfer"])
@@ -139,3 +135,11 @@ def test_packed_zoo_gives_the_run_dirs_results(zoo, app, one_thread):
 def test_language_model_zoos_are_refused_by_name():
     with pytest.raises(ConfigError, match=re.escape("zoo owt_gpt2 is a lm zoo")):
         plan(cell_configs(["zoo=owt_gpt2", "+smoke=on"]), "prune")
+
+
+@pytest.mark.parametrize("override, message", [("apply.prune.margin=1.5", "apply.prune.margin=1.5 is not a fraction"),
+                                               ("apply.transfer.epochs=0", "apply.transfer.epochs=0 is not a positive")])
+def test_bad_prune_and_transfer_settings_name_their_key(zoo, override, message):
+    _, overrides, _ = zoo
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        plan(cell_configs([*overrides, override]), "prune")
