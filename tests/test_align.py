@@ -16,7 +16,7 @@ from zoo.apply import apps
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, random_perms, resnet_spec, spec_for
-from zoo.apply.stage import apply_dir, apply_packed, bench, plan
+from zoo.apply.stage import apply_dir, apply_items, apply_packed, bench
 from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint
 from zoo.models import build
@@ -142,7 +142,7 @@ def test_zoo_apply_writes_every_cell_then_skips_them(zoo, app):
     root, overrides, cfgs = zoo
     proc = cli(*overrides, f"app={app}")
     assert "2 cells, 2 computed now, 0 failed" in proc.stdout
-    items = plan(cfgs, app)
+    items = apply_items(cfgs, app)
     results = [json.loads(open(item.out).read()) for item in items]
     assert len(results) == 2 and all(len(r["models"]) == 3 for r in results)
     with open(apply_dir(cfgs[0], app) / "by_phase.csv") as f:
@@ -178,7 +178,7 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
     cli(*overrides, "app=lmc")
     rows = apply_packed(root / "manifests" / "demo.json", "lmc", cfgs[0].paths.data, dict(cfgs[0].apply))
     assert [(r["model.width"], r["phase"]) for r in rows] == [(8, "I"), (64, "IV-B")]
-    for row, item in zip(rows, plan(cfgs, "lmc")):
+    for row, item in zip(rows, apply_items(cfgs, "lmc")):
         stored = json.loads(open(item.out).read())
         assert row["models"] == stored["models"]
         assert row["barrier_loss_train_aligned"] == stored["barrier_loss_train_aligned"]
@@ -191,4 +191,4 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
 def test_bad_apply_settings_name_their_key(zoo, override, message):
     _, overrides, _ = zoo
     with pytest.raises(ConfigError, match=re.escape(message)):
-        plan(cell_configs([*overrides, override]), "soup")
+        apply_items(cell_configs([*overrides, override]), "soup")

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import zoo_train
-from zoo.landscape.stage import is_done, plan
+from zoo.landscape.stage import landscape_items
+from zoo.stage import is_done
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
@@ -35,7 +36,7 @@ def zoo(tmp_path_factory, data_root):
 
 def test_landscape_writes_every_item(zoo):
     root, _, cfgs = zoo
-    items = plan(cfgs)
+    items = landscape_items(cfgs)
     assert len(items) == 4 + 2  # 4 models, 1 seed pair in each of 2 cells
     assert all(is_done(item) for item in items)
     for cfg in cfgs:
@@ -50,10 +51,10 @@ def test_landscape_writes_every_item(zoo):
 
 def test_landscape_rerun_does_nothing(zoo):
     _, overrides, cfgs = zoo
-    before = {item.out: os.stat(item.out).st_mtime_ns for item in plan(cfgs)}
+    before = {item.out: os.stat(item.out).st_mtime_ns for item in landscape_items(cfgs)}
     proc = cli("zoo.cli.landscape", *overrides)
     assert "0 measured now" in proc.stdout
-    assert {item.out: os.stat(item.out).st_mtime_ns for item in plan(cfgs)} == before
+    assert {item.out: os.stat(item.out).st_mtime_ns for item in landscape_items(cfgs)} == before
 
 
 def test_phases_table_and_figures(zoo):

@@ -223,7 +223,7 @@ def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
 
 def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     root, _ = zoo
-    common = [f"paths.runs={root / 'runs'}", f"paths.root={tmp_path}", "pack.max_shard_count=2"]
+    common = [f"paths.runs={root / 'runs'}", f"paths.root={tmp_path}", "pack.max_shard_count=2", "pack.all_runs=true"]
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "zoo=demo", *common], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
@@ -235,3 +235,16 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     assert "demo-000002.tar: missing" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="zoo-pack hdf5: 1 shard.s. of .* not found in .*demo-000002.tar"):
         pack_cli.main(["hdf5", *common])
+
+
+def test_cli_packs_exactly_the_sweep_and_reports_other_run_dirs(zoo, tmp_path):
+    """The zoo is the sweep the overrides select: a run dir of another override (here the diverged
+    width-16 model, trained with optim.lr=1e3) is counted, named and left out (#16)."""
+    root, _ = zoo
+    sweep = ["zoo=demo", *TINY, "model.width=4,8", "seed=0", f"paths.runs={root / 'runs'}", f"paths.root={tmp_path}"]
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *sweep], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 run dir(s) in" in proc.stdout and "left out (pack.all_runs=true packs them too)" in proc.stdout
+    assert "packed 2/2 models, 6 samples" in proc.stdout
+    manifest = json.loads((tmp_path / "manifests" / "demo.json").read_text())
+    assert manifest["counts"]["models"] == 2 and manifest["counts"]["packed_models"] == 2

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from zoo.landscape.phases import PHASES, classify
+from zoo.phases.rules import PHASES, classify
 
 T = dict(loss_threshold=0.2, mc_epsilon=0.05, cka_threshold=0.93)
 

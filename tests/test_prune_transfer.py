@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from zoo import data as datasets
 from zoo.apply import prune, transfer
-from zoo.apply.stage import apply_dir, apply_packed, plan
+from zoo.apply.stage import apply_dir, apply_items, apply_packed
 from zoo.apply.training import recipe, train_steps
 from zoo.config import ConfigError
 from zoo.data import TensorData
@@ -99,7 +99,7 @@ def test_zoo_apply_writes_a_row_per_phase(zoo, app):
     root, overrides, cfgs = zoo
     proc = cli(*overrides, *FAST, f"app={app}")
     assert "2 cells, 2 computed now, 0 failed" in proc.stdout
-    items = plan(cell_configs([*overrides, *FAST]), app)
+    items = apply_items(cell_configs([*overrides, *FAST]), app)
     results = [json.loads(open(item.out).read()) for item in items]
     with open(apply_dir(cfgs[0], app) / "by_phase.csv") as f:
         rows = list(csv.DictReader(f))
@@ -126,7 +126,7 @@ def test_packed_zoo_gives_the_run_dirs_results(zoo, app, one_thread):
     rows = apply_packed(root / "manifests" / "demo.json", app, cfgs[0].paths.data,
                          OmegaConf.to_container(cfgs[0].apply, resolve=True))
     assert [(r["model.width"], r["phase"]) for r in rows] == [(8, "I"), (64, "IV-B")]
-    for row, item in zip(rows, plan(cfgs, app)):
+    for row, item in zip(rows, apply_items(cfgs, app)):
         stored = json.loads(open(item.out).read())
         assert row["models"] == stored["models"]
         assert row["per_model"] == stored["per_model"]
@@ -134,7 +134,7 @@ def test_packed_zoo_gives_the_run_dirs_results(zoo, app, one_thread):
 
 def test_language_model_zoos_are_refused_by_name():
     with pytest.raises(ConfigError, match=re.escape("zoo owt_gpt2 is a lm zoo")):
-        plan(cell_configs(["zoo=owt_gpt2", "+smoke=on"]), "prune")
+        apply_items(cell_configs(["zoo=owt_gpt2", "+smoke=on"]), "prune")
 
 
 @pytest.mark.parametrize("override, message", [("apply.prune.margin=1.5", "apply.prune.margin=1.5 is not a fraction"),
@@ -142,4 +142,4 @@ def test_language_model_zoos_are_refused_by_name():
 def test_bad_prune_and_transfer_settings_name_their_key(zoo, override, message):
     _, overrides, _ = zoo
     with pytest.raises(ConfigError, match=re.escape(message)):
-        plan(cell_configs([*overrides, override]), "prune")
+        apply_items(cell_configs([*overrides, override]), "prune")

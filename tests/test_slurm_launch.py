@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 
 from conftest import zoo_train
 from slurm_cluster import wait_for
-from zoo.apply.stage import plan as apply_plan
-from zoo.landscape.stage import is_done, plan
+from zoo.apply.stage import apply_items
+from zoo.landscape.stage import landscape_items
+from zoo.stage import is_done
 from zoo.slurm import jobs
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
@@ -70,7 +71,7 @@ def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert out.index("== train") < out.index("train: 4 models: ok 4") < out.index("== landscape")
-    assert out.index("landscape: 6/6 items measured") < out.index("== phases") < out.index("== apply lmc") \
+    assert out.index("landscape: 6/6 items computed") < out.index("== phases") < out.index("== apply lmc") \
         < out.index("apply-lmc: 2/2 items computed") < out.index("lmc: 2 cells, 2 computed now") < out.index("== pack")
 
     cfgs = cell_configs(overrides)
@@ -81,11 +82,11 @@ def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path
     for cfg in cfgs:
         assert_complete(cfg, epochs=2)
     [landscape] = jobs.read_records(tmp_path / "runs" / "demo", "landscape")
-    items = plan(cfgs)
+    items = landscape_items(cfgs)
     assert sorted(sum(landscape.tasks, [])) == sorted(item.out for item in items) and len(items) == 6
     assert all(map(is_done, items))
     [lmc] = jobs.read_records(tmp_path / "runs" / "demo", "apply-lmc")  # one array task: 2 cells, group_size 2
-    assert lmc.tasks == [[item.out for item in apply_plan(cfgs, "lmc")]]
+    assert lmc.tasks == [[item.out for item in apply_items(cfgs, "lmc")]]
     assert (tmp_path / "runs" / "demo" / "phases.csv").exists()
     assert totals(zoo_status(*overrides)) == ["total", "4", "4", "0", "0", "0", "0", "0"]
 

@@ -1,5 +1,6 @@
 """Where the Hydra configs live, and the checks Hydra's own composition cannot make."""
 
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,8 +23,23 @@ class ConfigError(ValueError):
     """A config value that composes but cannot be trained with."""
 
 
+def _numbers(node, prefix: str = ""):
+    """(dotted key, value) of every number in a plain config tree."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (dict, list)):
+            yield from _numbers(value, dotted)
+        elif isinstance(value, float):
+            yield dotted, value
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject bad values up front, naming the key, instead of failing deep inside training."""
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    for key, value in _numbers(plain):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is not a finite number: fix the override or its conf/ file")
     for key in POSITIVE_INTS + POSITIVE_FLOATS:
         value = OmegaConf.select(cfg, key, default=None)
         kind = int if key in POSITIVE_INTS else (int, float)

@@ -39,5 +39,18 @@ def format_table(header: list[str], rows: list[list]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+def failure_causes(cfgs: Iterable[DictConfig]) -> list[str]:
+    """One line per distinct cause among the models that failed (most frequent first): how many,
+    the error, and one traceback to read."""
+    causes: dict[str, list] = defaultdict(list)
+    for cfg in cfgs:
+        run = run_dir(cfg)
+        state, reason = run.status()
+        if state == "failed":
+            causes[reason.splitlines()[0] if reason else "no reason recorded"].append(run)
+    return [f"{len(runs)} model(s) failed: {cause} (traceback: {runs[0].path / 'error.log'})"
+            for cause, runs in sorted(causes.items(), key=lambda kv: -len(kv[1]))]
+
+
 def status_counts(cfgs: Iterable[DictConfig]) -> Counter:
     return Counter(run_dir(cfg).status()[0] for cfg in cfgs)

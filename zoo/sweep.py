@@ -10,16 +10,19 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its cell 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
-from zoo.config import CONF_DIR
+from zoo.config import CONF_DIR, validate
 from zoo.train.ids import with_identity
 
 PLAIN_TOP_LEVEL_KEYS = ("seed",)
 
 
 def compose_config(overrides: list[str] = (), *, hydra: bool = False, config_name: str = "train") -> DictConfig:
-    """The config a run with these overrides gets (`hydra=True` keeps the `hydra` node)."""
+    """The config a run with these overrides gets (`hydra=True` keeps the `hydra` node); its values
+    are checked (`zoo.config.validate`), so every command refuses a bad value the same way."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(config_name, list(overrides), return_hydra_config=hydra)
+        cfg = compose(config_name, list(overrides), return_hydra_config=hydra)
+    validate(cfg)
+    return cfg
 
 
 def fixed_overrides(overrides: list[str]) -> list[str]:
@@ -28,19 +31,25 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
-def cell_overrides(overrides: list[str] = ()) -> list[list[str]]:
+def cell_overrides(overrides: list[str] = (), config_name: str = "train") -> list[list[str]]:
     """One override list per cell of the sweep, in Hydra's launch order."""
-    params = compose_config(fixed_overrides(overrides), hydra=True).hydra.sweeper.params or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
+    cfg = compose_config(fixed_overrides(overrides), hydra=True, config_name=config_name)
+    return sweep_cells(cfg.hydra.sweeper.params, overrides)
+
+
+def sweep_cells(params: DictConfig | None, overrides: list[str]) -> list[list[str]]:
+    """The cells of the zoo's sweep `params` (`hydra.sweeper.params`) under command-line `overrides`."""
+    arguments = [f"{key}={value}" for key, value in (params or {}).items()] + list(overrides)
     parsed = OverridesParser.create().parse_overrides(arguments)
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
-def cell_configs(overrides: list[str] = ()) -> list[DictConfig]:
-    """Resolved config (with `id` and `grid`) of every model the sweep trains."""
-    cells = cell_overrides(overrides)
+def cell_configs(overrides: list[str] = (), config_name: str = "train") -> list[DictConfig]:
+    """Resolved config (with `id` and `grid`) of every model the sweep trains: the zoo's members.
+    `config_name` may be a config that extends train.yaml (pack.yaml), to accept its keys."""
+    cells = cell_overrides(overrides, config_name)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose_cells(cells)
+        return compose_cells(cells, config_name)
 
 
 def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[DictConfig]:
@@ -63,6 +72,7 @@ def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[Di
         cfg = composed[structural].copy()
         for o in plain:
             OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        validate(cfg)
         configs.append(with_identity(cfg))
     return configs
 

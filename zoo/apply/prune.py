@@ -27,7 +27,7 @@ from torch import nn
 from zoo import data as datasets
 from zoo.apply.apps import Bench, State
 from zoo.apply.training import Masks, fresh_init, train_steps
-from zoo.landscape.plots import phase_curves
+from zoo.phases.plots import phase_curves
 
 METRICS = ("dense_acc", "safe_sparsity", "safe_sparsity_finetuned", "ticket_gain")
 

@@ -1,4 +1,5 @@
-"""The `zoo-apply` stage: one application (`zoo.apply.apps`) over every grid cell of a zoo.
+"""The `zoo-apply` stage (`zoo.stage`): one application over every grid cell of a zoo — merging
+(`zoo.apply.apps`: averaging, lmc, soup), pruning (`zoo.apply.prune`), transfer (`zoo.apply.transfer`).
 
 One item per cell (its `ok` seeds), written atomically when done, so a rerun skips finished
 cells and a killed run redoes only the cells it was in:
@@ -7,7 +8,8 @@ cells and a killed run redoes only the cells it was in:
     runs/<zoo>/apply/<app>/table.csv         one row per cell: axes, phase, the app's metrics
     runs/<zoo>/apply/<app>/by_phase.csv      the metrics averaged per phase
     runs/<zoo>/figures/<app>_<metric>.png    heatmaps next to the phase map, cells labelled by phase
-    runs/<zoo>/figures/<app>_by_phase.png    the metrics per phase; lmc_curves.png: mean paths per phase
+    runs/<zoo>/figures/<app>_by_phase.png    the metrics per phase; lmc_curves.png: mean paths per phase;
+                                             prune_curves.png, prune_tickets.png: accuracy vs sparsity per phase
 
 `apply_packed` runs the same computation over a packed zoo (shards), for zoos without run dirs.
 """
@@ -15,27 +17,23 @@ cells and a killed run redoes only the cells it was in:
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import data as datasets
 from zoo.apply import apps, prune, transfer
 from zoo.align.permutation import spec_for
-from zoo.atomic import write_json
 from zoo.config import CONF_DIR, ConfigError, validate
-from zoo.landscape.plots import heatmap, phase_bars, phase_curves
+from zoo.phases.plots import heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
-from zoo.landscape.table import write_csv
+from zoo.phases.table import write_csv
 from zoo.load import open_zoo
 from zoo.pack.samples import read_json
 from zoo.models import build
-from zoo.parallel import run_parallel
-from zoo.slurm.items import run_items_slurm
+from zoo.stage import Item, read_result, run_stage
 from zoo.train.run import checkpoint_epochs
-from zoo.train.rundir import RunDir, run_dir, zoo_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
 
 APPS = ("averaging", "lmc", "soup", "prune", "transfer")
@@ -49,17 +47,8 @@ METRICS = {
 }
 
 
-@dataclass
-class Item:
-    app: str
-    runs: tuple[str, ...]  # run dirs of the cell's ok seeds
-    out: str
-    settings: dict         # the `apply` config section
-    data_root: str
-
-
 def apply_dir(cfg: DictConfig, app: str) -> Path:
-    return zoo_dir(cfg.paths.runs, cfg.zoo.name) / "apply" / app
+    return zoo_dir_of(cfg) / "apply" / app
 
 
 def cell_name(cfg: DictConfig) -> str:
@@ -70,7 +59,7 @@ def sorted_cells(cfgs: Sequence[DictConfig]) -> list[tuple[tuple, list[DictConfi
     return sorted(cells(cfgs).items())
 
 
-def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
+def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     """One item per cell with at least two `ok` seeds (one model has nothing to merge with)."""
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
@@ -85,8 +74,10 @@ def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
         if len(ok) >= 2:
             first = ok[0]
             settings = OmegaConf.to_container(first.apply, resolve=True)
-            settings["prune"]["ticket_cell"] = key in tickets
-            items.append(Item(app, tuple(str(run_dir(c).path) for c in ok),
+            if app == "prune":
+                settings["prune"]["ticket_cell"] = key in tickets
+            items.append(Item(f"apply-{app}", tuple(str(run_dir(c).path) for c in ok),
+                              tuple(needed_epochs(first, app, settings)),
                               str(apply_dir(first, app) / f"{cell_name(first)}.json"),
                               settings, str(Path(first.paths.data).resolve())))
     return items
@@ -94,7 +85,7 @@ def plan(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
 
 def _ticket_cells(cfgs: Sequence[DictConfig]) -> set[tuple]:
     """The cells that get lottery tickets, by the phases zoo-phases wrote (if it ran)."""
-    phases = read_json(zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "phases.json", {})
+    phases = read_json(zoo_dir_of(cfgs[0]) / "phases.json", {})
     return prune.ticket_cells({key: phases.get(members[0].id) for key, members in sorted_cells(cfgs)},
                               cfgs[0].apply.prune.tickets.cells_per_phase)
 
@@ -136,15 +127,15 @@ def needed_epochs(cfg: DictConfig, app: str, settings: Mapping) -> list[int]:
     return sorted({settings["prune"]["tickets"]["rewind_epoch"], final}) if app == "prune" else [final]
 
 
-def run_item(item: Item) -> Item:
-    torch.set_num_threads(1)
+def compute_cell(item: Item) -> dict:
+    """One cell's result (`zoo.stage.run_item` writes it)."""
     runs = [RunDir(p) for p in item.runs]
     cfg = runs[0].config()
-    epochs = needed_epochs(cfg, item.app, item.settings)
-    result = compute(item.app, bench(cfg, item.settings, item.data_root),
-                     [{e: checkpoint(r, e) for e in epochs} for r in runs], item.settings, cfg, item.data_root)
-    write_json(Path(item.out), {"models": [r.path.name for r in runs], "epoch": cfg.trainer.max_epochs, **result})
-    return item
+    app = item.stage.removeprefix("apply-")
+    return {"models": item.models, "epoch": cfg.trainer.max_epochs,
+            **compute(app, bench(cfg, item.settings, item.data_root),
+                      [{e: checkpoint(r, e) for e in item.epochs} for r in runs], item.settings, cfg,
+                      item.data_root)}
 
 
 def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | None = None,
@@ -180,16 +171,21 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
 
 
 def cell_results(cfgs: Sequence[DictConfig], app: str) -> list[tuple[tuple, list[DictConfig], dict]]:
-    """Each cell's key, configs and stored result of `app` ({} until computed), in key order."""
-    return [(key, members, read_json(apply_dir(cfgs[0], app) / f"{cell_name(members[0])}.json", {}))
-            for key, members in sorted_cells(cfgs)]
+    """Each cell's key, configs and stored result of `app` ({} until computed from the cell's current
+    models and settings), in key order."""
+    items = {Path(item.out): item for item in apply_items(cfgs, app)}
+    results = []
+    for key, members in sorted_cells(cfgs):
+        item = items.get(apply_dir(cfgs[0], app) / f"{cell_name(members[0])}.json")
+        results.append((key, members, (read_result(item) if item else None) or {}))
+    return results
 
 
 def table(cfgs: Sequence[DictConfig], app: str, results: Sequence[tuple]) -> list[dict]:
     """One row per cell of `cell_results`: its axes, its phase (from zoo-phases, if run) and the
     app's metrics."""
     first = cfgs[0]
-    phases = read_json(zoo_dir(first.paths.runs, first.zoo.name) / "phases.json", {})
+    phases = read_json(zoo_dir_of(first) / "phases.json", {})
     return [dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
             | {m: result.get(m) for m in METRICS[app]} for key, members, result in results]
 
@@ -218,25 +214,14 @@ def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
     return out
 
 
-def is_done(item: Item) -> bool:
-    return Path(item.out).exists()
-
-
 def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Mapping | None = None) -> dict:
     """Compute every missing cell — in `workers` local processes, or as SLURM arrays with `slurm`
     (hydra.launcher settings) — then write the tables and figures; returns counts and both tables."""
-    items = plan(cfgs, app)
-    if slurm:
-        counts = run_items_slurm(items, run=run_item, done=is_done, settings=slurm, stage=f"apply-{app}",
-                                 cfg=cfgs[0], verb="computed")
-    else:
-        todo = [item for item in items if not is_done(item)]
-        failed = run_parallel(run_item, todo, workers, f"{app} cells", name=lambda item: item.out)
-        counts = {"items": len(items), "computed": len(todo) - len(failed), "failed": len(failed)}
+    counts = run_stage(compute_cell, apply_items(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0])
     results = cell_results(cfgs, app)
     rows = table(cfgs, app, results)
     summary = by_phase(rows, METRICS[app])
-    out, figures = apply_dir(cfgs[0], app), zoo_dir(cfgs[0].paths.runs, cfgs[0].zoo.name) / "figures"
+    out, figures = apply_dir(cfgs[0], app), zoo_dir_of(cfgs[0]) / "figures"
     write_csv(rows, out / "table.csv")
     if summary:
         write_csv(summary, out / "by_phase.csv")

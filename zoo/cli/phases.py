@@ -4,7 +4,8 @@ to re-label any table with columns (the zoo's axes, train_loss, mc_loss_train, c
 import sys
 from pathlib import Path
 
-from zoo.landscape.table import relabel_csv, write_phases
+from zoo.phases import PHASES
+from zoo.phases.table import relabel_csv, write_phases
 from zoo.summary import format_table
 from zoo.sweep import cell_configs, compose_config, fixed_overrides
 
@@ -25,7 +26,7 @@ def main() -> None:
     columns = [*axes, *(c for c in SHOWN if c in rows[0])]
     print(format_table(columns, [[r[c] if r[c] is not None else "-" for c in columns] for r in rows]))
     print("\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}"
-                                        for p in ("I", "II", "III", "IV-A", "IV-B", None)))
+                                        for p in (*PHASES, None)))
     print(f"phase table: {out}\nfigures: {out.parent / 'figures' if not csv else out.parent}")
 
 

@@ -3,7 +3,7 @@ missing per grid cell and in total, from the run dirs and squeue (same overrides
 
 import argparse
 
-from zoo.status import report
+from zoo.slurm.status import report
 from zoo.sweep import cell_configs
 
 

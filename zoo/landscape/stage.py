@@ -1,19 +1,17 @@
-"""The landscape stage: per-model Hessian metrics and per-seed-pair CKA / mode connectivity.
+"""The landscape stage (`zoo.stage`): per-model Hessian metrics and per-seed-pair CKA / mode connectivity.
 
 Work is split into independent items — one per model, one per pair of seeds of a grid
 cell — each covering every measured epoch and written atomically at the end, so a rerun
 skips finished items and a killed run redoes only the items it was in.
 
-    runs/<zoo>/models/<id>/landscape.json     {"<epoch>": {hessian_top, hessian_trace, ...}}
-    runs/<zoo>/pairs/<id_a>__<id_b>.json      {"<epoch>": {cka, mc_loss_train, ..., curves}}
+    runs/<zoo>/models/<id>/landscape.json     {"inputs": ..., "<epoch>": {hessian_top, hessian_trace, ...}}
+    runs/<zoo>/pairs/<id_a>__<id_b>.json      {"inputs": ..., "<epoch>": {cka, mc_loss_train, ..., curves}}
 """
 
 import itertools
-import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,25 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from zoo import data as datasets
-from zoo.atomic import write_json
 from zoo.models import build
-from zoo.parallel import run_parallel
-from zoo.train.rundir import RunDir, run_dir
-
-
-@dataclass
-class Item:
-    """One unit of work: `runs` (1 model, or 2 seeds of a cell) at `epochs`, written to `out`,
-    measured with the current `landscape` settings on the data under `data_root`."""
-    runs: tuple[str, ...]
-    epochs: tuple[int, ...]
-    out: str
-    landscape: dict
-    data_root: str
-
-    @property
-    def kind(self) -> str:
-        return "model" if len(self.runs) == 1 else "pair"
+from zoo.stage import Item, read_result, run_stage
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 
 
 def cell_key(cfg: DictConfig) -> tuple:
@@ -61,16 +43,16 @@ def measured_epochs(cfg: DictConfig) -> tuple[int, ...]:
 
 
 def pairs_dir(cfg: DictConfig) -> Path:
-    return run_dir(cfg).path.parent.parent / "pairs"
+    return zoo_dir_of(cfg) / "pairs"
 
 
-def plan(cfgs: Sequence[DictConfig]) -> list[Item]:
+def landscape_items(cfgs: Sequence[DictConfig]) -> list[Item]:
     """All items of a zoo: one per trained (`ok`) model, one per pair of `ok` seeds of a cell."""
     ok = [cfg for cfg in cfgs if run_dir(cfg).status()[0] == "ok"]
 
     def item(members: Sequence[DictConfig], out: Path) -> Item:
         first = members[0]
-        return Item(tuple(str(run_dir(c).path) for c in members), measured_epochs(first), str(out),
+        return Item("landscape", tuple(str(run_dir(c).path) for c in members), measured_epochs(first), str(out),
                     OmegaConf.to_container(first.landscape, resolve=True), str(Path(first.paths.data).resolve()))
 
     items = [item([c], run_dir(c).path / "landscape.json") for c in ok]
@@ -78,11 +60,6 @@ def plan(cfgs: Sequence[DictConfig]) -> list[Item]:
         for a, b in itertools.combinations(sorted(seeds, key=lambda c: c.seed), 2):
             items.append(item([a, b], pairs_dir(a) / f"{a.id}__{b.id}.json"))
     return items
-
-
-def is_done(item: Item) -> bool:
-    path = Path(item.out)
-    return path.exists() and all(str(e) in json.loads(path.read_text()) for e in item.epochs)
 
 
 # -- measuring one item (runs in a worker process) -------------------------------------------
@@ -147,37 +124,30 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
     return result
 
 
-def run_item(item: Item) -> Item:
-    """Measure every missing epoch of `item` and write its JSON atomically."""
-    torch.set_num_threads(1)
+def measure(item: Item) -> dict:
+    """Every epoch of `item`: {"<epoch>": metrics} (`zoo.stage.run_item` writes it)."""
     runs = tuple(RunDir(p) for p in item.runs)
     cfgs = tuple(r.config() for r in runs)
     data = datasets.load(cfgs[0].data, item.data_root)
-    land = OmegaConf.create(item.landscape)
-    out = Path(item.out)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    for epoch in item.epochs:
-        if str(epoch) not in results:
-            results[str(epoch)] = (_model_metrics(runs[0], cfgs[0], epoch, data, land) if item.kind == "model"
-                                   else _pair_metrics(runs, cfgs, epoch, data, land))
-    write_json(out, results)
-    return item
+    land = OmegaConf.create(dict(item.settings))
+    pair = len(runs) == 2
+    return {str(epoch): _pair_metrics(runs, cfgs, epoch, data, land) if pair
+            else _model_metrics(runs[0], cfgs[0], epoch, data, land) for epoch in item.epochs}
 
 
-def run_landscape(cfgs: Sequence[DictConfig], workers: int = -1) -> dict[str, int]:
-    """Measure every missing item of the zoo in parallel processes, with a progress bar."""
-    items = plan(cfgs)
-    todo = [item for item in items if not is_done(item)]
-    failed = run_parallel(run_item, todo, workers, "landscape items", name=lambda item: item.out)
-    return {"items": len(items), "measured": len(todo) - len(failed), "failed": len(failed)}
+def run_landscape(cfgs: Sequence[DictConfig], workers: int = -1, slurm: dict | None = None) -> dict[str, int]:
+    """Measure every item of the zoo not measured with the same inputs, in parallel processes with a
+    progress bar (or as SLURM arrays with `slurm`)."""
+    return run_stage(measure, landscape_items(cfgs), stage="landscape", workers=workers, slurm=slurm, cfg=cfgs[0])
 
 
 def load_results(cfgs: Sequence[DictConfig]) -> tuple[dict[str, dict], dict[tuple[str, str], dict]]:
-    """Per-model and per-pair results on disk, keyed by model id / (id_a, id_b)."""
+    """Per-model and per-pair results on disk computed from the current inputs (stale ones are left
+    out), keyed by model id / (id_a, id_b)."""
     per_model, per_pair = {}, {}
-    for item in plan(cfgs):
-        if Path(item.out).exists():
-            results = json.loads(Path(item.out).read_text())
-            ids = tuple(Path(p).name for p in item.runs)
-            (per_model if item.kind == "model" else per_pair)[ids[0] if len(ids) == 1 else ids] = results
+    for item in landscape_items(cfgs):
+        results = read_result(item)
+        if results is not None:
+            ids = tuple(item.models)
+            (per_model if len(ids) == 1 else per_pair)[ids[0] if len(ids) == 1 else ids] = results
     return per_model, per_pair

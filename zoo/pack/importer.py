@@ -21,7 +21,7 @@ from safetensors.torch import save
 
 from zoo.pack.packing import Model, pack_models
 from zoo.pack.samples import Sample, make_sample
-from zoo.train.ids import model_hash
+from zoo.train.ids import short_hash
 
 CHECKPOINT = re.compile(r"checkpoint_(\d+)")
 
@@ -75,7 +75,7 @@ def reference_models(src: str | Path, zoo_name: str) -> tuple[list[Model], list[
     models, seen = [], {}
     for folder in folders:
         p = params[folder]
-        model_id = f"{prefix}-{model_hash(p)}"
+        model_id = f"{prefix}-{short_hash(p)}"  # all of params.json: any flat `model::…` key may differ
         if model_id in seen:
             raise ValueError(f"{folder} and {seen[model_id]} have identical params.json; remove the duplicate")
         seen[model_id] = folder

@@ -14,9 +14,9 @@ from pathlib import Path
 import zoo
 from zoo.config import CONF_DIR
 from zoo.load.sources import SCHEMA_VERSION
+from zoo.phases.rules import PHASES
 
 SCHEMA_PATH = CONF_DIR.parent / "manifests" / "schema.json"
-PHASES = ("I", "II", "III", "IV-A", "IV-B")
 UNLABELED = "unlabeled"
 
 

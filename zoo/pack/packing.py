@@ -1,7 +1,7 @@
 """Packing a zoo: models → shards + manifest. `pack_zoo` reads run dirs; `zoo.pack.importer`
 feeds models of the reference layout through the same `pack_models`."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ from zoo.atomic import write_json
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
 from zoo.pack.samples import Sample, read_json, run_samples
 from zoo.pack.shards import write_shards
-from zoo.train.rundir import list_runs, zoo_dir
+from zoo.train.rundir import RunDir, list_runs, zoo_dir
 
 FAILED = ("diverged", "failed")
 
@@ -53,15 +53,20 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
 
 
 def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest_path: str | Path, *,
-             max_shard_bytes: int = 256 * 2**20, max_shard_count: int = 256, include_failed: bool = False) -> dict:
-    """Pack `runs_root/<zoo>/models/*` into `out_dir/<zoo>-%06d.tar` and write the manifest.
+             model_ids: Sequence[str] | None = None, max_shard_bytes: int = 256 * 2**20, max_shard_count: int = 256,
+             include_failed: bool = False) -> dict:
+    """Pack the models `model_ids` (the sweep's; None: every run dir) of `runs_root/<zoo>/models/`
+    into `out_dir/<zoo>-%06d.tar` and write the manifest. Models of the sweep that never started
+    are counted as `missing`; run dirs outside the sweep (another sub-grid or override) are left out.
 
     Uses `runs_root/<zoo>/phases.json` and each model's `landscape.json` where they exist.
     """
-    runs = list_runs(runs_root, zoo_name)
-    if not runs:
+    found = {run.id: run for run in list_runs(runs_root, zoo_name)}
+    if not found:
         raise FileNotFoundError(f"no models in {zoo_dir(runs_root, zoo_name) / 'models'}; train the zoo first "
                                 f"(`zoo-train -m zoo={zoo_name}`) or set paths.runs")
+    ids = list(found) if model_ids is None else list(model_ids)
+    runs = [found.get(i) or RunDir(zoo_dir(runs_root, zoo_name) / "models" / i) for i in ids]
     phases = read_json(zoo_dir(runs_root, zoo_name) / "phases.json", {})
     models, axes = [], []
     for run in runs:
@@ -72,3 +77,9 @@ def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest
                             checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase)))
     return pack_models(models, zoo_name=zoo_name, axes=axes, out_dir=out_dir, manifest_path=manifest_path,
                        max_shard_bytes=max_shard_bytes, max_shard_count=max_shard_count, include_failed=include_failed)
+
+
+def outside(runs_root: str | Path, zoo_name: str, model_ids: Sequence[str]) -> list[str]:
+    """Run dirs of the zoo that are not models of the sweep `model_ids`."""
+    wanted = set(model_ids)
+    return [run.id for run in list_runs(runs_root, zoo_name) if run.id not in wanted]

@@ -1,4 +1,4 @@
-"""Shard samples: one per model × checkpoint epoch, keyed `<id>_e<epoch:04d>` (DESIGN.md).
+"""Shard samples: one per model × checkpoint epoch, keyed `<id>_e<epoch:04d>` (docs/design.md).
 
 A sample is two tar members: `<key>.weights.safetensors` (the checkpoint's bytes, unchanged)
 and `<key>.meta.json` (who the model is, how it was trained, how it did at that epoch).

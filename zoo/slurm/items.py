@@ -1,5 +1,5 @@
-"""Post-processing stages on SLURM: a stage's independent items (landscape: one per model and one
-per seed pair; zoo-apply: one per cell) as job arrays, `group_size` items per task, waited on with
+"""Post-processing stages on SLURM (`zoo.stage`): a stage's independent items (landscape: one per
+model and one per seed pair; zoo-apply: one per cell) as job arrays, `group_size` items per task, waited on with
 progress (zoo-landscape, zoo-apply, zoo-run with hydra/launcher=slurm)."""
 
 import traceback
@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.slurm import jobs
 from zoo.slurm.submit import submit_and_wait
-from zoo.status import zoo_dir_of
+from zoo.train.rundir import zoo_dir_of
 from zoo.sweep import compose_config, fixed_overrides
 
 LAUNCHER = "hydra_plugins.zoo_slurm_launcher.slurm_launcher.SlurmLauncher"
@@ -42,18 +42,18 @@ class ItemsTask(submitit.helpers.Checkpointable):
 
 
 def run_items_slurm(items: Sequence, *, run: Callable, done: Callable, settings: Mapping, stage: str,
-                    cfg: DictConfig, verb: str) -> dict[str, int]:
+                    cfg: DictConfig) -> dict[str, int]:
     """Every item not `done` (items have an `out` path, their key) as SLURM arrays; returns counts
-    {"items", <verb>, "failed"} as the local stages do."""
+    {"items", "computed", "failed"} as the local stages do (`zoo.stage.run_stage`)."""
     todo = [item for item in items if not done(item)]
 
     def progress(queue: jobs.Queue) -> str:
         running = sum(state == "RUNNING" for state, _ in queue.values())
-        return (f"{stage}: {sum(map(done, todo))}/{len(todo)} items {verb}, tasks: {running} running, "
+        return (f"{stage}: {sum(map(done, todo))}/{len(todo)} items computed, tasks: {running} running, "
                 f"{len(queue) - running} pending")
 
     if todo:
         submit_and_wait(settings, stage=stage, zoo=cfg.zoo.name, zoo_dir=zoo_dir_of(cfg), fn=ItemsTask(run, done),
                         work=[(item.out, item) for item in todo], progress=progress)
     failed = sum(not done(item) for item in todo)
-    return {"items": len(items), verb: len(todo) - failed, "failed": failed}
+    return {"items": len(items), "computed": len(todo) - failed, "failed": failed}

@@ -29,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import task_memory
 from zoo.slurm.submit import groups_of, submit_and_wait
-from zoo.status import failed_lines, model_states, progress_line, zoo_dir_of
+from zoo.slurm.status import failed_lines, model_states, progress_line
+from zoo.train.rundir import zoo_dir_of
 from zoo.sweep import compose_cells
 from zoo.train.rundir import run_dir
 

@@ -1,9 +1,10 @@
 """Model ids: `<prefix>-<8 hex>`, the hex a sha256 of every setting that changes the trained weights.
 
 The same grid cell always gets the same id, so a relaunched sweep finds its finished
-and unfinished models. Sections that only say *where* or *how fast* (paths, which
-epochs are saved, launcher, cluster profile, threads, post-processing, the zoo's name) do
-not enter the hash.
+and unfinished models. Only the sections listed in `HASHED` enter the hash (an allowlist):
+sections that say *where* or *how fast* (paths, which epochs are saved, launcher, cluster
+profile, threads, post-processing, the zoo's name) do not, and a config group added later
+changes no id unless it is added here — which is a decision to retrain every zoo.
 """
 
 import hashlib
@@ -12,17 +13,21 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-NOT_HASHED = ("paths", "checkpoint", "zoo", "runtime", "landscape", "phases", "apply", "app", "cluster", "hydra", "id", "grid")
+HASHED = ("model", "data", "optim", "trainer", "seed")
 
 
 def _plain(cfg: DictConfig | Mapping) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def model_hash(cfg: DictConfig | Mapping) -> str:
-    semantic = {k: v for k, v in _plain(cfg).items() if k not in NOT_HASHED}
-    canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+def short_hash(obj) -> str:
+    """8 hex of a sha256 of canonical JSON: for anything that must be named by its content."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def model_hash(cfg: DictConfig | Mapping) -> str:
+    return short_hash({k: v for k, v in _plain(cfg).items() if k in HASHED})
 
 
 def model_id(cfg: DictConfig) -> str:

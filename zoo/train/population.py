@@ -46,9 +46,9 @@ from zoo.atomic import write_text
 from zoo.config import validate
 from zoo.models import build
 from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
-from zoo.train.ids import model_hash, model_id, with_identity
+from zoo.train.ids import model_id, short_hash, with_identity
 from zoo.train.optim import build_optimizer
-from zoo.train.rundir import RunDir, run_dir, zoo_dir
+from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 from zoo.train.run import Result, checkpoint_epochs, make_trainer
 
 log = logging.getLogger(__name__)
@@ -324,8 +324,8 @@ def alive(pop: Population) -> list[int]:
 def population_dir(cfgs: list[DictConfig]) -> RunDir:
     """`runs/<zoo>/populations/<8 hex of the member ids>/`: the population's resume state."""
     first = cfgs[0]
-    name = model_hash({"members": sorted(cfg.id for cfg in cfgs)})
-    return RunDir(zoo_dir(first.paths.runs, first.zoo.name).resolve() / "populations" / name)
+    name = short_hash({"members": sorted(cfg.id for cfg in cfgs)})
+    return RunDir(zoo_dir_of(first) / "populations" / name)
 
 
 def train_population(cfgs: list[DictConfig]) -> list[Result]:

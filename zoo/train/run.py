@@ -17,7 +17,7 @@ from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter, headline
 from zoo.train.ids import with_identity
 from zoo.train.rundir import RunDir, run_dir
-from zoo.train.slurm import trainer_options
+from zoo.train.signals import trainer_options
 from zoo.train.tasks import accumulation, build_module
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The run directory of one model, `runs/<zoo>/models/<id>/` (contract in DESIGN.md).
+"""The run directory of one model, `runs/<zoo>/models/<id>/` (contract in docs/design.md).
 
     config.yaml                    resolved config, with `id` and `grid`
     metrics.jsonl                  one line per epoch (epoch 0 = initialization)
@@ -20,7 +20,13 @@ STATES = ("ok", "diverged", "failed")
 
 
 def zoo_dir(runs_root: str | Path, zoo: str) -> Path:
+    """`runs/<zoo>/`: where every stage of a zoo writes (models/, pairs/, apply/, figures/, phases.*)."""
     return Path(runs_root) / zoo
+
+
+def zoo_dir_of(cfg: DictConfig) -> Path:
+    """The zoo folder of the model (or sweep) `cfg` describes, absolute."""
+    return zoo_dir(Path(cfg.paths.runs).resolve(), cfg.zoo.name)
 
 
 class RunDir:
@@ -99,7 +105,7 @@ class RunDir:
 
 def run_dir(cfg: DictConfig) -> RunDir:
     """The run dir of the model `cfg` (with `id`) describes."""
-    return RunDir(zoo_dir(Path(cfg.paths.runs).resolve(), cfg.zoo.name) / "models" / cfg.id)
+    return RunDir(zoo_dir_of(cfg) / "models" / cfg.id)
 
 
 def list_runs(runs_root: str | Path, zoo: str) -> list[RunDir]:

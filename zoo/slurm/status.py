@@ -11,14 +11,13 @@ import shlex
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from zoo.slurm import jobs
 from zoo.slurm.submit import job_name
 from zoo.summary import format_table
-from zoo.train.rundir import run_dir
+from zoo.train.rundir import run_dir, zoo_dir_of
 
 STATES = ("ok", "diverged", "failed", "running", "pending", "missing")
 
@@ -28,11 +27,6 @@ class ModelState:
     cfg: DictConfig
     state: str
     reason: str = ""
-
-
-def zoo_dir_of(cfg: DictConfig) -> Path:
-    """runs/<zoo>/ of the model `cfg` describes."""
-    return run_dir(cfg).path.parent.parent
 
 
 def model_states(cfgs: Sequence[DictConfig], queue: jobs.Queue | None) -> list[ModelState]:

@@ -13,10 +13,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from zoo.atomic import write_json, write_text
-from zoo.landscape.phases import classify
-from zoo.landscape.plots import heatmap, phase_map
+from zoo.phases.rules import classify
+from zoo.phases.plots import heatmap, phase_map
 from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
-from zoo.train.rundir import run_dir
+from zoo.train.rundir import run_dir, zoo_dir_of
 
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_KEYS = ("hessian_top", "hessian_trace")
@@ -101,7 +101,7 @@ def write_figures(rows: Sequence[dict], axes: Sequence[str], out_dir: Path, titl
 def write_phases(cfgs: Sequence[DictConfig]) -> tuple[Path, list[dict]]:
     """phases.csv, phases.json and figures for the zoo; returns the CSV path and rows."""
     rows = phase_rows(cfgs)
-    zoo_path = run_dir(cfgs[0]).path.parent.parent
+    zoo_path = zoo_dir_of(cfgs[0])
     write_csv(rows, zoo_path / "phases.csv")
     by_cell = {tuple(r[a] for a in cfgs[0].zoo.axes): r["phase"] for r in rows}
     write_json(zoo_path / "phases.json", {c.id: by_cell[cell_key(c)] for c in cfgs})

@@ -12,7 +12,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from zoo.atomic import atomic_write  # noqa: E402
-from zoo.landscape.phases import PHASES  # noqa: E402
+from zoo.phases.rules import PHASES  # noqa: E402
 
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#1f77b4", "IV-B": "#2ca02c",
                 None: "#bbbbbb"}
