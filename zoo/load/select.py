@@ -46,12 +46,13 @@ def matches(meta: Mapping, where: Mapping) -> bool:
 
 
 class Where:
-    """Picklable predicate on `sample["meta"]` (DataLoader workers may be spawned)."""
+    """Picklable predicate on `sample["meta"]` (DataLoader workers may be spawned); `test` is a further
+    predicate on meta (a split)."""
 
-    def __init__(self, where: Mapping | None = None, epochs=None):
-        self.where = dict(where or {})
+    def __init__(self, where: Mapping | None = None, epochs=None, test=None):
+        self.where, self.test = dict(where or {}), test
         if epochs is not None:
             self.where["epoch"] = epochs
 
     def __call__(self, sample: Mapping) -> bool:
-        return matches(sample["meta"], self.where)
+        return matches(sample["meta"], self.where) and (self.test is None or self.test(sample["meta"]))

@@ -18,35 +18,59 @@ from webdataset.handlers import reraise_exception
 from webdataset.tariterators import group_by_keys, url_opener
 
 from zoo.load import views
+from zoo.load.filters import WeightFilter
+from zoo.load.normalize import Normalizer, training_stats
 from zoo.load.safety import EXTENSIONS, REPACK, ShardError, tar_members
 from zoo.load.select import Where
 from zoo.load.sources import shard_urls
+from zoo.load.splits import InSplit
+from zoo.load.targets import Targets
 
 Transform = Callable[[dict[str, torch.Tensor], dict], dict[str, torch.Tensor]]
 
 
 def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None, where: Mapping | None = None,
+             split: str | None = None, splits=(0.7, 0.15, 0.15), split_seed: int = 0,
+             targets: list[str] | Targets | None = None, normalize: bool | Normalizer = False,
+             finite: bool = False, max_abs: float | None = None,
              shuffle: int = 0, seed: int = 0, transform: Transform | None = None, shards: str | Path | None = None,
              check_hash: bool = False, handler: Callable[[Exception], bool] = reraise_exception) -> wds.DataPipeline:
-    """Stream the samples of a packed zoo as `(weights, meta)`.
+    """Stream the samples of a packed zoo as `(weights, meta)`, or `(weights, targets, meta)` with `targets`.
 
     source: a manifest (`manifests/<zoo>.json`), a directory of shards, or webdataset URLs
         (`dir/demo-{000000..000009}.tar`, `pipe:curl -s https://host/demo-{000000..000009}.tar`).
-    view: "flat" (float32 vector), "state_dict" or "layers" (see zoo.load.views).
-    epochs, where: keep only matching samples (zoo.load.select), before weights are decoded.
+    view: "flat" (float32 vector), "state_dict", "layers" or "tokens" (see zoo.load.views), or a
+        callable view such as `Tokens(token_size=32, max_tokens=512)` (zoo.load.tokens).
+    epochs, where: keep only matching samples (zoo.load.select), before weights are decoded;
+        `where={"status": "ok"}` drops diverged and failed models.
+    split, splits, split_seed: keep only the models of split "train", "val" or "test"; `splits` are
+        ratios over hashed model ids or held-out grid values (zoo.load.splits).
+    targets: keys such as "metrics.test_acc", "phase", "model.width" → `{key: tensor}` beside the
+        weights; text keys as class indices (zoo.load.targets; pass a `Targets` for explicit classes).
+    normalize: True standardizes every tensor with statistics over the training split of the same
+        `splits`, `epochs` and `where` (everything selected when `split` is None), computed once and
+        cached beside the manifest (zoo.load.normalize); or pass a `Normalizer`.
+    finite, max_abs: drop samples with a NaN/inf weight, or with a weight beyond ±max_abs.
     shuffle: 0 reads in shard order; N > 0 shuffles the shards and then samples through an
         N-sample buffer, seeded with `seed` and the epoch (one iteration = one epoch; DataLoader
         workers count epochs only with `persistent_workers=True`).
-    transform: `(state_dict, meta) → state_dict` before the view, e.g. zoo.load.permute.Permute().
+    transform: `(state_dict, meta) → state_dict` before normalization and the view, e.g. `Permute()`,
+        `Noise(0.01)`, `Erase(0.1)` or `Chain(...)` of them (zoo.load.permute, zoo.load.augment).
     shards: where a manifest's shards are, if not where it says.
     check_hash: recompute each sample's sha256 against meta.json (costs ~1.7 GB/s of CPU;
         `zoo-pack verify` checks whole shards once).
     handler: what to do on a bad shard or sample (webdataset handlers); the default raises.
         `wds.warn_and_continue` skips and warns: only then are samples dropped.
     """
-    if view not in views.VIEWS:
-        raise ValueError(f"unknown view={view!r}; choose one of {views.VIEWS}")
+    views.check(view)
     urls = shard_urls(source, shards)
+    split_args = {"splits": splits, "split_seed": split_seed} if split is not None else {}
+    if normalize is True:
+        normalize = Normalizer(training_stats(source, split_args=split_args, epochs=epochs, where=where,
+                                              finite=finite, max_abs=max_abs, shards=shards))
+    if targets is not None and not isinstance(targets, Targets):
+        targets = Targets.for_source(source, targets)
+    prepare = Prepare(view, transform, normalize or None, targets, WeightFilter(finite, max_abs) or None)
     return wds.DataPipeline(
         wds.SimpleShardList(urls),
         wds.detshuffle(len(urls), len(urls), seed=seed) if shuffle else None,  # same order on every rank/worker
@@ -56,9 +80,9 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
         partial(tar_members, handler=handler),
         partial(group_by_keys, handler=handler),
         wds.map(parse, handler=handler),
-        wds.select(Where(where, epochs)),
+        wds.select(Where(where, epochs, InSplit(split, splits, split_seed) if split is not None else None)),
         wds.detshuffle(shuffle, min(shuffle, 100), seed=seed) if shuffle else None,
-        wds.map(partial(decode, view=view, transform=transform, check_hash=check_hash), handler=handler),
+        wds.map(partial(decode, prepare=prepare, check_hash=check_hash), handler=handler),
     )
 
 
@@ -75,8 +99,8 @@ def parse(sample: dict) -> dict:
     return {"key": key, "url": url, "meta": meta, "data": sample["weights.safetensors"]}
 
 
-def decode(sample: dict, *, view: str, transform: Transform | None, check_hash: bool):
-    """`(weights in the view, meta)` of a parsed sample."""
+def decode(sample: dict, *, prepare: "Prepare", check_hash: bool):
+    """The prepared `(weights in the view, [targets,] meta)` of a parsed sample; None if a weight filter drops it."""
     meta, data = sample["meta"], sample["data"]
     if check_hash and hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise ShardError(f"{sample['url']}: sample {sample['key']!r}: weights do not match their sha256; {REPACK}")
@@ -84,6 +108,24 @@ def decode(sample: dict, *, view: str, transform: Transform | None, check_hash: 
         weights = views.decode(data, meta)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ShardError(f"{sample['url']}: sample {sample['key']!r}: corrupt weights ({err}); {REPACK}") from None
-    if transform is not None:
-        weights = transform(weights, meta)
-    return views.view(weights, view), meta
+    return prepare(weights, meta)
+
+
+class Prepare:
+    """Decoded state dict → what a sample yields: filter, transform, normalize, view, targets (in that order).
+
+    Shared by `open_zoo` and `ZooH5Dataset`; picklable for DataLoader workers."""
+
+    def __init__(self, view: str, transform: Transform | None = None, normalizer: Normalizer | None = None,
+                 targets: Targets | None = None, keep: WeightFilter | None = None):
+        self.view, self.transform, self.normalizer, self.targets, self.keep = view, transform, normalizer, targets, keep
+
+    def __call__(self, weights: dict[str, torch.Tensor], meta: dict):
+        if self.keep is not None and not self.keep(weights):
+            return None
+        if self.transform is not None:
+            weights = self.transform(weights, meta)
+        if self.normalizer is not None:
+            weights = self.normalizer(weights, meta)
+        out = views.view(weights, self.view)
+        return (out, self.targets(meta), meta) if self.targets is not None else (out, meta)

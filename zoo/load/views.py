@@ -4,6 +4,8 @@
 - `flat`: one float32 vector, the floating-point tensors concatenated in module order
   (integer buffers such as BatchNorm's `num_batches_tracked` are left out).
 - `layers`: `{module name: float32 vector}`, one per module with floating-point tensors.
+- `tokens`: one token per output unit, with positions and mask (zoo.load.tokens; `Tokens(token_size)`
+  sets the token size, and any callable `state dict → anything` is a view too).
 
 Tensors are views on the sample's buffer (no copy); `flat` and `layers` copy only where
 tensors must be concatenated or cast.
@@ -14,13 +16,15 @@ from collections.abc import Mapping
 
 import torch
 
+from zoo.load.tokens import Tokens
+
 # safetensors dtype codes → torch dtypes, and torch dtype names as written in `meta["layout"]`.
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
     "U8": torch.uint8, "BOOL": torch.bool,
 }
-VIEWS = ("flat", "state_dict", "layers")
+VIEWS = ("flat", "state_dict", "layers", "tokens")
 
 
 def read_header(data: bytes | bytearray) -> tuple[dict, int]:
@@ -94,8 +98,17 @@ def unflatten(vector: torch.Tensor, spec: list[dict]) -> dict[str, torch.Tensor]
     return weights
 
 
-def view(weights: dict[str, torch.Tensor], name: str):
-    """`weights` (a state dict) in the view called `name`."""
+def check(name) -> None:
+    if name not in VIEWS and not callable(name):
+        raise ValueError(f"unknown view={name!r}; choose one of {VIEWS} or pass a callable such as Tokens(64)")
+
+
+def view(weights: dict[str, torch.Tensor], name):
+    """`weights` (a state dict) in the view called `name`, or through the callable view `name`."""
+    if callable(name):
+        return name(weights)
+    if name == "tokens":
+        return Tokens()(weights)
     if name == "state_dict":
         return weights
     if name == "flat":
