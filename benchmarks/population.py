@@ -22,13 +22,23 @@ small models at small batches amplify: measured, a one-by-one run of width 4 / b
 init was perturbed by 1e-7 (relative) ended 45% away (relative L2) after 10 epochs, at the
 same test accuracy. The farthest model printed is such a case.
 
-`--zoo convection_pinn` runs the same comparison on PINNs (zoo/train/pinn_population.py): the
+`--zoo convection_pinn` runs the same comparison on PINNs (zoo/train/population/pinn.py): the
 smoke-sized convection zoo (`+smoke=on`: 64 points a full-batch step, 100 steps an epoch) on a
 reduced grid, betas {1, 5, 10, 20, 30, 40, 50} x lrs {1e-4, 1e-3, 1e-2, 1e-1} x seeds {0, 1} = 56
 models, 2 epochs by default (`--epochs`): one by one with zoo-train -m (Lightning's PINN module per
 model, 2 joblib workers) against populations (the grid splits into one population per core).
 
-    python benchmarks/population.py [--zoo demo|convection_pinn] [--epochs N] [--root DIR]
+`--zoo cifar10_resnet18` runs ResNet-18 populations (zoo/train/population/grouped.py) against the
+project's one-by-one path (train_cells with runtime.population=off: Lightning per model) on the
+small-width, small-batch corner of the zoo: widths {2, 4, 8, 16} x batch sizes {8, 16, 32, 64} x
+seeds {0, 1, 2} (a population is a cell's 3 seeds), on synthetic data in the CIFAR-10 binary format
+(128 training images, 2 epochs by default), one process, one thread (`--device gpu`: on the GPU).
+Prints per cell the multiply-adds of a member step, seconds one by one and as grouped, and the
+ratio; `--force` trains every cell as a population (the figures `zoo.train.grouping.
+CPU_MAX_WIDTH` is set from), else the grouping decides per cell (runtime.population=auto).
+
+    python benchmarks/population.py [--zoo demo|convection_pinn|cifar10_resnet18] [--epochs N] [--root DIR]
+                                    [--device cpu|gpu] [--force]
 """
 
 import argparse
@@ -47,8 +57,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.data import epoch_order, epoch_seed, load
 from zoo.sweep import cell_configs
-from zoo.train.grouping import describe, plan
+from zoo.train.grouping import describe, net_sizes, plan, population_key, train_cells
 from zoo.train.rundir import run_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import zoo_files  # noqa: E402 - data sets written in their real on-disk formats
 
 LOG_LINE = re.compile(r"(mlp-w(\d+)-b\d+-s\d+-[0-9a-f]{8}): ok .*\((?:population of (\d+), )?([\d.]+) s\)")
 
@@ -121,13 +134,17 @@ PINN_GRID = ["zoo=convection_pinn", "+smoke=on", "data.beta=1,5,10,20,30,40,50",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zoo", choices=("demo", "convection_pinn"), default="demo")
+    parser.add_argument("--zoo", choices=("demo", "convection_pinn", "cifar10_resnet18"), default="demo")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cifar10_resnet18 only")
+    parser.add_argument("--force", action="store_true", help="cifar10_resnet18: every cell as a population")
     parser.add_argument("--epochs", type=int, default=None, help="default: 100 (demo, its own), 2 (convection_pinn)")
     parser.add_argument("--root", type=Path, default=None, help="where both zoos are written (default: a temp dir)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="zoo-population-"))
     if args.zoo == "convection_pinn":
         return pinn(args.epochs or 2, root)
+    if args.zoo == "cifar10_resnet18":
+        return resnet(args.epochs or 2, root, args.device, args.force)
     args.epochs = args.epochs or 100
     grid = ["zoo=demo", f"trainer.max_epochs={args.epochs}", f"paths.data={root / 'data'}"]
     zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
@@ -185,6 +202,45 @@ def pinn(epochs: int, root: Path) -> None:
     print(f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
           f"{wall['one_by_one'] / wall['hydra']:.1f}x")
     print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")
+
+
+
+RESNET_GRID = ["zoo=cifar10_resnet18", "model.width=2,4,8,16", "data.batch_size=8,16,32,64", "seed=0,1,2",
+               "data.n_train=128", "data.eval_batch_size=256"]
+
+
+def resnet(epochs: int, root: Path, device: str, force: bool) -> None:
+    """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
+    zoo_files.write_cifar10(root / "data", per_file=26, n_test=64)  # 130 training images, 64 test
+    grid = [*RESNET_GRID, f"trainer.max_epochs={epochs}", f"paths.data={root / 'data'}",
+            f"runtime.accelerator={device}", "runtime.threads=1"]
+    sides = {"one_by_one": "runtime.population=off", "population": f"runtime.population={3 if force else 'auto'}"}
+    cfgs = {side: cell_configs([*grid, flag, f"paths.root={root / side}"]) for side, flag in sides.items()}
+    name = torch.cuda.get_device_name() if device == "gpu" else f"{os.cpu_count()} cores, 1 thread"
+    print(f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, 128 synthetic "
+          f"CIFAR-10 images, {device} ({name}); runs in {root}")
+    torch.set_num_threads(1)
+    # Cell by cell, both sides back to back: load from other processes then weighs on both alike.
+    seconds = defaultdict(dict)  # (width, batch) -> side -> wall seconds of training the cell's seeds
+    cells = sorted({(c.model.width, c.data.batch_size) for c in cfgs["population"]})
+    for cell in cells:
+        for side in sides:
+            todo = [c for c in cfgs[side] if (c.model.width, c.data.batch_size) == cell]
+            start = time.perf_counter()
+            train_cells(todo, n_jobs=1)
+            seconds[cell][side] = time.perf_counter() - start
+    print("cell (width, batch): MACs of a member step, seconds one by one / population = ratio [trained as]")
+    for width, batch in cells:
+        (cfg,) = [c for c in cfgs["population"] if (c.model.width, c.data.batch_size, c.seed) == (width, batch, 0)]
+        a, b = (seconds[width, batch][side] for side in sides)
+        kind = "population K=3" if population_key(cfg) is not None else "one by one"
+        print(f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  {a:7.1f} / {b:7.1f} s "
+              f"= {a / b:4.2f}x  [{kind}]")
+    wall = {side: sum(cell[side] for cell in seconds.values()) for side in sides}
+    print(compare(cfgs["one_by_one"], cfgs["population"]))
+    for side in sides:
+        print(f"{side:10s} {wall[side]:7.1f} s {len(cfgs[side]) / wall[side] * 3600:7.0f} models/hour")
+    print(f"speedup: {wall['one_by_one'] / wall['population']:.2f}x")
 
 
 if __name__ == "__main__":

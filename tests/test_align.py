@@ -183,6 +183,8 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
         assert row["models"] == stored["models"]
         assert row["barrier_loss_train_aligned"] == stored["barrier_loss_train_aligned"]
         assert row["pairs"][0]["curve"] == stored["pairs"][0]["curve"]
+    with pytest.raises(ValueError, match=r"no sample with status ok matches where=\{'model.width': 3\}; nothing"):
+        apply_packed(root / "manifests" / "demo.json", "lmc", cfgs[0].paths.data, where={"model.width": 3})
 
 
 @pytest.mark.parametrize("override, message", [("apply.val_fraction=1.0", "apply.val_fraction=1.0 is not a fraction"),

@@ -2,10 +2,16 @@
 node splits, URL sources, permutation augmentation, refusal of unsafe or broken shards, HDF5 access."""
 
 import copy
+import hashlib
 import io
 import json
+import os
+import shutil
 import tarfile
+import tracemalloc
 
+import h5py
+import numpy as np
 import pytest
 import torch
 import webdataset as wds
@@ -17,7 +23,7 @@ from torch.utils.data import DataLoader
 from zoo.data import Batches, load
 from zoo.load import Permute, ShardError, ZooH5Dataset, open_zoo, permute, unflatten
 from zoo.models import from_meta
-from zoo.pack import export_hdf5, pack_zoo
+from zoo.pack import export_hdf5, pack_zoo, verify
 from zoo.train.evaluate import evaluate
 
 
@@ -29,6 +35,10 @@ def zoo(tmp_path_factory, data_root):
     manifest = root / "manifests" / "demo.json"
     pack_zoo(root / "runs", "demo", root / "shards", manifest, max_shard_bytes=2**28, max_shard_count=2)
     return manifest, runs
+
+
+def first_shard(manifest):
+    return manifest.parent.parent / "shards" / json.loads(manifest.read_text())["shards"][0]["name"]
 
 
 def keys(dataset) -> list[str]:
@@ -101,8 +111,9 @@ def test_directory_and_url_sources_read_the_same_samples(zoo):
     shards = manifest.parent.parent / "shards"
     expected = keys(open_zoo(manifest))
     assert keys(open_zoo(shards)) == expected
-    assert keys(open_zoo(f"{shards}/demo-{{000000..000002}}.tar")) == expected
-    assert keys(open_zoo(f"pipe:cat {shards}/demo-{{000000..000002}}.tar")) == expected
+    pattern = first_shard(manifest).name.replace("000000", "{000000..000002}")
+    assert keys(open_zoo(f"{shards}/{pattern}")) == expected
+    assert keys(open_zoo(f"pipe:cat {shards}/{pattern}")) == expected
     with pytest.raises(FileNotFoundError, match="pass shards="):
         open_zoo(manifest, shards=manifest.parent)
 
@@ -167,7 +178,7 @@ def test_links_are_refused(tmp_path):
 
 def test_broken_shards_name_shard_and_key_and_nothing_is_dropped_silently(zoo, tmp_path):
     manifest, _ = zoo
-    good = (manifest.parent.parent / "shards" / "demo-000000.tar").read_bytes()
+    good = first_shard(manifest).read_bytes()
     members = tarfile.open(fileobj=io.BytesIO(good)).getmembers()
     cut = tmp_path / "cut-000000.tar"
     cut.write_bytes(good[:members[3].offset_data + 100])  # inside the weights of the second sample
@@ -186,7 +197,7 @@ def test_broken_shards_name_shard_and_key_and_nothing_is_dropped_silently(zoo, t
 
 def test_check_hash_catches_flipped_weights(zoo, tmp_path):
     manifest, _ = zoo
-    data = bytearray((manifest.parent.parent / "shards" / "demo-000000.tar").read_bytes())
+    data = bytearray(first_shard(manifest).read_bytes())
     with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("safetensors"))
     data[member.offset_data + member.size - 1] ^= 0x01
@@ -213,3 +224,171 @@ def test_h5_dataset_gives_the_stream_samples_by_index(zoo, tmp_path):
     loader = DataLoader(ZooH5Dataset(path, view="flat", epochs=0, where={"model.width": 8}), batch_size=None,
                         num_workers=2)
     assert [m["epoch"] for _, m in loader] == [0]
+
+
+def test_h5_dataset_refuses_external_links_and_external_storage(zoo, tmp_path):
+    manifest, _ = zoo
+    path = export_hdf5(manifest, tmp_path / "demo.h5")
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as h5:
+        h5["weights"] = np.zeros((1, 3), dtype=np.float32)
+    linked = tmp_path / "linked.h5"
+    shutil.copy(path, linked)
+    with h5py.File(linked, "a") as h5:
+        h5["elsewhere"] = h5py.ExternalLink(str(secret), "/")
+    with pytest.raises(ShardError, match="'elsewhere' is an external link to .*secret.h5'; refused"):
+        ZooH5Dataset(linked)
+    (tmp_path / "raw.bin").write_bytes(bytes(12))
+    stored = tmp_path / "stored.h5"
+    shutil.copy(path, stored)
+    with h5py.File(stored, "a") as h5:
+        h5.create_dataset("outside/weights", (1, 3), dtype=np.float32, external=[(str(tmp_path / "raw.bin"), 0, 12)])
+    with pytest.raises(ShardError, match="dataset 'outside/weights' stores its data in other files; refused"):
+        ZooH5Dataset(stored)
+
+
+def real_sample(manifest) -> tuple[str, dict, bytes]:
+    """`(key, meta, weights)` of the first sample of the zoo's first shard."""
+    with tarfile.open(first_shard(manifest)) as tar:
+        meta_member, weights_member = tar.getmembers()[:2]
+        meta = json.loads(tar.extractfile(meta_member).read())
+        return meta_member.name.partition(".")[0], meta, tar.extractfile(weights_member).read()
+
+
+def safetensors_bytes(header, data: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data
+
+
+def edited(weights: bytes, edit) -> bytes:
+    """`weights` with its safetensors header changed by `edit(header)`, data unchanged."""
+    size = int.from_bytes(weights[:8], "little")
+    header = json.loads(weights[8:8 + size])
+    return safetensors_bytes(edit(header) or header, weights[8 + size:])
+
+
+def first_tensor(header) -> dict:
+    return next(v for k, v in header.items() if k != "__metadata__")
+
+
+def all_at_zero(header) -> None:
+    for name, info in header.items():
+        if name != "__metadata__":
+            info["data_offsets"] = [0, info["data_offsets"][1] - info["data_offsets"][0]]
+
+
+MALFORMED_WEIGHTS = {
+    "header is a list": (lambda h: [1, 2], "safetensors header is a JSON list, not an object"),
+    "negative offsets": (lambda h: first_tensor(h).update(data_offsets=[-8, 0]), "data_offsets must be two integers"),
+    "string offsets": (lambda h: first_tensor(h).update(data_offsets=["0", "8"]), "data_offsets must be two integers"),
+    "offsets past the end": (lambda h: first_tensor(h).update(data_offsets=[0, 10**9]), "data_offsets must be"),
+    "overlapping tensors": (lambda h: all_at_zero(h), "overlap"),
+    "dtype is a list": (lambda h: first_tensor(h).update(dtype=["F32"]), "dtype must be one of"),
+    "unknown dtype": (lambda h: first_tensor(h).update(dtype="F8_E4M3"), "dtype must be one of"),
+    "shape of strings": (lambda h: first_tensor(h).update(shape=["4"]), "shape must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_WEIGHTS)
+def test_malformed_weights_raise_shard_error_naming_shard_and_sample(zoo, tmp_path, case):
+    manifest, _ = zoo
+    key, meta, weights = real_sample(manifest)
+    edit, message = MALFORMED_WEIGHTS[case]
+    bad = edited(weights, edit)
+    meta["sha256"] = hashlib.sha256(bad).hexdigest()  # a consistent but malicious sample
+    shard = write_tar(tmp_path / "bad-000000.tar", [(f"{key}.meta.json", json.dumps(meta).encode()),
+                                                    (f"{key}.weights.safetensors", bad)])
+    with pytest.raises(ShardError, match=f"bad-000000.tar: sample '{key}': corrupt weights .*{message}"):
+        list(open_zoo(str(shard), check_hash=True))
+
+
+@pytest.mark.parametrize("meta, message", [
+    (b"null", "a JSON NoneType, not an object"), (b"[1, 2]", "a JSON list, not an object"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"), (b'{"id": 3}', "missing or mistyped field"),
+])
+def test_malformed_meta_raises_shard_error(zoo, tmp_path, meta, message):
+    manifest, _ = zoo
+    key, _, weights = real_sample(manifest)
+    members = [(f"{key}.meta.json", meta), (f"{key}.weights.safetensors", weights)]
+    shard = write_tar(tmp_path / "bad-000000.tar", members)
+    with pytest.raises(ShardError, match=f"bad-000000.tar: sample '{key}': corrupt meta.json .*{message}"):
+        list(open_zoo(str(shard)))
+
+
+def test_a_duplicate_sample_is_refused_not_yielded_twice(zoo, tmp_path):
+    manifest, _ = zoo
+    key, meta, weights = real_sample(manifest)
+    members = [(f"{key}.meta.json", json.dumps(meta).encode()), (f"{key}.weights.safetensors", weights)]
+    shard = write_tar(tmp_path / "dup-000000.tar", members + members)
+    with pytest.raises(ShardError, match=f"dup-000000.tar: member '{key}.meta.json' appears twice"):
+        list(open_zoo(str(shard)))
+
+
+def test_a_fifo_named_like_a_shard_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "pipe-000000.tar")
+    with pytest.raises(ShardError, match="pipe-000000.tar: not a regular file"):
+        list(open_zoo(str(tmp_path / "pipe-000000.tar")))
+    with pytest.raises(ShardError, match="not a regular file"):
+        list(open_zoo(tmp_path))
+
+
+def test_a_declared_member_size_allocates_only_the_bytes_present(tmp_path):
+    header = bytearray(tarfile.TarInfo("x_e0000.meta.json").tobuf(format=tarfile.USTAR_FORMAT))
+    header[124:136] = b"%011o\0" % (8 * 2**30 - 1)  # 8 GiB declared
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    path = tmp_path / "huge-000000.tar"
+    path.write_bytes(bytes(header) + bytes(6000))
+    tracemalloc.start()
+    with pytest.raises(ShardError, match="truncated in member 'x_e0000.meta.json' .6000 of 8589934591 bytes"):
+        list(open_zoo(str(path)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2**20
+
+
+@pytest.mark.parametrize("location", ["/etc", "../../../../../etc", "pipe:cat /etc/passwd", "file:///etc"])
+def test_a_manifest_location_outside_its_root_is_refused_without_echoing_files(zoo, tmp_path, location):
+    manifest, _ = zoo
+    evil = tmp_path / "manifests" / "evil.json"
+    evil.parent.mkdir()
+    evil.write_text(json.dumps({**json.loads(manifest.read_text()), "location": location,
+                                "shards": [{"name": "passwd-000000.tar", "bytes": 1, "samples": 1, "sha256": ""}]}))
+    with pytest.raises(ValueError, match="its shard location leaves the folder .*; refused. Pass shards="):
+        open_zoo(evil)
+    with pytest.raises(ValueError, match="refused"):
+        verify(evil)
+
+
+def test_manifest_shard_names_must_be_flat_file_names(zoo, tmp_path):
+    manifest, _ = zoo
+    evil = tmp_path / "manifests" / "evil.json"
+    evil.parent.mkdir()
+    entry = {"name": "../../etc/x-000000.tar", "bytes": 1, "samples": 1, "sha256": ""}
+    evil.write_text(json.dumps({**json.loads(manifest.read_text()), "shards": [entry]}))
+    with pytest.raises(ValueError, match="a shard name is not a flat"):
+        open_zoo(evil)
+
+
+def test_verify_reports_every_malformed_shard_and_goes_on(zoo, tmp_path):
+    manifest, _ = zoo
+    key, meta, weights = real_sample(manifest)
+    entries = []
+    (tmp_path / "shards").mkdir()
+    negative = edited(weights, MALFORMED_WEIGHTS["negative offsets"][0])
+    consistent = json.dumps({**meta, "sha256": hashlib.sha256(negative).hexdigest()}).encode()
+    for i, (meta_bytes, weights_bytes) in enumerate([(b"null", weights), (consistent, negative)]):
+        name = f"demo-0123abcd-{i:06d}.tar"
+        path = write_tar(tmp_path / "shards" / name,
+                         [(f"{key}.meta.json", meta_bytes), (f"{key}.weights.safetensors", weights_bytes)])
+        data = path.read_bytes()
+        entries.append({"name": name, "bytes": len(data), "samples": 1, "sha256": hashlib.sha256(data).hexdigest()})
+    bad = tmp_path / "manifests" / "demo.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({**json.loads(manifest.read_text()), "location": "../shards", "shards": entries}))
+    problems = verify(bad)
+    assert problems[0] == f"demo-0123abcd-000000.tar: {key}: corrupt meta.json (a JSON NoneType, not an object)"
+    assert problems[1].startswith(f"demo-0123abcd-000001.tar: {key}: weights do not decode with meta.json's "
+                                  "layout (tensor 'layers.0.weight': data_offsets must be two integers")
+    assert len(problems) == 2

@@ -2,7 +2,9 @@
 
 import hashlib
 import json
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -15,7 +17,9 @@ from safetensors.torch import load_file
 
 import zoo as zoo_package
 import zoo.cli.pack as pack_cli
-from zoo.load import open_zoo
+import zoo.pack.packing as packing_module
+import zoo.pack.shards as shards_module
+from zoo.load import ShardError, open_zoo
 from zoo.pack import export_hdf5, pack_zoo, verify
 from zoo.pack.manifest import SCHEMA_PATH
 from zoo.pack.samples import run_samples
@@ -41,7 +45,7 @@ def zoo(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("zoo")
     runs = train_tiny_zoo(root, data_root)
     ok = [r for r in runs if r.status()[0] == "ok"]
-    (ok[0].path / "landscape.json").write_text(json.dumps({"2": {"top_eig": 3.5, "trace": 10.0}}))
+    (ok[0].path / "landscape.json").write_text(json.dumps({"2": {"top_eig": 3.5, "trace": 10.0, "seconds": 1.7}}))
     (root / "runs" / "demo" / "phases.json").write_text(json.dumps({ok[0].id: "IV-B", ok[1].id: None}))
     return root, runs
 
@@ -67,7 +71,8 @@ def test_manifest_counts_every_model_and_matches_its_schema(zoo, packed):
     assert manifest["counts"]["phase"] == {"IV-B": 1, "unlabeled": 2}
     assert manifest["counts"]["samples"] == 6 == sum(s["samples"] for s in manifest["shards"])
     assert manifest["counts"]["checkpoints"] == sum(len(r.checkpoints()) for r in runs)
-    assert [s["name"] for s in manifest["shards"]] == ["demo-000000.tar", "demo-000001.tar"]
+    tag = manifest["shards"][0]["name"].split("-")[1]  # the generation: 8 hex of the shards' hashes
+    assert [s["name"] for s in manifest["shards"]] == [f"demo-{tag}-000000.tar", f"demo-{tag}-000001.tar"]
     assert manifest["grid"] == {"axes": ["model.width", "data.batch_size"],
                                 "values": {"model.width": [4, 8, 16], "data.batch_size": [32], "seed": [0]}}
     jsonschema = pytest.importorskip("jsonschema")
@@ -91,7 +96,7 @@ def test_samples_carry_checkpoint_bytes_and_metadata(zoo, packed):
         assert list(weights) == ["layers.0.weight", "layers.2.weight", "layers.4.weight"]
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
         row = next(r for r in run.metrics() if r["epoch"] == meta["epoch"])
-        assert meta["metrics"] == {k: v for k, v in row.items() if k != "epoch"}
+        assert meta["metrics"] == {k: v for k, v in row.items() if k not in ("epoch", "seconds")}
         assert meta["config"]["id"] == meta["id"] and meta["arch"] == "mlp" and meta["status"] == "ok"
         assert meta["grid"] == dict(run.config().grid) and meta["n_params"] == sum(t.numel() for t in expected.values())
         assert meta["version"] == zoo_package.__version__
@@ -138,13 +143,17 @@ def test_interrupted_pack_leaves_only_complete_shards_and_a_rerun_is_clean(zoo, 
 
     with pytest.raises(KeyboardInterrupt):
         write_shards(interrupted(), out, "demo", max_bytes=2**28, max_count=2)
-    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar"]
-    assert len(tarfile.open(out / "demo-000000.tar").getmembers()) == 4
-    (out / ".demo-000001.tar.x1y2.tmp").write_bytes(b"half a shard left by kill -9")
-    (out / "demo-000007.tar").write_bytes(b"shard of an earlier, larger pack")
-    pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
-    assert sorted(p.name for p in out.iterdir()) == ["demo-000000.tar", "demo-000001.tar"]
+    assert list(out.iterdir()) == []  # complete shards are named only when the whole pack is written
+    (out / ".demo-x1y2.tar.tmp").write_bytes(b"half a shard left by kill -9")
+    (out / "demo-000007.tar").write_bytes(b"shard of an earlier pack, before generations")
+    (out / "demo-0123abcd-000003.tar").write_bytes(b"shard of an earlier generation")
+    manifest = pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
+    assert sorted(p.name for p in out.iterdir()) == [".demo.lock", *(s["name"] for s in manifest["shards"])]
     assert verify(tmp_path / "m.json") == []
+
+
+def shard(manifest: dict, index: int) -> str:
+    return manifest["shards"][index]["name"]
 
 
 @pytest.fixture
@@ -154,7 +163,8 @@ def shard_copy(zoo, packed, tmp_path):
 
 
 def test_verify_names_shard_and_key_of_a_flipped_byte(packed, shard_copy):
-    path = shard_copy / "demo-000001.tar"
+    name = shard(packed[1], 1)
+    path = shard_copy / name
     with tarfile.open(path) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(".weights.safetensors"))
     data = bytearray(path.read_bytes())
@@ -162,30 +172,31 @@ def test_verify_names_shard_and_key_of_a_flipped_byte(packed, shard_copy):
     path.write_bytes(bytes(data))
     problems = verify(packed[0], shards=shard_copy)
     key = member.name.partition(".")[0]
-    assert f"demo-000001.tar: {key}: weights do not match the sha256 in meta.json" in problems
-    assert any(p.startswith("demo-000001.tar: sha256") for p in problems)
+    assert f"{name}: {key}: weights do not match the sha256 in meta.json" in problems
+    assert any(p.startswith(f"{name}: sha256") for p in problems)
     assert len(problems) == 2
 
 
 def test_verify_reports_a_missing_shard_and_an_extra_file(packed, shard_copy):
-    (shard_copy / "demo-000000.tar").unlink()
+    (shard_copy / shard(packed[1], 0)).unlink()
     (shard_copy / "notes.txt").write_text("not a shard")
     problems = verify(packed[0], shards=shard_copy)
     assert problems == [f"{shard_copy / 'notes.txt'}: not listed in the manifest; remove it or re-run zoo-pack",
-                        "demo-000000.tar: missing; download it or re-run zoo-pack"]
+                        f"{shard(packed[1], 0)}: missing; download it or re-run zoo-pack"]
 
 
 def test_verify_accepts_a_url_pattern_and_names_the_key_where_a_shard_is_cut(packed, shard_copy):
-    assert verify(packed[0], shards=f"{shard_copy}/demo-{{000000..000001}}.tar") == []
-    path = shard_copy / "demo-000000.tar"
+    name, pattern = shard(packed[1], 0), shard(packed[1], 0).replace("000000", "{000000..000001}")
+    assert verify(packed[0], shards=f"{shard_copy}/{pattern}") == []
+    path = shard_copy / name
     cut = tarfile.open(path).getmembers()[1].offset + 100  # inside the header of the first sample's weights
     path.write_bytes(path.read_bytes()[:cut])
-    problems = verify(packed[0], shards=f"pipe:cat {shard_copy}/demo-{{000000..000001}}.tar")
-    assert problems[0].startswith("demo-000000.tar: truncated after member 'mlp-w4-b32-s0-")
+    problems = verify(packed[0], shards=f"pipe:cat {shard_copy}/{pattern}")
+    assert problems[0].startswith(f"{name}: truncated after member 'mlp-w4-b32-s0-")
     assert "_e0000.meta.json'" in problems[0]
-    assert problems[1:3] == ["demo-000000.tar: 0 samples read, the manifest lists 4",
-                             f"demo-000000.tar: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}"]
-    assert problems[3].startswith("demo-000000.tar: sha256") and len(problems) == 4
+    assert problems[1:3] == [f"{name}: 0 samples read, the manifest lists 4",
+                             f"{name}: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}"]
+    assert problems[3].startswith(f"{name}: sha256") and len(problems) == 4
 
 
 def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
@@ -229,11 +240,12 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
     assert pack_cli.main(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
     assert pack_cli.main(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
-    (tmp_path / "shards" / "demo" / "demo-000002.tar").unlink()
+    name = shard(json.loads((tmp_path / "manifests" / "demo.json").read_text()), 2)
+    (tmp_path / "shards" / "demo" / name).unlink()
     capsys.readouterr()
     assert pack_cli.main(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
-    assert "demo-000002.tar: missing" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="zoo-pack hdf5: 1 shard.s. of .* not found in .*demo-000002.tar"):
+    assert f"{name}: missing" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=f"zoo-pack hdf5: 1 shard.s. of .* not found in .*{name}"):
         pack_cli.main(["hdf5", *common])
 
 
@@ -248,3 +260,62 @@ def test_cli_packs_exactly_the_sweep_and_reports_other_run_dirs(zoo, tmp_path):
     assert "packed 2/2 models, 6 samples" in proc.stdout
     manifest = json.loads((tmp_path / "manifests" / "demo.json").read_text())
     assert manifest["counts"]["models"] == 2 and manifest["counts"]["packed_models"] == 2
+
+
+def _file_size_limit(limit: int):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG, as on a full disk (no root needed)."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+    return apply
+
+
+def test_hdf5_on_a_full_disk_fails_with_a_message_and_leaves_nothing(packed, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "hdf5", f"pack.manifest={packed[0]}",
+                           f"pack.hdf5={out / 'demo.h5'}"], capture_output=True, text=True,
+                          preexec_fn=_file_size_limit(20_000))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert f"zoo-pack hdf5: cannot write {out / 'demo.h5'}" in proc.stderr and "free space" in proc.stderr
+    assert list(out.iterdir()) == []
+
+
+def _old_pack_intact(manifest_path, before: bytes, expected: list):
+    assert manifest_path.read_bytes() == before
+    assert verify(manifest_path) == []
+    assert [(m["id"], m["epoch"]) for _, m in open_zoo(manifest_path, check_hash=True)] == expected
+
+
+@pytest.mark.parametrize("crash", ["writing shards", "writing the manifest"])
+def test_a_repack_that_crashes_leaves_the_old_pack_readable_and_consistent(zoo, tmp_path, monkeypatch, crash):
+    root, _ = zoo
+    manifest = tmp_path / "manifests" / "demo.json"
+    pack_zoo(root / "runs", "demo", tmp_path / "shards", manifest, max_shard_count=2)
+    before, expected = manifest.read_bytes(), [(m["id"], m["epoch"]) for _, m in open_zoo(manifest)]
+    if crash == "writing shards":  # the third shard of the repack fails, as a kill or a full disk would
+        real, calls = shards_module._write_tar, []
+        monkeypatch.setattr(shards_module, "_write_tar", lambda *a: calls.append(1) or (
+            real(*a) if len(calls) < 3 else (_ for _ in ()).throw(OSError(28, "No space left on device"))))
+    else:
+        monkeypatch.setattr(packing_module, "write_json", lambda *a: (_ for _ in ()).throw(
+            OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        pack_zoo(root / "runs", "demo", tmp_path / "shards", manifest, max_shard_count=1)  # other shards
+    _old_pack_intact(manifest, before, expected)
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.startswith(".")) == \
+        sorted(s["name"] for s in json.loads(before)["shards"])
+
+
+def test_the_loader_refuses_a_shard_that_is_not_the_manifests(zoo, packed, tmp_path):
+    root, _ = zoo
+    copy = shutil.copytree(root / "shards", tmp_path / "copy")
+    first, second = (copy / shard(packed[1], i) for i in (0, 1))
+    second.write_bytes(first.read_bytes())  # another shard under a listed name: other size
+    with pytest.raises(ShardError, match=f"{second}: .* bytes, its manifest lists .*another pack"):
+        list(open_zoo(packed[0], shards=copy))
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 0x01  # same size, other bytes: in the end-of-archive padding no sample hash sees
+    first.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=f"{first}: sha256 differs from its manifest's"):
+        list(open_zoo(packed[0], shards=copy, check_hash=True))

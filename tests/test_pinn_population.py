@@ -1,15 +1,15 @@
-"""PINN populations (zoo.train.pinn_population): the run dirs of one-by-one training, member for member."""
+"""PINN populations (zoo.train.population.pinn): the run dirs of one-by-one training, member for member."""
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_population import BITWISE, files, strip
 
-from test_population import files, strip
 from zoo.sweep import cell_configs
 from zoo.train.grouping import describe, plan, population_key, train_cells
 from zoo.train.population import PopulationWriter, population_dir, train_population
-from zoo.train.rundir import run_dir
 from zoo.train.run import train_model
+from zoo.train.rundir import run_dir
 
 # Smoke-sized convection PINNs (64 points a step), 2 epochs of 10 full-batch Adam steps.
 SMALL = ["zoo=convection_pinn", "+smoke=on", "data.steps_per_epoch=10", "trainer.max_epochs=2"]
@@ -70,8 +70,9 @@ def test_members_match_one_by_one_within_float_tolerance(pair):
             assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa), (a.id, epoch)
 
 
+@BITWISE
 def test_members_match_one_by_one_bitwise_on_cpu(pair):
-    """What pinn_population's stacked layers and Adam are written for (measured on CPU, torch 2.13)."""
+    """What zoo.train.population.pinn's stacked layers and Adam are written for (measured on CPU, torch 2.13)."""
     alone, together, _ = pair
     for a, b in zip(alone, together):
         ra, rb = run_dir(a), run_dir(b)

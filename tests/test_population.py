@@ -8,16 +8,24 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import zoo_train
 from safetensors.torch import load_file
 
-from conftest import zoo_train
 from zoo.data import load
 from zoo.sweep import cell_configs
 from zoo.train.grouping import plan, population_key
 from zoo.train.optim import build_optimizer
-from zoo.train.population import Population, cross_entropy, schedule, train_population
-from zoo.train.rundir import run_dir
+from zoo.train.population import train_population
+from zoo.train.population.mlp import MLPPopulation, cross_entropy
+from zoo.train.population.stacked import schedule
 from zoo.train.run import train_model
+from zoo.train.rundir import run_dir
+
+# The hand-written kernels reproduce one-by-one training bit for bit on the CPU kernels of torch 2.13;
+# other versions are held to float tolerance (the tests without this mark).
+BITWISE = pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0" or torch.cuda.is_available(),
+                             reason="bitwise equality measured for torch 2.13 CPU kernels only")
 
 # 300 samples, batch 64: the last batch of each epoch is short (44).
 SMALL = ["zoo=demo", "data.n_train=300", "data.batch_size=64", "trainer.max_epochs=3"]
@@ -65,6 +73,7 @@ def test_population_writes_the_run_dirs_of_one_by_one_training(pair):
         assert [r["epoch"] for r in rb.metrics()] == [0, 1, 2, 3]
 
 
+@BITWISE
 def test_unpadded_members_match_one_by_one_bitwise(pair):
     alone, together, _ = pair
     for a, b in zip(alone, together):
@@ -80,11 +89,9 @@ def test_unpadded_members_match_one_by_one_bitwise(pair):
             assert all(torch.equal(wa[k], wb[k]) for k in wa), (a.id, epoch)
 
 
-def test_padded_members_match_one_by_one_within_float_tolerance(pair):
+def test_members_match_one_by_one_within_float_tolerance(pair):
     alone, together, _ = pair
     for a, b in zip(alone, together):
-        if a.model.width != 8:
-            continue
         ra, rb = run_dir(a), run_dir(b)
         for x, y in zip(ra.metrics(), rb.metrics()):
             assert without(y, "seconds") == pytest.approx(without(x, "seconds"), rel=1e-4, abs=1e-5)
@@ -97,7 +104,7 @@ def test_padded_members_match_one_by_one_within_float_tolerance(pair):
 
 def test_padded_units_stay_exactly_zero(data_root, tmp_path):
     cfgs = configs(tmp_path, data_root, "model.width=2,16", "seed=0")
-    pop = Population(cfgs, load(cfgs[0].data, data_root))
+    pop = MLPPopulation(cfgs, load(cfgs[0].data, data_root))
     for step in range(15):  # 3 epochs of 5 steps
         idx = torch.stack([torch.randperm(300)[:64] for _ in cfgs])
         acts = pop.layer_inputs(pop.x_train[idx])
@@ -108,6 +115,36 @@ def test_padded_units_stay_exactly_zero(data_root, tmp_path):
     assert w2[:, 2:].abs().sum() == 0
     assert all(v[0].count_nonzero() == pop.w[i][0].count_nonzero() for i, v in enumerate(pop.v))
     assert w1[:2, :2].abs().sum() > 0, "the member's own units do train"
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_gradients_are_autograds(activation, data_root, tmp_path):
+    """The oracle: the hand-written batched backward against torch.func.grad of each member alone."""
+    cfgs = configs(tmp_path, data_root, "model.width=4,16", "seed=0,1", f"model.activation={activation}",
+                   "model.bias=true")
+    pop = MLPPopulation(cfgs, load(cfgs[0].data, data_root))
+    idx = torch.stack([torch.randperm(300)[:64] for _ in cfgs])
+    x, y = pop.x_train[idx], pop.y_train[idx]
+    acts = pop.layer_inputs(x)
+    loss, _, grad = cross_entropy(acts[-1], y)
+    grads = pop.gradients(acts, grad)
+    n = len(pop.w)
+    for k in range(len(cfgs)):
+        model = pop.member(k)
+        params = dict(model.named_parameters())
+
+        def member_loss(p, model=model, x=x[k], y=y[k]):
+            return F.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
+
+        expected = torch.func.grad(member_loss)(params)
+        assert loss[k].item() == pytest.approx(member_loss(params).item(), rel=1e-6)
+        linears = [name.rsplit(".", 1)[0] for name in params if name.endswith("weight")]
+        for i, name in enumerate(linears):
+            w = expected[f"{name}.weight"]
+            assert torch.allclose(grads[i][(k, *map(slice, w.shape))], w, atol=1e-6), (k, name)
+            assert grads[i][k].abs().sum() == pytest.approx(w.abs().sum().item(), rel=1e-5), "padding gets 0"
+            b = expected[f"{name}.bias"]
+            assert torch.allclose(grads[n + i][k, 0, :len(b)], b, atol=1e-6), (k, name)
 
 
 @pytest.mark.parametrize("cycle", [True, False])
@@ -136,9 +173,10 @@ def test_divergence_stops_only_that_member(tmp_path, data_root):
     train_model(healthy)
     bad, good = run_dir(cfgs[1]), run_dir(cfgs[0])
     assert bad.is_done() and [r["epoch"] for r in bad.metrics()] == [0]
-    assert strip(good.metrics(), "train_loss") == strip(run_dir(healthy).metrics(), "train_loss")
+    for x, y in zip(good.metrics(), run_dir(healthy).metrics(), strict=True):
+        assert without(y, "seconds") == pytest.approx(without(x, "seconds"), rel=1e-5, abs=1e-6)
     final = load_file(good.ckpt_path(3)), load_file(run_dir(healthy).ckpt_path(3))
-    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0]), "the rest trained as if alone"
+    assert all(torch.allclose(final[0][k], final[1][k], atol=1e-6) for k in final[0]), "trained as if alone"
 
 
 def test_grouping_of_the_demo_zoo():

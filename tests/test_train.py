@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from conftest import FAST, zoo_train
 from zoo.data import Batches, load
 from zoo.models import build
+from zoo.pack import pack_zoo
 from zoo.sweep import cell_configs
 from zoo.train.evaluate import evaluate
 from zoo.train.rundir import run_dir
@@ -83,14 +85,22 @@ def test_rerun_of_finished_sweep_trains_nothing(sweep):
     assert {cfg.id: run_dir(cfg).metrics_path.stat().st_mtime_ns for cfg in cfgs} == before
 
 
-def test_same_seed_gives_bitwise_identical_weights(tmp_path, data_root):
-    finals = []
-    for name in ("a", "b"):
-        zoo_train(tmp_path / name, f"paths.data={data_root}", "model.width=8", "data.batch_size=32", *FAST)
-        (model_dir,) = (tmp_path / name / "runs" / "demo" / "models").iterdir()
-        finals.append(load_file(model_dir / "ckpt" / "epoch_0002.safetensors"))
-    assert finals[0].keys() == finals[1].keys()
-    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+def test_same_seed_gives_byte_identical_checkpoints_and_shards(tmp_path, data_root):
+    """The same model trained again (another process, same folders: meta.json holds the config's paths)
+    gives the same checkpoint files and shards, byte for byte."""
+    files, shards = [], []
+    for _ in range(2):
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+        zoo_train(tmp_path, f"paths.data={data_root}", "model.width=8", "data.batch_size=32", *FAST)
+        (model_dir,) = (tmp_path / "runs" / "demo" / "models").iterdir()
+        files.append({p.name: p.read_bytes() for p in sorted((model_dir / "ckpt").iterdir())})
+        shards.append(pack_zoo(tmp_path / "runs", "demo", tmp_path / "shards", tmp_path / "m.json")["shards"])
+    assert list(files[0]) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
+    assert files[0] == files[1]
+    assert shards[0] == shards[1]
+    header = json.loads(files[0]["epoch_0002.safetensors"][8:8 + int.from_bytes(files[0]["epoch_0002.safetensors"][:8],
+                                                                                  "little")])
+    assert list(header["__metadata__"]) == ["epoch", "id"]  # sorted, whatever order safetensors chose
 
 
 def test_divergence_is_recorded_and_the_sweep_completes(tmp_path, data_root):

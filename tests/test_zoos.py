@@ -74,16 +74,16 @@ def test_svhn_mat_layout_and_label_10_is_digit_0(tmp_path):
     assert np.array_equal(data.y_train.numpy(), written["y_train"]) and data.y_train[0] == 0
 
 
-def test_tinyimagenet_folder_labels_sorted_wnids_and_is_cached(tmp_path):
+def test_tinyimagenet_folder_labels_in_wnids_order_and_is_cached(tmp_path):
     written = zoo_files.write_tinyimagenet(tmp_path)
     data = load(data_cfg("tinyimagenet"), tmp_path)
     assert data.x_train.shape == (7, 3, 64, 64) and data.x_test.shape == (2, 3, 64, 64)
-    assert data.y_train.tolist() == [0, 0, 1, 1, 2, 2, 2]  # n01, n02, n03 (+ its grayscale image)
+    assert data.y_train.tolist() == [0, 0, 0, 1, 1, 2, 2]  # n03 (+ its grayscale image), n01, n02: wnids.txt order
     val = written["val"]
-    assert data.y_test.tolist() == [sorted(written["colours"]).index(w) for _, w in val]
+    assert data.y_test.tolist() == [["n03", "n01", "n02"].index(w) for _, w in val]
     colour = torch.tensor(written["colours"][val[0][1]], dtype=torch.float)
     assert (data.x_test[0].float().mean((1, 2)) - colour).abs().max() < 2
-    assert (tmp_path / "tinyimagenet_train.npz").exists()
+    assert (tmp_path / "tinyimagenet_train_wnids.npz").exists()
     (tmp_path / "tiny-imagenet-200" / "wnids.txt").unlink()  # the cache alone now serves full loads
     assert torch.equal(load(data_cfg("tinyimagenet"), tmp_path).x_train, data.x_train)
 

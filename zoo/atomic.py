@@ -28,6 +28,24 @@ def atomic_write(path: str | Path, mode: str = "wb"):
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """A unique temp path beside `path` for a writer that wants a file name (h5py, Lightning);
+    renamed to `path` if the block succeeds, removed if it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)

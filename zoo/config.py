@@ -11,6 +11,19 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # key shard samples, and webdataset splits a key at its first dot.
 OmegaConf.register_new_resolver("slug", lambda value: format(value, "g").replace(".", "p"), replace=True)
 
+
+def reference_accumulation(depth: int, width: int, batch_size: int) -> int:
+    """The gradient accumulation the reference study used for an RGB ResNet cell (its
+    NN_tune_trainable.find_gradient_accumulation_from_config): only large ResNet-50 cells."""
+    if depth != 50:
+        return 1
+    threshold = {64: 1024, 128: 512, 256: 256}.get(width)
+    return batch_size // (128 * 256 // width) if threshold and batch_size >= threshold else 1
+
+
+# conf/optim/sgd_reference_onecycle.yaml: `${reference_accumulation:${model.depth},${model.width},${data.batch_size}}`
+OmegaConf.register_new_resolver("reference_accumulation", reference_accumulation, replace=True)
+
 POSITIVE_INTS = ("model.width", "model.depth", "data.batch_size", "data.eval_batch_size", "trainer.max_epochs",
                  "apply.batch_size", "apply.bn_samples", "apply.max_iter", "apply.last_k", "apply.prune.finetune_steps",
                  "apply.transfer.epochs", "apply.transfer.batch_size")

@@ -31,8 +31,8 @@ from zoo.data.images import SMOKE_SAMPLES
 from zoo.data.tokens import SMOKE_WINDOWS
 from zoo.models import build
 from zoo.sweep import cell_configs
-from zoo.train.pinn import pinn_terms
 from zoo.train import grouping
+from zoo.train.pinn import pinn_terms
 from zoo.train.run import checkpoint_epochs
 from zoo.train.tasks import accumulation, task_of
 
@@ -114,6 +114,8 @@ def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
     (1 with runtime.population=off, or for cells that cannot share)."""
     if cfgs[0].runtime.population == "off":
         return {cfg.id: 1 for cfg in cfgs}
+    if cfgs[0].cluster.gpus_per_task:  # the tasks train on GPUs (`sbatch_lines` says so): group for them
+        cfgs = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
     return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=task_memory(cfgs[0]))
             for cfg in group}
 

@@ -5,7 +5,8 @@ the difference is what permutation symmetry costs in each phase. Accuracies are 
 data: `val` chooses (the greedy soup's ingredients, the best ingredient), `test` reports.
 
 - `averaging`: the average of each model's last `last_k` checkpoints vs its final weights
-  (`epoch_avg_gain`), and the average of two seeds vs the mean of the two (`seed_avg_gain`).
+  (`epoch_avg_gain`), and the average of two seeds vs the mean of the two (`seed_avg_gain`);
+  beside them the reference study's variants (all seeds at once, its five-epoch window).
 - `lmc`: loss and error along the straight line between two seeds, and the barrier
   (`zoo.align.merging.barrier`) on it, before and after alignment.
 - `soup`: uniform and greedy soups (Wortsman et al. 2022) of all seeds vs the best ingredient.
@@ -57,18 +58,34 @@ class Bench:
         return model
 
 
-def averaging(bench: Bench, runs: Sequence[dict[int, State]], last_k: int = 3) -> dict:
-    """`runs`: per seed, its checkpoints by epoch (the last is the final model)."""
+def averaging(bench: Bench, runs: Sequence[dict[int, State]], last_k: int = 3,
+              reference_epoch: int | None = None) -> dict:
+    """`runs`: per seed, its checkpoints by epoch (the last is the final model).
+
+    Beside ours, the reference study's variants (ptmz/model_averaging/): all seeds aligned to
+    seed 0 and averaged at once (`seed_avg_all_gain*`), and with `reference_epoch` E the average
+    of epochs E-4..E against the model at E (`ref_epoch_avg_gain`), as its compute_model_average_*
+    scripts do.
+    """
     finals = [run[max(run)] for run in runs]
     acc = [bench.acc(s) for s in finals]
     epochs = sorted(runs[0])[-last_k:]
     epoch_avg = [bench.acc(average([run[e] for e in epochs])) for run in runs]
     out = {"test_acc": statistics.mean(acc), "epochs_averaged": epochs,
            "epoch_avg_gain": statistics.mean(e - a for e, a in zip(epoch_avg, acc))}
+    aligned = {}  # (i, j): seed j aligned to seed i
     for suffix, prepare in (("", lambda a, b: b), ("_aligned", bench.align)):
-        out[f"seed_avg_gain{suffix}"] = statistics.mean(
-            bench.acc(average([finals[i], prepare(finals[i], finals[j])])) - (acc[i] + acc[j]) / 2
-            for i, j in itertools.combinations(range(len(finals)), 2))
+        gains = []
+        for i, j in itertools.combinations(range(len(finals)), 2):
+            aligned[i, j] = prepare(finals[i], finals[j])
+            gains.append(bench.acc(average([finals[i], aligned[i, j]])) - (acc[i] + acc[j]) / 2)
+        out[f"seed_avg_gain{suffix}"] = statistics.mean(gains)
+        out[f"seed_avg_all_gain{suffix}"] = (
+            bench.acc(average([finals[0], *(aligned[0, j] for j in range(1, len(finals)))])) - statistics.mean(acc))
+    if reference_epoch is not None:
+        window = list(range(reference_epoch - 4, reference_epoch + 1))
+        gains = [bench.acc(average([run[e] for e in window])) - bench.acc(run[reference_epoch]) for run in runs]
+        out |= {"ref_epochs_averaged": window, "ref_epoch_avg_gain": statistics.mean(gains)}
     return out
 
 

@@ -39,7 +39,8 @@ from zoo.train.tasks import task_of
 APPS = ("averaging", "lmc", "soup", "prune", "transfer")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
 METRICS = {
-    "averaging": ("epoch_avg_gain", "seed_avg_gain", "seed_avg_gain_aligned"),
+    "averaging": ("epoch_avg_gain", "seed_avg_gain", "seed_avg_gain_aligned", "seed_avg_all_gain_aligned",
+                  "ref_epoch_avg_gain"),
     "lmc": ("barrier_loss_train", "barrier_loss_train_aligned", "barrier_err_test", "barrier_err_test_aligned"),
     "soup": ("uniform_soup_gain", "uniform_soup_gain_aligned", "greedy_soup_gain", "greedy_soup_gain_aligned"),
     "prune": prune.METRICS,
@@ -109,7 +110,7 @@ def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], sett
     """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc, soup, transfer use the last);
     `cfg` is the config of its first seed (the zoo's recipe), `data_root` where the data sets are."""
     if app == "averaging":
-        return apps.averaging(b, runs, settings["last_k"])
+        return apps.averaging(b, runs, settings["last_k"], settings.get("reference_epoch"))
     if app == "prune":
         return prune.cell(b, cfg, runs, settings["prune"], data_root)
     finals = [run[max(run)] for run in runs]
@@ -119,12 +120,22 @@ def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], sett
 
 
 def needed_epochs(cfg: DictConfig, app: str, settings: Mapping) -> list[int]:
-    """The checkpoints `app` reads of each model: the final one, the last `last_k` to average, or
-    (prune) the final one and the one lottery tickets rewind to."""
+    """The checkpoints `app` reads of each model: the final one (and, for prune, the one lottery
+    tickets rewind to), or the last `last_k` to average (and the reference's five epochs up to
+    `reference_epoch`, when set)."""
     final = cfg.trainer.max_epochs
-    if app == "averaging":
-        return [e for e in sorted(checkpoint_epochs(cfg)) if e <= final][-settings["last_k"]:]
-    return sorted({settings["prune"]["tickets"]["rewind_epoch"], final}) if app == "prune" else [final]
+    if app == "prune":
+        return sorted({settings["prune"]["tickets"]["rewind_epoch"], final})
+    if app != "averaging":
+        return [final]
+    saved = sorted(e for e in checkpoint_epochs(cfg) if e <= final)
+    window = []
+    if (ref := settings.get("reference_epoch")) is not None:
+        window = list(range(ref - 4, ref + 1))
+        if missing := sorted(set(window) - set(saved)):
+            raise ValueError(f"apply.reference_epoch={ref} averages epochs {window}, but epochs {missing} are not "
+                             "in checkpoint.epochs: add them and retrain, or set apply.reference_epoch=null")
+    return sorted({*saved[-settings["last_k"]:], *window})
 
 
 def compute_cell(item: Item) -> dict:
@@ -145,7 +156,7 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
     its axes, phase, models and the app's result. `settings` default to conf/apply/default.yaml.
     One pass over the shards; it holds the checkpoints the app reads (`needed_epochs`) of every
     selected model in memory: narrow a large zoo with `where`."""
-    settings = settings or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "apply" / "default.yaml"))
+    settings = settings or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "apply" / "default.yaml"), resolve=True)
     runs, metas, needed = defaultdict(dict), {}, {}
     for weights, meta in open_zoo(source, view="state_dict", where={"status": "ok", **(where or {})}):
         if meta["id"] not in needed:
@@ -153,6 +164,9 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
         if meta["epoch"] in needed[meta["id"]]:
             runs[meta["id"]][meta["epoch"]] = weights
             metas[meta["id"]] = meta
+    if not metas:
+        raise ValueError(f"{source}: no sample with status ok matches where={where or {}}; nothing to apply "
+                         f"{app} to. Widen `where` or check the zoo with `zoo-pack verify`")
     axes = next(iter(metas.values()))["config"]["zoo"]["axes"]
     by_cell = defaultdict(list)
     for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):

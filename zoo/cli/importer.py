@@ -8,7 +8,7 @@ from zoo.pack import import_reference
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, cfg = compose(sys.argv[1:] if argv is None else argv)
+    _, cfg, _ = compose(sys.argv[1:] if argv is None else argv)
     if not cfg.src:
         sys.exit("zoo-import: pass src=<folder of the reference zoo> and zoo.name=<name for it>")
     p = cfg.pack

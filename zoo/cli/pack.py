@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     command, cfg, overrides = compose(sys.argv[1:] if argv is None else argv)
     try:
         return run(command, cfg, overrides)
-    except (FileNotFoundError, ValueError) as err:  # user mistakes and bad shards: their messages name the fix
+    except (OSError, ValueError) as err:  # user mistakes, bad shards, a full disk: their messages name the fix
         sys.exit(f"zoo-pack {command}: {err}")
 
 

@@ -1,5 +1,7 @@
 """`zoo-train`: train one model, or a whole zoo with `-m` (Hydra multirun)."""
 
+import multiprocessing
+
 import hydra
 from omegaconf import DictConfig
 
@@ -12,6 +14,10 @@ def main(cfg: DictConfig) -> str:
     # take seconds to import (on a login node, more).
     from zoo.train.run import train_model
 
+    if multiprocessing.parent_process() is not None:  # a worker of the local (joblib) launcher
+        from zoo.parallel import exit_with_parent
+
+        exit_with_parent()
     return train_model(cfg).state
 
 

@@ -1,9 +1,10 @@
 """TinyImageNet as distributed (`tiny-imagenet-200/`): 200 classes of 64x64 JPEGs, decoded with Pillow.
 
-    wnids.txt                                 the 200 class ids; label = index in sorted order (as ImageFolder)
+    wnids.txt                                 the 200 class ids; label = line index, as the reference study's
+                                              loader (scripts/tinyimagenet_resnet18_wide/tiny_imagenet_helpers.py)
     train/<wnid>/images/*.JPEG                500 per class
     val/images/*.JPEG + val/val_annotations.txt   (file, wnid, box) per line; our test split
-Decoding 110k JPEGs takes a while, so the full splits are cached once as `tinyimagenet_<split>.npz`
+Decoding 110k JPEGs takes a while, so the full splits are cached once as `tinyimagenet_<split>_wnids.npz`
 (no pickle) beside the folder; smoke runs decode only the first few files and cache nothing.
 """
 
@@ -21,7 +22,7 @@ def read_tinyimagenet(root: Path, split: str, limit: int | None = None) -> tuple
     """Images `(n, 3, 64, 64)` uint8 and labels `(n,)` int64 of `split`; the first `limit` files if given."""
     if limit is not None:
         return _decode(_files(root, split)[:limit])
-    cache = root / f"tinyimagenet_{split}.npz"
+    cache = root / f"tinyimagenet_{split}_wnids.npz"  # _wnids: labels in wnids.txt order (older caches: sorted)
     if not cache.exists():
         x, y = _decode(_files(root, split))
         with atomic_write(cache) as f:
@@ -33,7 +34,7 @@ def read_tinyimagenet(root: Path, split: str, limit: int | None = None) -> tuple
 def _files(root: Path, split: str) -> list[tuple[Path, int]]:
     base = root / "tiny-imagenet-200"
     wnids = require(base / "wnids.txt", root, "TinyImageNet", "the official folder tiny-imagenet-200/", SOURCE)
-    label = {wnid: i for i, wnid in enumerate(sorted(wnids.read_text().split()))}
+    label = {wnid: i for i, wnid in enumerate(wnids.read_text().split())}
     if split == "train":
         return [(path, i) for wnid, i in label.items()
                 for path in sorted((base / "train" / wnid / "images").glob("*.JPEG"))]

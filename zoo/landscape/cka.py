@@ -55,8 +55,22 @@ def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tupl
 
     Every batch needs more than 3 samples; the labels are ignored.
     """
+    return cka_estimates(model_a, model_b, batches, layer)["cka_unbiased"]
+
+
+def cka_estimates(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
+                  layer: str | None = None) -> dict[str, float]:
+    """Both estimates from one pass over the batches:
+
+    `cka_unbiased`: unbiased HSIC summed over batches (`minibatch_cka`, ours);
+    `cka_biased`: the mean over batches of each batch's biased CKA — the reference study's
+    (ptmz/loss_landscape/CKA.py), which is inflated for few samples per batch relative to the
+    feature dimension (e.g. 100-class logits in batches of 128).
+    """
     ab = aa = bb = 0.0
+    per_batch = []
     for x, _ in batches:
         K, L = gram(features(model_a, x, layer)), gram(features(model_b, x, layer))
         ab, aa, bb = ab + hsic(K, L), aa + hsic(K, K), bb + hsic(L, L)
-    return (ab / (aa * bb).sqrt()).item()
+        per_batch.append(hsic(K, L, False) / (hsic(K, K, False) * hsic(L, L, False)).sqrt())
+    return {"cka_unbiased": (ab / (aa * bb).sqrt()).item(), "cka_biased": torch.stack(per_batch).mean().item()}

@@ -8,7 +8,7 @@ loss landscapes"): mc = (L(θ0) + L(θ1)) / 2 - L(θ(t*)), with t* the point whe
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,12 +53,18 @@ class BezierCurve(nn.Module):
 def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
                  criterion: Callable, *, n_bends: int = 3, steps: int = 1000, lr: float = 1e-2,
                  optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
-                 cosine: bool = True, seed: int = 0) -> BezierCurve:
-    """Train the bends to minimize E_{t~U(0,1)} L(θ(t)): one random t per step, cycling batches.
+                 schedule: str = "cosine", l2: float = 0.0, compound_lr: bool = False,
+                 seed: int = 0) -> BezierCurve:
+    """Train the bends to minimize E_{t~U(0,1)} L(θ(t)) + l2/2·‖θ(t)‖²: one random t per step, cycling batches.
 
-    `optimizer` is "adam" or "sgd" (with `momentum`); the learning rate decays to 0 on a
-    cosine if `cosine`. Adam at 1e-2 for ~1,000 steps is the default because SGD for a few
-    hundred steps left large false barriers between well-trained models.
+    `optimizer` is "adam" or "sgd" (with `momentum`). `schedule`: "cosine" decays the learning
+    rate to 0 over the steps; "garipov" is Garipov et al.'s per-epoch schedule (epoch = one pass
+    over `train_batches`): lr until half-way, linear down to 1% at 90%, then 1% — the reference
+    study's; `compound_lr` reproduces its bug of applying that factor to the previous epoch's lr
+    (ptmz/loss_landscape/curve_fitting.py), off by default. `l2` is the reference's regularizer
+    on θ(t) (its `curves.l2_regularizer`), unlike `weight_decay`, which acts on the bends.
+    Adam at 1e-2 for ~1,000 steps with a cosine is our default because SGD for a few hundred
+    steps left large false barriers between well-trained models.
     """
     curve = BezierCurve(model_a, model_b, n_bends)
     if optimizer == "adam":
@@ -67,18 +73,45 @@ def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
         opt = torch.optim.SGD(curve.bends, lr=lr, momentum=momentum, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer={optimizer!r}; choose 'adam' or 'sgd'")
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
+    if schedule == "cosine":
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    elif schedule == "garipov":
+        per_epoch = garipov_rates(lr, math.ceil(steps / len(train_batches)), compound_lr)
+    elif schedule != "constant":
+        raise ValueError(f"unknown schedule={schedule!r}; choose 'cosine', 'garipov' or 'constant'")
     gen = torch.Generator().manual_seed(seed)
     curve.model.train()  # BatchNorm uses batch statistics while training, as in the reference
-    for step in range(steps):
-        x, y = train_batches[step % len(train_batches)]
-        loss = criterion(curve(x, torch.rand((), generator=gen).item()), y)
+    for step, (x, y) in zip(range(steps), _passes(train_batches)):
+        if schedule == "garipov":
+            opt.param_groups[0]["lr"] = per_epoch[step // len(train_batches)]
+        t = torch.rand((), generator=gen).item()
+        loss = criterion(curve(x, t), y)
+        if l2:
+            loss = loss + 0.5 * l2 * sum(p.pow(2).sum() for p in curve.params(t).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if schedule:
-            schedule.step()
+        if schedule == "cosine":
+            cosine.step()
     return curve
+
+
+def garipov_rates(lr: float, epochs: int, compound: bool = False) -> list[float]:
+    """The learning rate of each epoch under Garipov et al.'s schedule (factor of `lr`: 1 up to
+    half-way, linear down to 0.01 at 90%, then 0.01); `compound` multiplies the previous epoch's."""
+    rates, current = [], lr
+    for epoch in range(1, epochs + 1):
+        alpha = epoch / epochs
+        factor = 1.0 if alpha <= 0.5 else 1.0 - (alpha - 0.5) / 0.4 * 0.99 if alpha <= 0.9 else 0.01
+        current = factor * (current if compound else lr)
+        rates.append(current)
+    return rates
+
+
+def _passes(batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+    """Pass after pass over `batches` (an augmenting loader draws new augmentations each pass)."""
+    while True:
+        yield from batches
 
 
 @torch.no_grad()

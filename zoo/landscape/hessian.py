@@ -21,7 +21,7 @@ MIN_PROBES = 10  # before trusting the sample standard deviation in the stopping
 def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tuple[Tensor, Tensor]],
                     *, top_n: int = 1, max_iter: int = 100, tol: float = 1e-3,
                     trace_tol: float = 1e-2, deflate: int = 32, probe_batch: int = 1,
-                    seed: int = 0) -> dict:
+                    which: str = "algebraic", seed: int = 0) -> dict:
     """Hessian metrics of the sample-weighted mean of `criterion` (mean-reduced) over `batches`.
 
     The model runs in eval mode (BatchNorm uses its running stats); modes are restored after.
@@ -32,18 +32,24 @@ def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tup
     many probes through one vmapped HVP (is_grads_batched): on 1-2 CPU threads that measured
     slower than one at a time; it may pay on a GPU. Holds the autograd graph of all batches.
 
-    Returns top_eigenvalues (descending), trace, trace_std (its standard error), n_hvp, and
+    `which`: "algebraic" ranks eigenvalues by value (ours), "magnitude" by |value| (the reference
+    study's PyHessian power iteration finds the largest-magnitude one); values keep their sign.
+
+    Returns top_eigenvalues (descending by that rank), trace, trace_std (its standard error), n_hvp, and
     ritz_values / ritz_weights: the Lanczos quadrature of the spectral density (one SLQ probe).
     """
     with eval_mode(model):
         hvp, like = _hvp_fn(model, criterion, batches)
         gen = torch.Generator(like.device).manual_seed(seed)
-        Q, T = _lanczos(hvp, like, top_n, max(deflate, top_n), max_iter, tol, gen)
+        if which not in ("algebraic", "magnitude"):
+            raise ValueError(f"unknown which={which!r}; choose 'algebraic' or 'magnitude'")
+        Q, T = _lanczos(hvp, like, top_n, max(deflate, top_n), max_iter, tol, gen, which == "magnitude")
         trace, trace_std, n_probes = _deflated_trace(hvp, Q, T.trace().item(), max_iter,
                                                      trace_tol, probe_batch, gen)
     evals, evecs = torch.linalg.eigh(T)
+    ranked = evals[_ranked(evals, which == "magnitude")]
     return {
-        "top_eigenvalues": evals.flip(0)[:top_n].tolist(),
+        "top_eigenvalues": ranked.flip(0)[:top_n].tolist(),
         "trace": trace,
         "trace_std": trace_std,
         "n_hvp": len(Q) + n_probes,
@@ -69,8 +75,13 @@ def _hvp_fn(model: nn.Module, criterion: Callable, batches) -> tuple[HVP, Tensor
     return hvp, grad.detach()
 
 
+def _ranked(theta: Tensor, magnitude: bool) -> Tensor:
+    """Indices of `theta` (ascending) in ascending order of rank: by value, or by |value|."""
+    return theta.abs().argsort() if magnitude else torch.arange(len(theta))
+
+
 def _lanczos(hvp: HVP, like: Tensor, top_n: int, min_iter: int, max_iter: int, tol: float,
-             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+             gen: torch.Generator, magnitude: bool = False) -> tuple[Tensor, Tensor]:
     """Orthonormal Krylov basis Q (m, P) and tridiagonal T = Q H Q^T (float64, m x m)."""
     q = torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device)
     Q, alphas, betas = [q / q.norm()], [], []
@@ -84,8 +95,9 @@ def _lanczos(hvp: HVP, like: Tensor, top_n: int, min_iter: int, max_iter: int, t
         beta = w.norm()
         T = _tridiagonal(alphas, betas)
         theta, S = torch.linalg.eigh(T)
-        residuals = beta.double() * S[-1, -top_n:].abs()
-        converged = k + 1 >= min_iter and bool((residuals <= tol * theta[-top_n:].abs()).all())
+        top = _ranked(theta, magnitude)[-top_n:]
+        residuals = beta.double() * S[-1, top].abs()
+        converged = k + 1 >= min_iter and bool((residuals <= tol * theta[top].abs()).all())
         exhausted = beta <= 1e-6 * theta.abs().max()  # Krylov space is invariant: T is exact
         if converged or exhausted or k + 1 == steps:
             return torch.stack(Q), T

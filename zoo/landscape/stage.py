@@ -94,14 +94,26 @@ def eval_batches(data, split: str, batch_size: int, n: int | None = None, seed: 
     return list(datasets.Batches(x, y, batch_size, transform=data.transform))
 
 
+def train_loader(data, batch_size: int, seed: int) -> datasets.Batches:
+    """The augmented, shuffled train split as training sees it, with new augmentations and order
+    on every pass (the reference study measures Hessian and Bezier curves on its train loader)."""
+    passes = itertools.count()
+    return datasets.Batches(*data.split("train"), batch_size, shuffle=True, seed=seed, epoch=passes.__next__,
+                            transform=data.transform)
+
+
 def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictConfig) -> dict:
     from zoo.landscape.hessian import hessian_metrics
 
     h = land.hessian
-    batches = eval_batches(data, h.split, h.batch_size, h.n_samples, h.seed)
+    if h.get("augment", False):  # the reference: the first n_batches of its augmented train loader
+        batches = list(itertools.islice(train_loader(data, h.batch_size, h.seed), h.n_batches))
+    else:  # ours: a fixed, seeded, unaugmented subset
+        batches = eval_batches(data, h.split, h.batch_size, h.n_samples, h.seed)
     start = time.perf_counter()
     m = hessian_metrics(_model(run, cfg, epoch), F.cross_entropy, batches, top_n=h.top_n,
-                        max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol, seed=h.seed)
+                        max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol,
+                        which=h.get("which", "algebraic"), seed=h.seed)
     return {"hessian_top": m["top_eigenvalues"][0], "hessian_top_eigenvalues": m["top_eigenvalues"],
             "hessian_trace": m["trace"], "hessian_trace_std": m["trace_std"], "hessian_n_hvp": m["n_hvp"],
             "seconds": round(time.perf_counter() - start, 3)}
@@ -109,17 +121,26 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
 
 def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfig], epoch: int, data,
                   land: DictConfig) -> dict:
-    from zoo.landscape.cka import minibatch_cka
+    from zoo.landscape.cka import cka_estimates
     from zoo.landscape.connectivity import connectivity_metrics
 
     a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
     start = time.perf_counter()
-    cka_batches = eval_batches(data, land.cka.split, land.cka.batch_size)
-    result = {"cka": minibatch_cka(a, b, cka_batches, layer=land.cka.layer)}
+    ck = land.cka
+    cka_batches = eval_batches(data, ck.split, ck.batch_size)[:ck.get("n_batches")]  # None: all
+    estimates = cka_estimates(a, b, cka_batches, layer=ck.layer)
+    result = {"cka": estimates[f"cka_{ck.get('estimator', 'unbiased')}"], **estimates}
     bz = land.bezier
-    train, test = (eval_batches(data, split, bz.batch_size) for split in ("train", "test"))
-    result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=bz.steps,
-                                   lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed)
+    test = eval_batches(data, "test", bz.batch_size)
+    if bz.get("augment", False):  # the reference: epochs of the augmented train loader
+        train = train_loader(data, bz.batch_size, bz.seed)
+    else:
+        train = eval_batches(data, "train", bz.batch_size)
+    steps = bz.epochs * len(train) if bz.get("epochs") else bz.steps
+    options = {k: bz[k] for k in ("momentum", "schedule", "l2", "compound_lr") if k in bz}
+    result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=steps,
+                                   lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed,
+                                   **options)
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
 

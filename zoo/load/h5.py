@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from zoo.load import views
 from zoo.load.filters import WeightFilter
 from zoo.load.normalize import Normalizer, layer_stats
+from zoo.load.safety import ShardError
 from zoo.load.select import Where, lookup
 from zoo.load.splits import InSplit
 from zoo.load.stream import Prepare, Transform
@@ -42,6 +43,7 @@ class ZooH5Dataset(Dataset):
         in_split = InSplit(split, splits, split_seed) if split is not None else None
         keep = WeightFilter(finite, max_abs) or None
         with h5py.File(self.path, "r") as h5:
+            refuse_outside_data(h5, self.path)
             self.index = [(name, row) for name in sorted(h5) for row in _rows(h5[name], Where(where, epochs, in_split))]
             if keep is not None:
                 self.index = [(g, r) for g, r in self.index if keep(self._weights(h5[g], r)[0])]
@@ -74,6 +76,19 @@ class ZooH5Dataset(Dataset):
         if self._h5 is None or self._pid != os.getpid():  # h5py handles do not survive a fork
             self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._h5
+
+
+def refuse_outside_data(h5: h5py.File, path: Path) -> None:
+    """ShardError if the file would read data from elsewhere: external links, external or virtual datasets."""
+    link = h5.visititems_links(lambda name, target: name if isinstance(target, h5py.ExternalLink) else None)
+    if link is not None:
+        raise ShardError(f"{path}: {link!r} is an external link to {h5.get(link, getlink=True).filename!r}; "
+                         "refused: an export holds its own data. Re-export it with `zoo-pack hdf5`")
+    outside = h5.visititems(lambda name, obj: name if isinstance(obj, h5py.Dataset)
+                            and (obj.external or obj.is_virtual) else None)
+    if outside is not None:
+        raise ShardError(f"{path}: dataset {outside!r} stores its data in other files; refused: "
+                         "an export holds its own data. Re-export it with `zoo-pack hdf5`")
 
 
 def _rows(group: h5py.Group, where: Where) -> list[int] | range:

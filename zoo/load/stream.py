@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 import webdataset as wds
 from webdataset.handlers import reraise_exception
-from webdataset.tariterators import group_by_keys, url_opener
+from webdataset.tariterators import group_by_keys
 
 from zoo.load import views
 from zoo.load.filters import WeightFilter
 from zoo.load.normalize import Normalizer, training_stats
-from zoo.load.safety import EXTENSIONS, REPACK, ShardError, tar_members
+from zoo.load.safety import EXTENSIONS, REPACK, ShardError, open_shards, tar_members
 from zoo.load.select import Where
 from zoo.load.sources import shard_urls
 from zoo.load.splits import InSplit
@@ -38,7 +38,7 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
     """Stream the samples of a packed zoo as `(weights, meta)`, or `(weights, targets, meta)` with `targets`.
 
     source: a manifest (`manifests/<zoo>.json`), a directory of shards, or webdataset URLs
-        (`dir/demo-{000000..000009}.tar`, `pipe:curl -s https://host/demo-{000000..000009}.tar`).
+        (`dir/demo-1a2b3c4d-{000000..000009}.tar`, `pipe:curl -s https://host/demo-1a2b3c4d-{000000..000009}.tar`).
     view: "flat" (float32 vector), "state_dict", "layers" or "tokens" (see zoo.load.views), or a
         callable view such as `Tokens(token_size=32, max_tokens=512)` (zoo.load.tokens).
     epochs, where: keep only matching samples (zoo.load.select), before weights are decoded;
@@ -57,13 +57,14 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
     transform: `(state_dict, meta) → state_dict` before normalization and the view, e.g. `Permute()`,
         `Noise(0.01)`, `Erase(0.1)` or `Chain(...)` of them (zoo.load.permute, zoo.load.augment).
     shards: where a manifest's shards are, if not where it says.
-    check_hash: recompute each sample's sha256 against meta.json (costs ~1.7 GB/s of CPU;
-        `zoo-pack verify` checks whole shards once).
+    check_hash: recompute each sample's sha256 against meta.json, and each shard's against its
+        manifest (costs ~1.7 GB/s of CPU; `zoo-pack verify` checks whole shards once). Without it,
+        a manifest's shards are still checked by size: a shard of another pack is refused.
     handler: what to do on a bad shard or sample (webdataset handlers); the default raises.
         `wds.warn_and_continue` skips and warns: only then are samples dropped.
     """
     views.check(view)
-    urls = shard_urls(source, shards)
+    urls, entries = shard_urls(source, shards)
     split_args = {"splits": splits, "split_seed": split_seed} if split is not None else {}
     if normalize is True:
         normalize = Normalizer(training_stats(source, split_args=split_args, epochs=epochs, where=where,
@@ -76,8 +77,8 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
         wds.detshuffle(len(urls), len(urls), seed=seed) if shuffle else None,  # same order on every rank/worker
         wds.split_by_node,
         wds.split_by_worker,
-        partial(url_opener, handler=handler),
-        partial(tar_members, handler=handler),
+        partial(open_shards, handler=handler, entries=entries),
+        partial(tar_members, handler=handler, entries=entries, check_hash=check_hash),
         partial(group_by_keys, handler=handler),
         wds.map(parse, handler=handler),
         wds.select(Where(where, epochs, InSplit(split, splits, split_seed) if split is not None else None)),
@@ -93,10 +94,27 @@ def parse(sample: dict) -> dict:
     if missing:
         raise ShardError(f"{url}: sample {key!r} has no {' or '.join(missing)}; {REPACK}")
     try:
-        meta = json.loads(sample["meta.json"])
+        meta = read_meta(sample["meta.json"])
     except ValueError as err:
         raise ShardError(f"{url}: sample {key!r}: corrupt meta.json ({err}); {REPACK}") from None
     return {"key": key, "url": url, "meta": meta, "data": sample["weights.safetensors"]}
+
+
+META_FIELDS = {"id": str, "epoch": int, "layout": list, "sha256": str}  # what loading itself reads
+
+
+def read_meta(data: bytes | bytearray) -> dict:
+    """A sample's meta.json: a JSON object with at least META_FIELDS; ValueError otherwise."""
+    try:
+        meta = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    wrong = [k for k, kind in META_FIELDS.items() if not isinstance(meta.get(k), kind)]
+    if wrong:
+        raise ValueError(f"missing or mistyped field(s) {wrong}")
+    return meta
 
 
 def decode(sample: dict, *, prepare: "Prepare", check_hash: bool):

@@ -29,13 +29,43 @@ VIEWS = ("flat", "state_dict", "layers", "tokens")
 
 def read_header(data: bytes | bytearray) -> tuple[dict, int]:
     """The safetensors header (`{name: {dtype, shape, data_offsets}}`, without `__metadata__`)
-    and the offset where tensor data starts."""
+    and the offset where tensor data starts. ValueError unless every tensor has a known dtype,
+    a shape of non-negative ints and its own in-bounds span of exactly that many bytes."""
     size = int.from_bytes(data[:8], "little")
     if len(data) < 8 or size > len(data) - 8:
         raise ValueError(f"not a safetensors buffer ({len(data)} bytes, header size {size})")
-    header = json.loads(bytes(data[8:8 + size]))
+    try:
+        header = json.loads(bytes(data[8:8 + size]))
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"safetensors header is not JSON ({type(err).__name__})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"safetensors header is a JSON {type(header).__name__}, not an object")
     header.pop("__metadata__", None)
+    spans = sorted(_span(name, info, len(data) - 8 - size) for name, info in header.items())
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ValueError(f"tensors {a!r} and {b!r} overlap")
     return header, 8 + size
+
+
+def _span(name: str, info, available: int) -> tuple[int, int, str]:
+    """`(begin, end, name)` of one header entry, checked against the `available` data bytes."""
+    if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in DTYPES:
+        raise ValueError(f"tensor {name!r}: dtype must be one of {sorted(DTYPES)}")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
+        raise ValueError(f"tensor {name!r}: shape must be a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= available):
+        raise ValueError(f"tensor {name!r}: data_offsets must be two integers within the {available} data bytes")
+    if offsets[1] - offsets[0] != torch.Size(shape).numel() * DTYPES[info["dtype"]].itemsize:
+        raise ValueError(f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape and "
+                         "dtype need another number")
+    return offsets[0], offsets[1], name
+
+
+def _is_int(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool)
 
 
 def layout(data: bytes | bytearray, order: list[str]) -> list[dict]:
@@ -50,12 +80,19 @@ def layout(data: bytes | bytearray, order: list[str]) -> list[dict]:
 def decode(data: bytearray, meta: Mapping) -> dict[str, torch.Tensor]:
     """The state dict of a sample, in module order, as views on `data` (one shared storage)."""
     header, start = read_header(data)
-    buffer = torch.frombuffer(data, dtype=torch.uint8)
+    order = meta.get("layout")
+    names = [s.get("name") for s in order if isinstance(s, Mapping)] if isinstance(order, list) else None
+    if names is None or len(names) != len(order) or not all(isinstance(n, str) for n in names) \
+            or sorted(names) != sorted(header):
+        raise ValueError("meta.json's layout does not list the tensors of the weights")
+    buffer = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
     weights = {}
-    for spec in meta["layout"]:
-        info = header[spec["name"]]
+    for name in names:
+        info = header[name]
         begin, end = info["data_offsets"]
-        weights[spec["name"]] = buffer[start + begin:start + end].view(DTYPES[info["dtype"]]).view(info["shape"])
+        if (start + begin) % DTYPES[info["dtype"]].itemsize:
+            raise ValueError(f"tensor {name!r} is not aligned to its dtype")
+        weights[name] = buffer[start + begin:start + end].view(DTYPES[info["dtype"]]).view(info["shape"])
     return weights
 
 

@@ -20,6 +20,10 @@ INITS: dict[str, Callable[[torch.Tensor], Any]] = {
     "xavier_uniform": nn.init.xavier_uniform_,
 }
 
+# Biases start at a small non-zero value under a named init, as the reference study's models do
+# (`m.bias.data.fill_(0.01)` in its ptmz/models/def_net_width.py).
+BIAS_INIT = 0.01
+
 
 def register(name: str, factory: Callable[..., nn.Module]) -> None:
     REGISTRY[name] = factory
@@ -42,7 +46,7 @@ def build(cfg: Mapping) -> nn.Module:
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 INITS[init](module.weight)
                 if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                    nn.init.constant_(module.bias, BIAS_INIT)
     return model
 
 

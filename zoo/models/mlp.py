@@ -13,7 +13,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, width: int = 16, depth: int = 2,
                  bias: bool = False, activation: str = "relu"):
         super().__init__()
-        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[activation]
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leakyrelu": nn.LeakyReLU}[activation]
         dims = [in_dim] + [width] * depth
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):

@@ -50,9 +50,12 @@ CONFIGS = {18: (BasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}
 
 
 class ResNet(nn.Module):
-    """ResNet-18/50 with stage widths `width * (1, 2, 4, 8)`; `bias` toggles every conv/linear bias.
+    """ResNet-18/50 with stage widths `width * (1, 2, 4, 8)`; `bias` toggles the conv biases.
 
-    Stages are `layers.0` … `layers.3` (handy as CKA layer names).
+    Parameter for parameter the reference study's `ResNet18_width`/`ResNet50_width` (torchvision
+    blocks, 3x3 stem, no max-pool) when `bias=false`: its `fc` always has a bias, so ours does too.
+    Stages are `layers.0` … `layers.3` (handy as CKA layer names); `zoo.pack.reference` maps the
+    reference's key names onto these.
     """
 
     def __init__(self, depth: int = 18, width: int = 16, num_classes: int = 10,
@@ -71,7 +74,7 @@ class ResNet(nn.Module):
                 c_in = c * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layers = nn.Sequential(*stages)
-        self.fc = nn.Linear(c_in, num_classes, bias=bias)
+        self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, x):
         x = self.layers(self.stem(x))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zoo.atomic import atomic_write
+from zoo.atomic import atomic_path
 from zoo.load.stream import open_zoo
 from zoo.load.views import flat
 from zoo.pack.samples import sample_key
@@ -123,15 +123,72 @@ def export_hdf5(source, out_path: str | Path, *, dtype: str = "float32", shards:
     if dtype not in DTYPES:
         raise ValueError(f"hdf5 dtype={dtype!r}; choose one of {DTYPES}")
     out_path = Path(out_path)
-    with atomic_write(out_path, "w+b") as f, h5py.File(f, "w") as h5:
-        os.fchmod(f.fileno(), 0o644)  # a file to share (the temp file is created private)
-        writers: dict[str, GroupWriter] = {}
-        for weights, meta in tqdm(open_zoo(source, view="state_dict", shards=shards), desc="hdf5", unit="sample"):
-            name = group_name(meta)
-            if name not in writers:
-                h5.attrs["zoo"] = meta["zoo"]
-                writers[name] = GroupWriter(h5.create_group(name), meta, dtype)
-            writers[name].append(flat(weights), meta)
-        for writer in writers.values():
-            writer.flush()
+    samples = open_zoo(source, view="state_dict", shards=shards, check_hash=True)
+    with atomic_path(out_path) as tmp, open(tmp, "r+b", buffering=0) as f:
+        sink = _Sink(f)
+        with h5py.File(sink, "w") as h5:
+            _write(h5, samples, dtype, sink)
+        if sink.error is not None:
+            raise OSError(f"cannot write {out_path} ({sink.error.strerror or sink.error}); free space or raise "
+                          "the file size limit, then run it again")
+        os.fsync(f.fileno())
     return out_path
+
+
+class _Sink:
+    """The file HDF5 writes through (h5py's file-object driver), whose writes never fail.
+
+    After a failed write (a full disk), HDF5 1.14 crashes (segfault) in its next flush or close;
+    so the first OSError is kept, later writes are dropped, and export_hdf5 raises the error once
+    HDF5 has let go of the file."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self.f.read(size)
+
+    def readinto(self, buffer) -> int:
+        return self.f.readinto(buffer)
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while self.error is None and done < len(view):
+                done += self.f.write(view[done:])
+        except OSError as err:
+            self.error = err
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._guard(self.f.truncate, size)
+
+    def flush(self) -> None:
+        self._guard(self.f.flush)
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as err:
+            self.error = self.error or err
+
+
+def _write(h5: h5py.File, samples, dtype: str, sink: _Sink) -> None:
+    writers: dict[str, GroupWriter] = {}
+    for weights, meta in tqdm(samples, desc="hdf5", unit="sample"):
+        if sink.error is not None:
+            return
+        name = group_name(meta)
+        if name not in writers:
+            h5.attrs["zoo"] = meta["zoo"]
+            writers[name] = GroupWriter(h5.create_group(name), meta, dtype)
+        writers[name].append(flat(weights), meta)
+    for writer in writers.values():
+        writer.flush()

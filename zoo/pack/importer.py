@@ -7,6 +7,9 @@
 Checkpoints are read with `torch.load(weights_only=True)` only: a pickle holding anything but
 tensors and plain containers is refused, never executed. Each becomes a safetensors sample.
 Metrics at an epoch come from the result.json line whose `training_iteration` is that epoch.
+A model type with a `zoo.models` twin (ResNet-18/50_width, MLP: zoo.pack.reference) is stored under
+our tensor names with its config in `config["model"]`, so `zoo.models.from_meta` loads it strictly;
+other types keep the reference's names and arch.
 """
 
 import json
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from zoo.pack import reference
 from zoo.pack.packing import Model, pack_models
 from zoo.pack.samples import Sample, make_sample
 from zoo.train.ids import short_hash
@@ -52,13 +56,16 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def reference_samples(folder: Path, *, zoo_name: str, model_id: str, arch: str, grid: dict, params: dict,
+def reference_samples(folder: Path, *, zoo_name: str, model_id: str, arch: str, grid: dict, config: dict,
                       status: str) -> Iterator[Sample]:
     metrics = results(folder)
+    model_cfg = config.get("model")
     for epoch, path in checkpoints(folder).items():
         state = load_state_dict(path)
+        if model_cfg is not None:
+            state = reference.to_zoo(state, model_cfg, str(path))
         weights = save({k: t.detach().clone().contiguous() for k, t in state.items()})  # clone: untie shared tensors
-        yield make_sample(zoo_name=zoo_name, model_id=model_id, epoch=epoch, arch=arch, grid=grid, config=params,
+        yield make_sample(zoo_name=zoo_name, model_id=model_id, epoch=epoch, arch=arch, grid=grid, config=config,
                           status=status, phase=None, metrics=metrics.get(epoch), landscape=None,
                           weights=weights, order=list(state))
 
@@ -82,10 +89,13 @@ def reference_models(src: str | Path, zoo_name: str) -> tuple[list[Model], list[
         losses = [v for row in results(folder).values() for k, v in row.items() if k.endswith("loss")]
         status = "diverged" if any(isinstance(v, float) and not math.isfinite(v) for v in losses) else "ok"
         grid = {k: p.get(k) for k in axes}
+        model_cfg = reference.model_config(p)  # the flat "model::..." keys cannot collide with "model"
+        config, arch = (p, str(p.get("model::type", "unknown"))) if model_cfg is None else \
+            ({**p, "model": model_cfg}, model_cfg["name"])
         models.append(Model(
             id=model_id, status=status, phase=None, grid=grid, checkpoints=len(checkpoints(folder)),
             samples=partial(reference_samples, folder, zoo_name=zoo_name, model_id=model_id,
-                            arch=str(p.get("model::type", "unknown")), grid=grid, params=p, status=status)))
+                            arch=arch, grid=grid, config=config, status=status)))
     return models, axes
 
 

@@ -10,9 +10,11 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from zoo.atomic import write_json
+from zoo.load.sources import read_manifest
+from zoo.lock import hold
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
 from zoo.pack.samples import Sample, read_json, run_samples
-from zoo.pack.shards import write_shards
+from zoo.pack.shards import remove_stale, write_shards
 from zoo.train.rundir import RunDir, list_runs, zoo_dir
 
 FAILED = ("diverged", "failed")
@@ -33,6 +35,7 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
                 manifest_path: str | Path, max_shard_bytes: int, max_shard_count: int,
                 include_failed: bool) -> dict:
     """Write the samples of the models to pack into shards, then the manifest; returns the manifest.
+    One pack at a time per shard folder and zoo (a lock file there); the manifest commits the pack.
 
     Models with status `ok` are packed; `diverged` and `failed` ones too if `include_failed`;
     unfinished ones never. All are counted in the manifest.
@@ -44,19 +47,33 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
             if model.id in packed:
                 yield from model.samples()
 
-    shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
-    records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
-    manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
-                              location=relative_location(out_dir, manifest_path))
-    write_json(manifest_path, manifest)
+    with hold(Path(out_dir) / f".{zoo_name}.lock", wait=True, what=f"the pack of {zoo_name} in {out_dir}"):
+        shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
+        records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
+        manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
+                                  location=relative_location(out_dir, manifest_path))
+        try:
+            write_json(manifest_path, manifest)  # the commit: readers switch from the old shards to these
+        except BaseException:  # e.g. a full disk: the old manifest and its shards stay as they were
+            remove_stale(out_dir, zoo_name, keep=listed_shards(manifest_path))
+            raise
+        remove_stale(out_dir, zoo_name, keep={s["name"] for s in shards})
     return manifest
+
+
+def listed_shards(manifest_path: str | Path) -> set[str]:
+    """The shard names of the manifest at `manifest_path`; none if it is absent or unreadable."""
+    try:
+        return {s["name"] for s in read_manifest(manifest_path)["shards"]}
+    except (OSError, ValueError):
+        return set()
 
 
 def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest_path: str | Path, *,
              model_ids: Sequence[str] | None = None, max_shard_bytes: int = 256 * 2**20, max_shard_count: int = 256,
              include_failed: bool = False) -> dict:
     """Pack the models `model_ids` (the sweep's; None: every run dir) of `runs_root/<zoo>/models/`
-    into `out_dir/<zoo>-%06d.tar` and write the manifest. Models of the sweep that never started
+    into `out_dir/<zoo>-<generation>-%06d.tar` and write the manifest. Models of the sweep that never started
     are counted as `missing`; run dirs outside the sweep (another sub-grid or override) are left out.
 
     Uses `runs_root/<zoo>/phases.json` and each model's `landscape.json` where they exist.

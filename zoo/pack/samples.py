@@ -66,10 +66,16 @@ def read_json(path: Path, default=None):
     return json.loads(path.read_text()) if path.exists() else default
 
 
+def untimed(row: Mapping | None, *drop: str) -> dict | None:
+    """A result without its `seconds` (and `drop`): a timing is no property of the model, and the
+    same weights and results must give the same sample bytes."""
+    return None if row is None else {k: v for k, v in row.items() if k not in ("seconds", *drop)}
+
+
 def run_samples(run: RunDir, zoo_name: str, phase: str | None) -> Iterator[Sample]:
     """The samples of one run dir, epoch by epoch; one checkpoint in memory at a time."""
     config = OmegaConf.to_container(run.config())
-    metrics = {row["epoch"]: {k: v for k, v in row.items() if k != "epoch"} for row in run.metrics()}
+    metrics = {row["epoch"]: untimed(row, "epoch") for row in run.metrics()}
     landscape = read_json(run.path / "landscape.json", {})
     order = module_order(config["model"])
     status = run.status()[0]
@@ -77,4 +83,4 @@ def run_samples(run: RunDir, zoo_name: str, phase: str | None) -> Iterator[Sampl
         yield make_sample(
             zoo_name=zoo_name, model_id=run.id, epoch=epoch, arch=config["model"]["name"], grid=config["grid"],
             config=config, status=status, phase=phase, metrics=metrics.get(epoch),
-            landscape=landscape.get(str(epoch)), weights=path.read_bytes(), order=order)
+            landscape=untimed(landscape.get(str(epoch))), weights=path.read_bytes(), order=order)

@@ -1,27 +1,37 @@
-"""Writing samples into tar shards `<zoo>-%06d.tar`, bounded in bytes and sample count.
+"""Writing samples into tar shards `<zoo>-<generation>-%06d.tar`, bounded in bytes and sample count.
 
 Deterministic: members in sample order with fixed metadata (mtime 0, uid/gid 0, no user
 names, mode 0444, ustar headers), so the same samples always give byte-identical shards.
-Atomic: each shard is written to a temp name and renamed when complete; a rerun after an
-interruption simply rewrites every shard (identically) and removes leftovers.
+Atomic as a whole: shards are written under temp names, then renamed to names tagged with
+their generation (8 hex of the sha256 of their hashes). Shards of the pack in use are never
+touched, so until the manifest is replaced (the commit, `zoo.pack.packing`) readers see the old
+pack, and after it the new one; only then are the old generation's shards removed.
 """
 
+import contextlib
 import hashlib
 import io
 import os
 import re
 import tarfile
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from zoo.atomic import atomic_write
 from zoo.pack.samples import Sample
 
 BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE
+TEMP_SUFFIX = ".tar.tmp"
 
 
-def shard_name(zoo_name: str, index: int) -> str:
-    return f"{zoo_name}-{index:06d}.tar"
+def shard_name(zoo_name: str, generation: str, index: int) -> str:
+    return f"{zoo_name}-{generation}-{index:06d}.tar"
+
+
+def generation(entries: list[dict]) -> str:
+    """The tag of a pack's shards: the same shards, the same names."""
+    listing = "".join(f"{e['sha256']} {e['bytes']} {e['samples']}\n" for e in entries)
+    return hashlib.sha256(listing.encode()).hexdigest()[:8]
 
 
 class _HashingWriter:
@@ -58,39 +68,70 @@ def _member_bytes(members: list[tuple[str, bytes]]) -> int:
 
 def write_shards(samples: Iterable[Sample], out_dir: str | Path, zoo_name: str, *,
                  max_bytes: int, max_count: int) -> list[dict]:
-    """Write `samples` in order; returns `[{name, bytes, samples, sha256}]` per shard.
+    """Write `samples` in order into new shards; returns `[{name, bytes, samples, sha256}]` per shard.
 
     A shard closes before a sample that would push it past `max_bytes` or `max_count`
-    (a single sample larger than `max_bytes` gets a shard of its own).
+    (a single sample larger than `max_bytes` gets a shard of its own). Existing shards stay.
     """
     out_dir = Path(out_dir)
-    _remove(out_dir, rf"\.{re.escape(zoo_name)}-\d{{6}}\.tar\..*\.tmp")  # temp files of a killed pack
-    shards: list[dict] = []
-    samples = iter(samples)
-    pending = next(samples, None)
-    while pending is not None:
-        name = shard_name(zoo_name, len(shards))
-        count = 0
-        with atomic_write(out_dir / name) as f:
-            os.fchmod(f.fileno(), 0o644)  # a file to share (the temp file is created private)
-            out = _HashingWriter(f)
-            with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                while pending is not None:
-                    members = pending.members()
-                    if count and (count == max_count or _closed_size(out.bytes + _member_bytes(members)) > max_bytes):
-                        break
-                    for member, data in members:
-                        tar.addfile(_tarinfo(member, len(data)), io.BytesIO(data))
-                    count += 1
-                    pending = next(samples, None)
-        shards.append({"name": name, "bytes": out.bytes, "samples": count, "sha256": out.sha.hexdigest()})
-    names = {s["name"] for s in shards}
-    _remove(out_dir, rf"{re.escape(zoo_name)}-\d{{6}}\.tar", keep=names)  # shards of an earlier, larger pack
-    return shards
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[str, dict]] = []  # (temp path, entry)
+    try:
+        samples = iter(samples)
+        pending = next(samples, None)
+        while pending is not None:
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{zoo_name}-", suffix=TEMP_SUFFIX)
+            written.append((tmp, {}))
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)  # a file to share (mkstemp makes it private)
+                entry, pending = _write_tar(f, pending, samples, max_bytes, max_count)
+                f.flush()
+                os.fsync(f.fileno())
+            written[-1] = (tmp, entry)
+        tag = generation([e for _, e in written])
+        shards = []
+        for index, (tmp, entry) in enumerate(written):
+            name = shard_name(zoo_name, tag, index)
+            os.replace(tmp, out_dir / name)
+            shards.append({"name": name, **entry})
+        _fsync_dir(out_dir)
+        return shards
+    except BaseException:
+        for tmp, _ in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
 
 
-def _remove(directory: Path, pattern: str, keep: set[str] = frozenset()) -> None:
-    if directory.is_dir():
-        for path in directory.iterdir():
-            if re.fullmatch(pattern, path.name) and path.name not in keep:
-                path.unlink()
+def _write_tar(f, pending: Sample, samples: Iterator[Sample], max_bytes: int,
+               max_count: int) -> tuple[dict, Sample | None]:
+    """One shard from `pending` on: its entry, and the first sample left for the next shard."""
+    out, count = _HashingWriter(f), 0
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        while pending is not None:
+            members = pending.members()
+            if count and (count == max_count or _closed_size(out.bytes + _member_bytes(members)) > max_bytes):
+                break
+            for member, data in members:
+                tar.addfile(_tarinfo(member, len(data)), io.BytesIO(data))
+            count += 1
+            pending = next(samples, None)
+    return {"bytes": out.bytes, "samples": count, "sha256": out.sha.hexdigest()}, pending
+
+
+def remove_stale(out_dir: str | Path, zoo_name: str, keep: set[str]) -> None:
+    """Remove the zoo's shards not in `keep` (earlier generations) and temp files of killed packs.
+    Call it holding the pack lock, after the manifest of `keep` is written."""
+    shard = re.compile(rf"{re.escape(zoo_name)}-([0-9a-f]{{8}}-)?\d{{6}}\.tar")
+    temp = re.compile(rf"\.{re.escape(zoo_name)}-.*{re.escape(TEMP_SUFFIX)}")
+    for path in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
+        if (shard.fullmatch(path.name) and path.name not in keep) or temp.fullmatch(path.name):
+            path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

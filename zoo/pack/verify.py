@@ -3,32 +3,12 @@ sample's members and weights hash, and files that are missing or should not be t
 
 import hashlib
 import itertools
-import json
 from pathlib import Path
 
-from webdataset.gopen import gopen
-
-from zoo.load.safety import EXTENSIONS, ShardError, read_members
+from zoo.load.safety import EXTENSIONS, CountingReader, ShardError, open_shard, read_members
 from zoo.load.sources import locate, read_manifest
+from zoo.load.stream import read_meta
 from zoo.load.views import decode
-from zoo.pack.samples import sample_key
-
-
-class _HashingReader:
-    """Stream wrapper counting and hashing what is read through it."""
-
-    def __init__(self, stream):
-        self.stream, self.sha, self.bytes = stream, hashlib.sha256(), 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.sha.update(data)
-        self.bytes += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
 
 
 def verify(manifest_path: str | Path, shards: str | Path | None = None) -> list[str]:
@@ -56,9 +36,9 @@ def verify(manifest_path: str | Path, shards: str | Path | None = None) -> list[
 def verify_shard(url: str, entry: dict, zoo_name: str) -> tuple[int, list[str]]:
     """`(samples read, problems)` of one shard against its manifest entry."""
     name = entry["name"]
-    problems, count = [], 0
+    problems, count, stream = [], 0, None
     try:
-        stream = _HashingReader(gopen(url))
+        stream = CountingReader(open_shard(url), sha256=True)
         try:
             for key, group in itertools.groupby(read_members(stream, name), key=lambda m: m[0].partition(".")[0]):
                 problems += [f"{name}: {key}: {p}" for p in sample_problems(key, list(group), zoo_name)]
@@ -68,8 +48,10 @@ def verify_shard(url: str, entry: dict, zoo_name: str) -> tuple[int, list[str]]:
             stream.stream.close()
     except ShardError as err:
         problems.append(str(err))
+        if stream is None:  # refused before reading: nothing to compare
+            return count, problems
     except OSError as err:  # missing file, failed download: nothing to compare
-        return count, [*problems, f"{name}: cannot read {url}: {err}"]
+        return count, [*problems, f"{name}: cannot read {url}: {err.strerror or err}"]
     if count != entry["samples"]:
         problems.append(f"{name}: {count} samples read, the manifest lists {entry['samples']}")
     if stream.bytes != entry["bytes"]:
@@ -85,18 +67,17 @@ def sample_problems(key: str, members: list[tuple[str, bytes]], zoo_name: str) -
     if len(files) != len(members) or sorted(files) != sorted(EXTENSIONS):
         return [f"members {[n for n, _ in members]}, expected one each of {list(EXTENSIONS)}"]
     try:
-        meta = json.loads(files["meta.json"])
+        meta = read_meta(files["meta.json"])
     except ValueError as err:
         return [f"corrupt meta.json ({err})"]
     problems = []
-    if hashlib.sha256(files["weights.safetensors"]).hexdigest() != meta.get("sha256"):
+    if hashlib.sha256(files["weights.safetensors"]).hexdigest() != meta["sha256"]:
         problems.append("weights do not match the sha256 in meta.json")
     else:
         try:
             decode(files["weights.safetensors"], meta)
-        except (ValueError, KeyError, RuntimeError) as err:
+        except ValueError as err:
             problems.append(f"weights do not decode with meta.json's layout ({err})")
-    if key != sample_key(meta.get("id", "?"), meta.get("epoch", -1)) or meta.get("zoo") != zoo_name:
-        problems.append(f"meta.json names zoo {meta.get('zoo')!r}, model {meta.get('id')!r}, "
-                        f"epoch {meta.get('epoch')!r}")
+    if key != f"{meta['id']}_e{meta['epoch']:04d}" or meta.get("zoo") != zoo_name:
+        problems.append(f"meta.json names zoo {meta.get('zoo')!r}, model {meta['id']!r}, epoch {meta['epoch']!r}")
     return problems

@@ -20,7 +20,7 @@ from zoo.train.rundir import run_dir, zoo_dir_of
 
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_KEYS = ("hessian_top", "hessian_trace")
-PAIR_KEYS = ("cka", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test", "linear_mc_loss_train")
+PAIR_KEYS = ("cka", "cka_unbiased", "cka_biased", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test", "linear_mc_loss_train")
 PLOTTED = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "linear_mc_loss_train")
 
 
@@ -38,7 +38,8 @@ def label(row: dict, cfg: DictConfig) -> str | None:
     """The row's phase; None where a seed did not finish `ok` (diverged cells have no landscape)."""
     if row.get("n_ok", 1) < row.get("n_models", 1):
         return None
-    return classify({**row, "mc": row[cfg.phases.mc_key]}, **thresholds(cfg))
+    mc = row[cfg.phases.mc_key]
+    return classify({**row, "mc": None if mc is None else mc * cfg.phases.get("mc_scale", 1)}, **thresholds(cfg))
 
 
 def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:

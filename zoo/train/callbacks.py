@@ -1,12 +1,13 @@
 """Writes the run dir as training goes: metrics lines, safetensors checkpoints, `last.ckpt`."""
 
+import json
 import math
-import os
 import time
 
 import lightning.pytorch as pl
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from zoo.atomic import atomic_path, atomic_write
 from zoo.train.rundir import RunDir
 
 
@@ -17,12 +18,19 @@ class Diverged(RuntimeError):
 
 
 def save_weights(model, path, **metadata) -> None:
-    """State dict as safetensors, written atomically (temp + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """State dict as safetensors with a canonical header, written atomically (temp + rename)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, tmp, metadata={k: str(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(canonical(save(state, metadata={k: str(v) for k, v in metadata.items()})))
+
+
+def canonical(data: bytes) -> bytes:
+    """Safetensors bytes with the header's keys sorted. safetensors writes `__metadata__` in hash-map
+    order, random per process, so the same tensors gave different bytes (and sha256s) each time."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # tensor data stays 8-byte aligned
+    return len(header).to_bytes(8, "little") + header + data[8 + size:]
 
 
 def metrics_row(epoch: int, train: dict, test: dict, lr: float, seconds: float) -> dict:
@@ -68,9 +76,8 @@ class RunDirWriter(pl.Callback):
         if not math.isfinite(train["loss"]):
             raise Diverged(epoch)
         self._write_epoch(trainer, module, epoch, train)
-        tmp = self.run.path / ".last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.run.last_ckpt)
+        with atomic_path(self.run.last_ckpt) as tmp:  # a name of this process: two writers never share it
+            trainer.save_checkpoint(tmp)
 
     def _write_epoch(self, trainer, module, epoch: int, train: dict) -> None:
         test = module.evaluate("test")

@@ -19,7 +19,7 @@ So, within one key (measured on 2 CPU cores, MLPs on mnist1d; see benchmarks/pop
   (measured: width 256 at batch 8 trained fastest per member at K = 4-8, ~4x slower at K = 32).
   A larger bucket is split into near-equal populations.
 
-PINNs (data.task=pinn, zoo.train.pinn_population) share a population when everything but seed,
+PINNs (data.task=pinn, zoo.train.population.pinn) share a population when everything but seed,
 data.beta and optim values (not optim.name / no_decay_1d) matches: the whole beta x lr x seed grid of
 one architecture (width included: members are not padded) is one bucket. A PINN step is full-batch
 (every member runs on all its points), so it is compute-bound: measured on 2 CPU cores, smoke-sized
@@ -41,14 +41,19 @@ from functools import cache
 import torch
 from joblib import cpu_count
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
-from zoo.train.pinn_population import ACTIVATIONS as PINN_ACTIVATIONS, OPTIMIZERS as PINN_OPTIMIZERS
-from zoo.train.population import ACTIVATION_BACKWARD, train_population
-from zoo.train.rundir import run_dir
+from zoo.parallel import exit_with_parent
+from zoo.train.population import train_population
+from zoo.train.population.mlp import ACTIVATION_BACKWARD
+from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS
+from zoo.train.population.pinn import OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.run import Result, train_model
+from zoo.train.rundir import run_dir
+from zoo.train.tasks import accumulation
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,13 @@ PAD_PARAMS = 4096  # models up to this size are padded into one population
 CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4 MiB of weights)
 MEMORY_FRACTION = 0.5  # of the free memory, for all populations training at once
 STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for ordering work
+NETS = ("resnet", "vit", "gpt")  # trained by zoo.train.population.nets
+# On a CPU, populations of these architectures pay up to this width (first-stage channels). Measured
+# for ResNet-18, K = 3, batches 8-64, one thread (under load from other agents): 1.1-2.2x faster than
+# one by one at widths 2-8, 0.84-0.99x at width 16 (grouped convolutions of many channels lose to
+# separate ones). ViT and GPT populations are untested for speed on a CPU (vmap runs attention
+# member by member there): one by one.
+CPU_MAX_WIDTH = {"resnet": 8}
 TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
 
 
@@ -68,6 +80,8 @@ def population_key(cfg: DictConfig) -> str | None:
     model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
     if cfg.runtime.get("population", "off") != "off" and is_pinn(cfg):
         return _pinn_key(cfg)
+    if cfg.runtime.get("population", "off") != "off" and model.name in NETS:
+        return _net_key(cfg)
     if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
             or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
             or cfg.data.get("task", "classify") != "classify" or optim.name != "sgd"
@@ -101,6 +115,27 @@ def _pinn_key(cfg: DictConfig) -> str | None:
     return json.dumps(shared, sort_keys=True)
 
 
+def net_population_pays(cfg: DictConfig) -> bool:
+    """Whether a ResNet / ViT / GPT cell trains faster as a population than one by one. On a GPU a
+    small model's step is launch-bound, so a population pays. On a CPU, as measured per cell by
+    `benchmarks/population.py --zoo cifar10_resnet18 --force` (see CPU_MAX_WIDTH).
+    `runtime.population=<K>` asks for populations wherever they are possible."""
+    if cfg.runtime.accelerator in ("gpu", "cuda") or cfg.runtime.population != "auto":
+        return True
+    return cfg.model.width <= CPU_MAX_WIDTH.get(cfg.model.name, 0)
+
+
+def _net_key(cfg: DictConfig) -> str | None:
+    """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
+    if (cfg.data.get("task", "classify") not in ("classify", "lm") or cfg.trainer.gradient_clip_val is not None
+            or str(cfg.trainer.precision) not in ("32", "32-true") or accumulation(cfg) > 1
+            or not net_population_pays(cfg)):
+        return None
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    shared = {k: plain[k] for k in ("model", "optim", "data", "trainer", "checkpoint", "runtime")}
+    return json.dumps({**shared, "data_root": plain["paths"]["data"]}, sort_keys=True)
+
+
 def pinn_points(cfg: DictConfig) -> tuple[int, int]:
     """A PINN's (training points of one step, test grid points), as zoo.data.convection draws them."""
     sizes = PINN_SMOKE if cfg.data.get("smoke") else cfg.data
@@ -119,10 +154,47 @@ def n_params(cfg: DictConfig, width: int | None = None) -> int:
     return _n_params(json.dumps({**model, **({"width": width} if width else {})}, sort_keys=True))
 
 
+@cache
+def _layer_sizes(model_json: str, sample: tuple[int, ...], dtype: str) -> tuple[int, int]:
+    """(floats every layer outputs, multiply-adds of its convolutions and matmuls) for one input
+    sample of shape `sample`, counted on the meta device."""
+    floats, macs = [0], [0]
+
+    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        floats[0] += out.numel()
+        if isinstance(module, (nn.Conv2d, nn.Linear)):  # each output: one weight row (or kernel window)
+            macs[0] += out.numel() * (module.weight[0].numel())
+
+    with torch.device("meta"):
+        model = build(json.loads(model_json))
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, *sample, dtype=getattr(torch, dtype), device="meta"))
+    return floats[0], macs[0]
+
+
+def net_sizes(cfg: DictConfig) -> tuple[int, int]:
+    """`_layer_sizes` of the model of a ResNet / ViT / GPT cell."""
+    model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
+    return _layer_sizes(model, *net_sample(cfg))
+
+
+def net_sample(cfg: DictConfig) -> tuple[tuple[int, ...], str]:
+    """The input shape of one sample of a ResNet / ViT / GPT cell, and its dtype."""
+    if cfg.data.get("task", "classify") == "lm":
+        return (cfg.data.context,), "long"
+    return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size), "float32"
+
+
 def member_bytes(cfg: DictConfig, width: int) -> int:
     """Float32 bytes one member at `width` adds to a population: weights, gradients and momenta,
     and the activations of a training step and an evaluation chunk (values and gradients)."""
     m = cfg.model
+    if m.name in NETS:  # weights, gradients, up to 2 optimizer slots; saved activations ~2x the layer outputs
+        per_sample = net_sizes(cfg)[0]
+        return 4 * (4 * n_params(cfg) + per_sample * (2 * cfg.data.batch_size + cfg.data.eval_batch_size))
     features = m.in_dim + m.depth * width + m.out_dim
     if is_pinn(cfg):  # weights, gradients, 2 Adam moments; the double-backward graph of a step (measured:
         # 2.4-2.6 floats per point and feature saved, x 2 for the backward's own buffers); the test grid's
@@ -142,7 +214,7 @@ def free_memory(cfg: DictConfig) -> int:
 def max_members(cfg: DictConfig, width: int, workers: int, memory: int) -> int:
     """The largest K for a population of `cfg`'s kind padded to `width` (see module doc)."""
     k = int(MEMORY_FRACTION * memory / workers) // member_bytes(cfg, width)
-    if cfg.runtime.accelerator not in ("gpu", "cuda") and not is_pinn(cfg):
+    if cfg.runtime.accelerator not in ("gpu", "cuda") and cfg.model.name == "mlp" and not is_pinn(cfg):
         k = min(k, CACHE_PARAMS // n_params(cfg, width))
     if cfg.runtime.population != "auto":
         k = min(k, int(cfg.runtime.population))
@@ -235,7 +307,7 @@ def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
         # Forked, as DataLoader workers are: they start at once instead of importing torch and
         # Lightning again (~4 s each). This process has run no torch kernels (`plan` builds on `meta`).
         fork = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with ProcessPoolExecutor(workers, mp_context=fork) as pool:
+        with ProcessPoolExecutor(workers, mp_context=fork, initializer=exit_with_parent) as pool:
             done = list(pool.map(train_group, groups))  # handed out in order: most expensive first
     results.update((r.id, r) for group in done for r in group)
     return [results[cfg.id] for cfg in cfgs]

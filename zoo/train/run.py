@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from zoo import data as datasets
 from zoo.config import validate
+from zoo.lock import Locked
 from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter, headline
 from zoo.train.ids import with_identity
@@ -47,6 +48,15 @@ def train_model(cfg: DictConfig) -> Result:
     validate(cfg)
     cfg = with_identity(cfg)
     run = run_dir(cfg)
+    try:
+        with run.lock():
+            return _train_locked(cfg, run)
+    except Locked as err:  # another launch of the same zoo trains it right now
+        log.warning("%s: skipped: %s, which trains it", cfg.id, err)
+        return Result(cfg.id, "running", str(err), 0.0, run.path)
+
+
+def _train_locked(cfg: DictConfig, run: RunDir) -> Result:
     if run.is_done():
         log.info("%s: already done (%s), skipped", cfg.id, run.status()[0])
         return Result(cfg.id, *run.status(), 0.0, run.path)

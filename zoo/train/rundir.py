@@ -6,6 +6,7 @@
     last.ckpt                      Lightning resume state (internal, never shipped)
     status                         `ok`, `diverged` or `failed`, then a reason line
     DONE                           written last; a run with DONE is never touched again
+    .lock                          flock'ed by the process training the model (zoo.lock)
 """
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.atomic import write_text
+from zoo.lock import hold
 
 STATES = ("ok", "diverged", "failed")
 
@@ -45,6 +47,11 @@ class RunDir:
     last_ckpt = property(lambda self: self.path / "last.ckpt")
     status_path = property(lambda self: self.path / "status")
     done_path = property(lambda self: self.path / "DONE")
+    lock_path = property(lambda self: self.path / ".lock")  # held while a process trains the model
+
+    def lock(self):
+        """Context manager: this process alone works in the run dir; zoo.lock.Locked if another does."""
+        return hold(self.lock_path, wait=False, what=f"model {self.id}")
 
     def ckpt_path(self, epoch: int) -> Path:
         return self.path / "ckpt" / f"epoch_{epoch:04d}.safetensors"

@@ -1,6 +1,6 @@
 """Population training for PINNs: K convection PINNs of one architecture trained at once, as stacked
-tensors, in one Lightning fit (zoo.train.population runs it: same run dirs, resume state, divergence
-handling; this module is the math).
+tensors, in one Lightning fit (zoo.train.population.runner runs it: same run dirs, resume state,
+divergence handling; this module is the math).
 
 Every member is the model `train_model` would train alone with `zoo.train.pinn.PINN`: the same init
 (`torch.manual_seed(seed)` then `build`), the same points, loss terms, full-batch steps, Adam/AdamW
@@ -16,7 +16,8 @@ loss. The graph has the ops and order of `pinn_terms`, so autograd sums the same
 in the same order. Adam is written out with the ops of torch.optim.Adam's single-tensor path (what
 it runs on a CPU): hyperparameters shared by all members are Python numbers, as in torch; the lr
 (and any value that differs) is a [K, 1, 1] tensor, rounded to float32 as torch rounds the number.
-Measured on CPU: members end bitwise equal to one-by-one training (tests/test_pinn_population.py).
+Measured on CPU with torch 2.13: members end bitwise equal to one-by-one training
+(tests/test_pinn_population.py; other versions are held to float tolerance).
 
 One Lightning step is one epoch of every member (`steps_per_epoch` full-batch steps; manual
 optimization). A diverged member (non-finite epoch train loss) is frozen at zero weights and zero
@@ -30,10 +31,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from zoo import data as datasets
-from zoo.models import build
 from zoo.train.optim import build_optimizer
 from zoo.train.pinn import TERMS, Repeat
-from zoo.train.population import StackedMLPs, _plain, linears, schedule
+from zoo.train.population.stacked import StackedMLPs
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu}  # as nn.ReLU / nn.Tanh / nn.GELU call them
 OPTIMIZERS = ("adam", "adamw")
@@ -140,26 +140,13 @@ class PINNPopulation(StackedMLPs):
     """
 
     def __init__(self, cfgs: list[DictConfig]):
-        super().__init__()
-        self.automatic_optimization = False
         first = cfgs[0]
-        self.k, self.act = len(cfgs), ACTIVATIONS[first.model.activation]
-        self.steps_per_epoch = first.data.steps_per_epoch
-        self.members = []  # each member as its own module, as train_model builds it (kept on the CPU)
-        for cfg in cfgs:
-            torch.manual_seed(cfg.seed)
-            self.members.append(build(cfg.model))
-        layers = list(zip(*map(linears, self.members)))
-        self.weights = nn.ParameterList(torch.stack([lin.weight.detach() for lin in layer]) for layer in layers)
-        self.biases = nn.ParameterList(torch.stack([lin.bias.detach()[None] for lin in layer]) for layer in layers
-                                       if layer[0].bias is not None)
-        params = [*self.weights, *self.biases]
+        super().__init__(cfgs, steps_per_epoch=first.data.steps_per_epoch)
+        self.act = ACTIVATIONS[first.model.activation]
+        params = [*self.weights, *self.biases]  # trained through autograd (requires_grad)
         self.exp_avgs = nn.ParameterList(nn.Parameter(torch.zeros_like(p), requires_grad=False) for p in params)
         self.exp_avg_sqs = nn.ParameterList(nn.Parameter(torch.zeros_like(p), requires_grad=False) for p in params)
-        # Plain lists for the hot loop; device moves keep these Parameter objects and swap their data.
-        self.w, self.b = list(self.weights), list(self.biases)
         self.m, self.v = list(self.exp_avgs), list(self.exp_avg_sqs)
-        self.register_buffer("alive", torch.ones(self.k, dtype=torch.bool))
 
         # Points: the same for every beta (only the exact solution depends on it).
         data = datasets.load(first.data, first.paths.data)
@@ -174,14 +161,7 @@ class PINNPopulation(StackedMLPs):
             self.register_buffer(f"exact_{name}", torch.sin(xt[..., :1] - betas[:, None, None] * xt[..., 1:]),
                                  persistent=False)
 
-        total_steps = first.trainer.max_epochs * self.steps_per_epoch
-        tables = {}  # members with the same optim config share one schedule
-        for cfg in cfgs:
-            if _plain(cfg.optim) not in tables:
-                tables[_plain(cfg.optim)] = schedule(cfg.optim, total_steps)
-        rows = torch.stack([tables[_plain(cfg.optim)] for cfg in cfgs], dim=1)  # [steps + 1, K, (lr, beta1)]
-        self.register_buffer("lrs", rows[..., 0].contiguous(), persistent=False)  # float64, as torch's numbers
-        self.beta1s = rows[..., 1].contiguous()  # read per step as numbers: kept on the CPU
+        self.beta1s = self.momenta_or_betas  # read per step as numbers: kept on the CPU
         self.beta1_shared = bool((self.beta1s == self.beta1s[:, :1]).all())
         settings = [adam_settings(cfg.optim) for cfg in cfgs]
         self.decoupled = settings[0]["decoupled"]  # optim.name is part of the population key
@@ -196,9 +176,6 @@ class PINNPopulation(StackedMLPs):
         if self._hyper is None or self._hyper[0] != self.device:
             self._hyper = self.device, {k: shared_or_stacked(v, self.device) for k, v in self.settings.items()}
         return self._hyper[1]
-
-    def configure_optimizers(self) -> None:
-        return None  # Adam is applied by hand: per-member hyperparameters on stacked tensors
 
     def train_dataloader(self) -> Repeat:
         return Repeat((torch.zeros(()),), 1)  # one item per epoch: training_step runs the epoch's steps
@@ -300,10 +277,3 @@ class PINNPopulation(StackedMLPs):
             loss = (u - exact).pow(2).mean((1, 2)).tolist()
             rel = (torch.linalg.vector_norm(u - exact, dim=(1, 2)) / torch.linalg.vector_norm(exact, dim=(1, 2)))
             return [{"loss": a, "rel_l2": b} for a, b in zip(loss, rel.tolist())]
-
-    @torch.no_grad()
-    def kill(self, k: int) -> None:
-        """Freeze member k at zero weights and moments: it stays finite, and slots never mix."""
-        self.alive[k] = False
-        for p in self.parameters():  # weights, biases and Adam's moments
-            p[k] = 0
