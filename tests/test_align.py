@@ -15,7 +15,7 @@ from conftest import zoo_train
 from zoo.apply import apps
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
-from zoo.align.permutation import apply, random_perms, resnet_spec, spec_for
+from zoo.align.permutation import apply, heads, random_perms, resnet_spec, spec_for
 from zoo.apply.stage import apply_dir, apply_items, apply_packed, bench
 from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint
@@ -37,20 +37,22 @@ def images(*shape):
     return lambda n: torch.randn(n, *shape)
 
 
+VIT = {"name": "vit", "image_size": 8, "patch_size": 4, "width": 16, "depth": 2, "head_dim": 4, "mlp_ratio": 2}
+GPT = {"name": "gpt", "vocab_size": 50, "context": 8, "depth": 2, "width": 16, "head_dim": 4, "bias": True}
 MODELS = {  # arch, module, inputs
     "mlp": ("mlp", lambda: build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": 32, "depth": 3}), images(40)),
     "cnn": ("sequential", sequential_cnn, images(3, 8, 8)),
     "resnet18": ("resnet", lambda: build({"name": "resnet", "depth": 18, "width": 4}), images(3, 16, 16)),
     "resnet50": ("resnet", lambda: build({"name": "resnet", "depth": 50, "width": 2, "bias": True}), images(3, 16, 16)),
-    "vit": ("vit", lambda: build({"name": "vit", "image_size": 8, "patch_size": 4, "width": 16, "depth": 2,
-                                   "head_dim": 8, "mlp_ratio": 2}), images(3, 8, 8)),
-    "gpt": ("gpt", lambda: build({"name": "gpt", "vocab_size": 50, "context": 8, "depth": 2, "width": 16,
-                                   "head_dim": 8, "bias": True}), lambda n: torch.randint(0, 50, (n, 8))),
+    "vit": ("vit", lambda: build(VIT), images(3, 8, 8)),
+    "gpt": ("gpt", lambda: build(GPT), lambda n: torch.randint(0, 50, (n, 8))),
 }
+CONFIGS = {"vit": VIT, "gpt": GPT}
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_weight_matching_recovers_a_known_permutation(name):
+    """Transformers: heads permuted as units, q/k and v channels within heads (head count from the config)."""
     arch, make, inputs = MODELS[name]
     torch.manual_seed(0)
     model = make()
@@ -58,8 +60,12 @@ def test_weight_matching_recovers_a_known_permutation(name):
     model(inputs(16))  # BatchNorm statistics that are not the identity
     model.eval()
     weights = model.state_dict()
-    spec = spec_for(arch, weights)
-    permuted = apply(spec, random_perms(spec, weights, torch.Generator().manual_seed(1)), weights)
+    spec = spec_for(arch, weights, heads=heads(CONFIGS.get(name, {})))
+    perms = random_perms(spec, weights, torch.Generator().manual_seed(1))
+    permuted = apply(spec, perms, weights)
+    if name in CONFIGS:  # attention is permuted too: 4 heads of 4 channels, heads moved as units
+        assert [h for h, _, _ in spec.heads] == [4, 4]
+        assert all(not torch.equal(perms[p], torch.arange(16)) for _, qk, v in spec.heads for p in (qk, v))
     twin = make()
     twin.load_state_dict(permuted)
     x = inputs(4)

@@ -71,4 +71,4 @@ def test_layer_features_come_from_the_named_module_in_eval_mode():
     model.eval()
     assert torch.allclose(hidden, model[1](model[0](x)))
     assert torch.allclose(features(model, x), model(x))
-    assert minibatch_cka(model, model, [(x, None)], layer="2") == pytest.approx(1.0)
+    assert minibatch_cka(model, model, [(x, None)], lambda m, b: features(m, b[0], "2")) == pytest.approx(1.0)

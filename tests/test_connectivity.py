@@ -7,6 +7,7 @@ from torch import nn
 
 from zoo.landscape.connectivity import (BezierCurve, bezier_curve, connectivity_metrics,
                                         evaluate_curve, linear_path, mode_connectivity)
+from zoo.train.tasks import Classify
 from zoo.models.resnet import ResNet
 
 criterion = nn.CrossEntropyLoss()
@@ -47,7 +48,7 @@ def test_bezier_curve_removes_the_barrier_of_the_linear_path(data):
     train, test = data
     model_a, model_b = trained_mlp(train, seed=0), trained_mlp(train, seed=1)
     state = copy.deepcopy(model_a.state_dict())
-    m = connectivity_metrics(model_a, model_b, train, test, criterion, steps=300, n_points=11)
+    m = connectivity_metrics(model_a, model_b, train, test, Classify(), steps=300, n_points=11)
     assert m["linear_mc_loss_train"] < -1.0  # differently seeded minima: a clear barrier
     assert m["linear_mc_err_train"] < -0.3
     assert m["mc_loss_train"] > m["linear_mc_loss_train"] / 4  # the curve lowers it 4x or more
@@ -66,7 +67,7 @@ def test_linear_path_from_a_model_to_itself_has_no_barrier():
     torch.manual_seed(0)
     model = ResNet(18, width=2)
     batches = [(torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))) for _ in range(2)]
-    values = linear_path(model, model, batches, criterion, n_points=5)
+    values = linear_path(model, model, batches, Classify(), n_points=5)
     assert max(values["loss_train"]) - min(values["loss_train"]) < 1e-5
     assert mode_connectivity(values["loss_train"]) == pytest.approx(0.0, abs=1e-5)
 
@@ -76,7 +77,7 @@ def test_batchnorm_statistics_are_recomputed_at_each_point():
     model_a, model_b = ResNet(18, width=2), ResNet(18, width=2)
     batches = [(torch.randn(32, 3, 8, 8) + 1, torch.randint(0, 10, (32,))) for _ in range(2)]
     curve = BezierCurve(model_a, model_b, n_bends=3)
-    values = evaluate_curve(curve, criterion, batches, n_points=3)
+    values = evaluate_curve(curve, Classify(), batches, n_points=3)
     # reference: the endpoint model itself, with running stats averaged over the batches
     reference = copy.deepcopy(model_b)
     for bn in reference.modules():
@@ -98,7 +99,7 @@ def test_only_the_bends_are_trained():
     torch.manual_seed(0)
     model_a, model_b = nn.Linear(4, 3), nn.Linear(4, 3)
     batches = [(torch.randn(16, 4), torch.randint(0, 3, (16,)))]
-    curve = bezier_curve(model_a, model_b, batches, criterion, n_bends=4, steps=20, optimizer="sgd",
+    curve = bezier_curve(model_a, model_b, batches, Classify(), n_bends=4, steps=20, optimizer="sgd",
                          lr=0.1)
     assert [tuple(p.shape) for p in curve.parameters() if p.requires_grad] == [(2, 3, 4), (2, 3)]
     for t, model in ((0.0, model_a), (1.0, model_b)):

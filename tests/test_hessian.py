@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from zoo.landscape.hessian import hessian_metrics
+from zoo.train.tasks import Classify
 
 criterion = nn.CrossEntropyLoss()
 
@@ -40,7 +41,7 @@ def test_matches_the_exact_hessian_of_a_tiny_model(probe_batch):
     exact = torch.linalg.eigvalsh(dense_hessian(model, batches))
     running_mean = model[1].running_mean.clone()
 
-    out = hessian_metrics(model, criterion, batches, top_n=3, probe_batch=probe_batch)
+    out = hessian_metrics(model, Classify(), batches, top_n=3, probe_batch=probe_batch)
 
     assert model.training and torch.equal(model[1].running_mean, running_mean)
     assert out["top_eigenvalues"] == pytest.approx(exact.flip(0)[:3].tolist(), rel=1e-3)
@@ -67,7 +68,7 @@ def mlp_and_batches():
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # inside PyHessian
 def test_agrees_with_converged_pyhessian(mlp_and_batches):
     model, batches = mlp_and_batches
-    ours = hessian_metrics(model, criterion, batches)  # our defaults
+    ours = hessian_metrics(model, Classify(), batches)  # our defaults
 
     torch.manual_seed(0)
     reference = hessian(copy.deepcopy(model), criterion, dataloader=batches, cuda=False)
@@ -82,6 +83,6 @@ def test_agrees_with_converged_pyhessian(mlp_and_batches):
 
 def test_is_deterministic_given_the_seed(mlp_and_batches):
     model, batches = mlp_and_batches
-    a, b = (hessian_metrics(model, criterion, batches, max_iter=20, seed=3) for _ in range(2))
-    c = hessian_metrics(model, criterion, batches, max_iter=20, seed=4)
+    a, b = (hessian_metrics(model, Classify(), batches, max_iter=20, seed=3) for _ in range(2))
+    c = hessian_metrics(model, Classify(), batches, max_iter=20, seed=4)
     assert a == b and a["trace"] != c["trace"]

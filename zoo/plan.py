@@ -95,7 +95,7 @@ def plan_zoo(overrides: list[str]) -> Plan:
     for cfg in cfgs:
         model, work = _key(cfg.model), _work(cfg)
         params, weight_bytes = _size(model)
-        task, beta = task_of(cfg), float(cfg.data.get("beta", 0))
+        task, beta = task_of(cfg).name, float(cfg.data.get("beta", 0))
         fixed = weight_bytes * (2 + OPTIMIZER_SLOTS.get(cfg.optim.name, 2))
         if task == "pinn":  # full-batch steps; evaluation runs the model on single (x, t) points
             _, flops, activations = _step(model, _shapes(work.batch(1)), task, beta)
@@ -121,7 +121,7 @@ def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
 
 
 def _work(cfg: DictConfig) -> Work:
-    data, epochs, task = cfg.data, cfg.trainer.max_epochs, task_of(cfg)
+    data, epochs, task = cfg.data, cfg.trainer.max_epochs, task_of(cfg).name
     meta = functools.partial(torch.zeros, device="meta")
     if task == "pinn":
         sizes = PINN_SMOKE if data.get("smoke") else data

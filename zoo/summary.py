@@ -5,24 +5,21 @@ from collections.abc import Iterable
 
 from omegaconf import DictConfig
 
-from zoo.train.callbacks import HEADLINE, headline
 from zoo.train.rundir import run_dir
+from zoo.train.tasks import task_of
 
 
 def cell_table(cfgs: Iterable[DictConfig]) -> str:
     """Status counts and the mean final headline metric (test accuracy for classifiers) per cell
     of the zoo's two grid axes."""
     cells: dict[tuple, list[tuple[str, float | None]]] = defaultdict(list)
-    axes, keys = None, set()
+    axes, key = None, None
     for cfg in cfgs:
-        axes = list(cfg.zoo.axes)
+        axes, key = list(cfg.zoo.axes), task_of(cfg).headline
         run = run_dir(cfg)
         rows = run.metrics()
-        key, value = headline(rows[-1] if rows else {})
-        if rows:
-            keys.add(key)
-        cells[tuple(cfg.grid[a] for a in axes)].append((run.status()[0], value))
-    header = [*axes, "models", "status", keys.pop() if len(keys) == 1 else HEADLINE[0]]
+        cells[tuple(cfg.grid[a] for a in axes)].append((run.status()[0], rows[-1].get(key) if rows else None))
+    header = [*axes, "models", "status", key]
     rows = []
     for key in sorted(cells):
         states = Counter(state for state, _ in cells[key])

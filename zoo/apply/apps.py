@@ -3,6 +3,8 @@
 Every merge is measured twice, as the models are and after weight matching (`*_aligned`):
 the difference is what permutation symmetry costs in each phase. Accuracies are on held-out
 data: `val` chooses (the greedy soup's ingredients, the best ingredient), `test` reports.
+Losses and errors are the task's (zoo.train.tasks): for PINNs the error is the relative L2 error
+against the exact solution, and "accuracy" 1 - that error.
 
 - `averaging`: the average of each model's last `last_k` checkpoints vs its final weights
   (`epoch_avg_gain`), and the average of two seeds vs the mean of the two (`seed_avg_gain`);
@@ -16,17 +18,17 @@ import copy
 import itertools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.align.matching import align
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import Spec, Weights
 from zoo.landscape.connectivity import Batches, evaluate_params, linear_path
+from zoo.train.tasks import Classify, Task
 
 State = dict[str, torch.Tensor]
 
@@ -40,11 +42,11 @@ class Bench:
     val: Batches      # held out: chooses
     test: Batches     # held out: reports
     max_iter: int = 100  # weight matching
-    criterion: Callable = F.cross_entropy
+    task: Task = Classify()
 
     def evaluate(self, state: Weights, split: str = "test") -> dict[str, float]:
         params = {n: state[n] for n, _ in self.model.named_parameters()}
-        return evaluate_params(self.model, params, self.criterion, self.train, {split: getattr(self, split)})
+        return evaluate_params(self.model, params, self.task, self.train, {split: getattr(self, split)})
 
     def acc(self, state: Weights, split: str = "test") -> float:
         return 1 - self.evaluate(state, split)[f"err_{split}"]
@@ -98,7 +100,7 @@ def lmc(bench: Bench, finals: Sequence[State], n_points: int = 21) -> dict:
         seconds = time.perf_counter() - start
         pair = {"seeds": [i, j], "align_seconds": round(seconds, 3)}
         for suffix, b in (("", finals[j]), ("_aligned", aligned)):
-            curve = linear_path(bench.module(finals[i]), bench.module(b), bench.train, bench.criterion,
+            curve = linear_path(bench.module(finals[i]), bench.module(b), bench.train, bench.task,
                                 bench.test, n_points)
             pair[f"curve{suffix}"] = curve
             for key in ("loss_train", "loss_test", "err_test"):

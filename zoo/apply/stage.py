@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo import data as datasets
 from zoo.apply import apps, prune, transfer
-from zoo.align.permutation import spec_for
+from zoo.align.permutation import heads, spec_for
 from zoo.config import CONF_DIR, ConfigError, validate
 from zoo.phases.plots import heatmap, phase_bars, phase_curves
-from zoo.landscape.stage import cell_key, cells, checkpoint, eval_batches
+from zoo.landscape.stage import cell_key, cells, checkpoint
 from zoo.phases.table import write_csv
 from zoo.load import open_zoo
 from zoo.pack.samples import read_json
@@ -34,7 +34,7 @@ from zoo.models import build
 from zoo.stage import Item, read_result, run_stage
 from zoo.train.run import checkpoint_epochs
 from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
-from zoo.train.tasks import task_of
+from zoo.train.tasks import Classify, task_of
 
 APPS = ("averaging", "lmc", "soup", "prune", "transfer")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
@@ -65,8 +65,8 @@ def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
     validate(cfgs[0])
-    if task_of(cfgs[0]) != "classify":
-        raise ConfigError(f"zoo {cfgs[0].zoo.name} is a {task_of(cfgs[0])} zoo: zoo-apply supports classification "
+    if app in ("prune", "transfer") and not isinstance(task_of(cfgs[0]), Classify):
+        raise ConfigError(f"zoo {cfgs[0].zoo.name} is a {cfgs[0].data.task} zoo: app={app} supports classification "
                           f"zoos only for now")
     tickets = _ticket_cells(cfgs) if app == "prune" else set()
     items = []
@@ -92,17 +92,17 @@ def _ticket_cells(cfgs: Sequence[DictConfig]) -> set[tuple]:
 
 
 def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
-    """The architecture and the fixed batches every model of the zoo is measured on."""
-    data = datasets.load(cfg.data, data_root)
-    n_test, bs = len(data.split("test")[0]), settings["batch_size"]
+    """The architecture and the fixed batches every model of the zoo is measured on (the task's)."""
+    data, task = datasets.load(cfg.data, data_root), task_of(cfg)
+    n_test, bs = task.split_size(data, "test"), settings["batch_size"]
     n_val = int(n_test * settings["val_fraction"])
     model = build({**cfg.model, "init": "default"})
     return apps.Bench(
-        model, spec_for(cfg.model.name, model.state_dict()),
-        train=eval_batches(data, "train", bs, settings["bn_samples"], settings["seed"]),
-        val=eval_batches(data, "test", bs, n_val, settings["seed"]),
-        test=eval_batches(data, "test", bs, n_test - n_val, settings["seed"], offset=n_val),
-        max_iter=settings["max_iter"])
+        model, spec_for(cfg.model.name, model.state_dict(), heads=heads(cfg.model)),
+        train=task.batches(data, "train", bs, settings["bn_samples"], settings["seed"]),
+        val=task.batches(data, "test", bs, n_val, settings["seed"]),
+        test=task.batches(data, "test", bs, n_test - n_val, settings["seed"], offset=n_val),
+        max_iter=settings["max_iter"], task=task)
 
 
 def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping, cfg: DictConfig,

@@ -9,7 +9,7 @@ from zoo.phases.table import relabel_csv, write_phases
 from zoo.summary import format_table
 from zoo.sweep import cell_configs, compose_config, fixed_overrides
 
-SHOWN = ("n_models", "train_loss", "test_acc", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "phase")
+SHOWN = ("n_models", "train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "phase")
 
 
 def main() -> None:

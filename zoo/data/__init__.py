@@ -14,6 +14,7 @@ import torch
 from zoo.data.convection import load_convection
 from zoo.data.images import ImageTransform, augment_generator, read_images
 from zoo.data.mnist1d import load_mnist1d
+from zoo.data.pydoc_text import load_pydoc
 from zoo.data.tokens import load_tokens
 
 
@@ -103,6 +104,7 @@ READERS = {
     "mnist1d": _mnist1d,
     **{name: _images for name in ("cifar10", "cifar100", "svhn", "tinyimagenet")},
     "openwebtext": load_tokens,
+    "pydoc": load_pydoc,
     "convection": lambda cfg, root: load_convection(cfg),
 }
 # Official split sizes (train, test), for zoo-plan, which counts work without reading data.

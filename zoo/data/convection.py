@@ -27,12 +27,16 @@ class ConvectionData:
     grid: torch.Tensor         # (grid_x * grid_t, 2) test points
 
     def exact(self, xt: torch.Tensor) -> torch.Tensor:
-        """u(x, t) = sin(x - beta t), shape (n, 1)."""
-        return torch.sin(xt[:, :1] - self.beta * xt[:, 1:])
+        return exact_solution(xt, self.beta)
 
     def train_batch(self) -> tuple[torch.Tensor, ...]:
         """`(collocation, initial, u at initial, left, right)`: everything one full-batch step uses."""
         return self.collocation, self.initial, self.exact(self.initial), self.left, self.right
+
+
+def exact_solution(xt: torch.Tensor, beta: float) -> torch.Tensor:
+    """u(x, t) = sin(x - beta t) at the (n, 2) points `xt`, shape (n, 1)."""
+    return torch.sin(xt[:, :1] - beta * xt[:, 1:])
 
 
 def load_convection(cfg: Mapping) -> ConvectionData:

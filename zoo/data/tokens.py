@@ -21,17 +21,21 @@ SMOKE_WINDOWS = 4  # windows per epoch and per evaluation with `data.smoke`
 
 
 class Windows:
-    """`n` random windows of `context + 1` tokens, as `(x, y)` batches with `y` = `x` shifted by one."""
+    """`n` random windows of `context + 1` tokens, as `(x, y)` batches with `y` = `x` shifted by one;
+    with `offset`, the windows after the first `offset` of the seeded draw (disjoint seeded sets)."""
 
-    def __init__(self, tokens: np.ndarray, context: int, n: int, batch_size: int, seed: Callable[[], int]):
+    def __init__(self, tokens: np.ndarray, context: int, n: int, batch_size: int, seed: Callable[[], int],
+                 offset: int = 0):
         self.tokens, self.context, self.n, self.batch_size, self.seed = tokens, context, n, batch_size, seed
+        self.offset = offset
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed())
-        starts = torch.randint(len(self.tokens) - self.context, (self.n,), generator=gen).tolist()
+        starts = torch.randint(len(self.tokens) - self.context, (self.offset + self.n,), generator=gen)
+        starts = starts[self.offset:].tolist()
         for i in range(0, self.n, self.batch_size):
             block = np.stack([self.tokens[s:s + self.context + 1] for s in starts[i:i + self.batch_size]])
             block = torch.from_numpy(block.astype(np.int64))

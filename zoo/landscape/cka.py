@@ -5,25 +5,12 @@ things?"): unbiased HSIC (Song et al. 2012) per batch, summed over batches, so n
 matrix larger than a batch is ever formed.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from zoo.landscape import eval_mode
-
-
-@torch.no_grad()
-def features(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
-    """Flattened (n, d) output of submodule `layer` (e.g. "layers.1"), or the logits, in eval mode."""
-    captured = []  # the root module ("") gives the logits
-    hook = model.get_submodule(layer or "").register_forward_hook(lambda m, i, out: captured.append(out))
-    try:
-        with eval_mode(model):
-            model(x)
-    finally:
-        hook.remove()
-    return captured[0].flatten(1)
+from zoo.models.outputs import features
 
 
 def gram(X: Tensor) -> Tensor:
@@ -49,17 +36,23 @@ def linear_cka(X: Tensor, Y: Tensor, unbiased: bool = False) -> float:
     return (hsic(K, L, unbiased) / (hsic(K, K, unbiased) * hsic(L, L, unbiased)).sqrt()).item()
 
 
-def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
-                  layer: str | None = None) -> float:
-    """Linear CKA between the two models' `layer` outputs (logits if None), accumulated over batches.
-
-    Every batch needs more than 3 samples; the labels are ignored.
-    """
-    return cka_estimates(model_a, model_b, batches, layer)["cka_unbiased"]
+Featurize = Callable[[nn.Module, Sequence[Tensor]], Tensor]
 
 
-def cka_estimates(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
-                  layer: str | None = None) -> dict[str, float]:
+def outputs(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
+    """(n, d): the model's flattened output on the batch's inputs (its first tensor)."""
+    return features(model, batch[0]).flatten(1)
+
+
+def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
+                  featurize: Featurize = outputs) -> float:
+    """Linear CKA between the two models' features (`featurize(model, batch)`: (n, d), by default the
+    outputs), accumulated over batches. Every batch needs more than 3 samples (rows)."""
+    return cka_estimates(model_a, model_b, batches, featurize)["cka_unbiased"]
+
+
+def cka_estimates(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
+                  featurize: Featurize = outputs) -> dict[str, float]:
     """Both estimates from one pass over the batches:
 
     `cka_unbiased`: unbiased HSIC summed over batches (`minibatch_cka`, ours);
@@ -69,8 +62,8 @@ def cka_estimates(model_a: nn.Module, model_b: nn.Module, batches: Iterable[tupl
     """
     ab = aa = bb = 0.0
     per_batch = []
-    for x, _ in batches:
-        K, L = gram(features(model_a, x, layer)), gram(features(model_b, x, layer))
+    for batch in batches:
+        K, L = gram(featurize(model_a, batch)), gram(featurize(model_b, batch))
         ab, aa, bb = ab + hsic(K, L), aa + hsic(K, K), bb + hsic(L, L)
         per_batch.append(hsic(K, L, False) / (hsic(K, K, False) * hsic(L, L, False)).sqrt())
     return {"cka_unbiased": (ab / (aa * bb).sqrt()).item(), "cka_biased": torch.stack(per_batch).mean().item()}

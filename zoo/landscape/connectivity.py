@@ -8,14 +8,16 @@ loss landscapes"): mc = (L(θ0) + L(θ1)) / 2 - L(θ(t*)), with t* the point whe
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-Batches = Sequence[tuple[Tensor, Tensor]]
+Batches = Sequence[tuple[Tensor, ...]]
+Task = Any  # a zoo.train.tasks task: loss(net, batch), measure(net, batches), inputs(batch), batchnorm
 
 
 class BezierCurve(nn.Module):
@@ -51,11 +53,12 @@ class BezierCurve(nn.Module):
 
 
 def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
-                 criterion: Callable, *, n_bends: int = 3, steps: int = 1000, lr: float = 1e-2,
+                 task: Task, *, n_bends: int = 3, steps: int = 1000, lr: float = 1e-2,
                  optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
                  schedule: str = "cosine", l2: float = 0.0, compound_lr: bool = False,
                  seed: int = 0) -> BezierCurve:
-    """Train the bends to minimize E_{t~U(0,1)} L(θ(t)) + l2/2·‖θ(t)‖²: one random t per step, cycling batches.
+    """Train the bends to minimize E_{t~U(0,1)} L(θ(t)) + l2/2·‖θ(t)‖² (L: the task's loss): one random t
+    per step, cycling batches.
 
     `optimizer` is "adam" or "sgd" (with `momentum`). `schedule`: "cosine" decays the learning
     rate to 0 over the steps; "garipov" is Garipov et al.'s per-epoch schedule (epoch = one pass
@@ -81,11 +84,11 @@ def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
         raise ValueError(f"unknown schedule={schedule!r}; choose 'cosine', 'garipov' or 'constant'")
     gen = torch.Generator().manual_seed(seed)
     curve.model.train()  # BatchNorm uses batch statistics while training, as in the reference
-    for step, (x, y) in zip(range(steps), _passes(train_batches)):
+    for step, batch in zip(range(steps), _passes(train_batches)):
         if schedule == "garipov":
             opt.param_groups[0]["lr"] = per_epoch[step // len(train_batches)]
         t = torch.rand((), generator=gen).item()
-        loss = criterion(curve(x, t), y)
+        loss = task.loss(lambda x, t=t: curve(x, t), batch)
         if l2:
             loss = loss + 0.5 * l2 * sum(p.pow(2).sum() for p in curve.params(t).values())
         opt.zero_grad()
@@ -108,71 +111,62 @@ def garipov_rates(lr: float, epochs: int, compound: bool = False) -> list[float]
     return rates
 
 
-def _passes(batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+def _passes(batches: Batches) -> Iterator[tuple[Tensor, ...]]:
     """Pass after pass over `batches` (an augmenting loader draws new augmentations each pass)."""
     while True:
         yield from batches
 
 
-@torch.no_grad()
-def evaluate_curve(curve: BezierCurve, criterion: Callable, train_batches: Batches,
+def evaluate_curve(curve: BezierCurve, task: Task, train_batches: Batches,
                    test_batches: Batches | None = None, n_points: int = 21) -> dict[str, list[float]]:
     """Loss and error at n_points evenly spaced t (endpoints included) on train (and test) batches.
 
-    BatchNorm statistics are recomputed from the train batches at every t.
+    BatchNorm statistics (if the task has any) are recomputed from the train batches at every t.
     """
     splits = {"train": train_batches}
     if test_batches:
         splits["test"] = test_batches
     out: dict[str, list[float]] = {"t": torch.linspace(0, 1, n_points).tolist()}
     for t in out["t"]:
-        for key, value in evaluate_params(curve.model, curve.params(t), criterion, train_batches, splits).items():
+        params = {n: p.detach() for n, p in curve.params(t).items()}
+        for key, value in evaluate_params(curve.model, params, task, train_batches, splits).items():
             out.setdefault(key, []).append(value)
     return out
 
 
-@torch.no_grad()
-def evaluate_params(model: nn.Module, params: dict[str, Tensor], criterion: Callable, train_batches: Batches,
+def evaluate_params(model: nn.Module, params: dict[str, Tensor], task: Task, train_batches: Batches,
                     splits: dict[str, Batches]) -> dict[str, float]:
-    """`loss_<split>` and `err_<split>` of `model` at `params` (its parameters by name), BatchNorm
-    statistics first recomputed from `train_batches` (a merged model's own would be wrong)."""
-    _recompute_batchnorm(model, params, train_batches)
+    """`loss_<split>` and `err_<split>` (`task.measure`) of `model` at `params` (its parameters by
+    name), BatchNorm statistics first recomputed from `train_batches` (a merged model's own would be
+    wrong) where the task has BatchNorm."""
+    if task.batchnorm:
+        _recompute_batchnorm(model, params, [task.inputs(b) for b in train_batches])
+    model.eval()
     out = {}
     for split, batches in splits.items():
-        out[f"loss_{split}"], out[f"err_{split}"] = _loss_and_error(model, params, batches, criterion)
+        measured = task.measure(lambda x: functional_call(model, params, (x,)), batches)
+        out[f"loss_{split}"], out[f"err_{split}"] = measured["loss"], measured["err"]
     return out
 
 
-def _recompute_batchnorm(model: nn.Module, params: dict[str, Tensor], batches: Batches) -> None:
-    """Running stats = sample-weighted average of the batch stats at these params; ends in eval."""
+@torch.no_grad()
+def _recompute_batchnorm(model: nn.Module, params: dict[str, Tensor], inputs: Sequence[Tensor]) -> None:
+    """Running stats = sample-weighted average of the batch stats at these params."""
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     if bns:
         model.train()
         seen = 0
-        for x, _ in batches:
+        for x in inputs:
             for bn in bns:
                 bn.momentum = len(x) / (seen + len(x))  # 1 on the first batch: old stats are dropped
             functional_call(model, params, (x,))
             seen += len(x)
-    model.eval()
 
 
-def _loss_and_error(model: nn.Module, params: dict[str, Tensor], batches: Batches,
-                    criterion: Callable) -> tuple[float, float]:
-    """Sample-weighted mean loss (criterion mean-reduced) and classification error."""
-    n = loss = wrong = 0.0
-    for x, y in batches:
-        out = functional_call(model, params, (x,))
-        n += len(y)
-        loss += criterion(out, y).item() * len(y)
-        wrong += (out.argmax(1) != y).sum().item()
-    return loss / n, wrong / n
-
-
-def linear_path(model_a: nn.Module, model_b: nn.Module, train_batches: Batches, criterion: Callable,
+def linear_path(model_a: nn.Module, model_b: nn.Module, train_batches: Batches, task: Task,
                 test_batches: Batches | None = None, n_points: int = 21) -> dict[str, list[float]]:
     """`evaluate_curve` along the straight segment between the two models."""
-    return evaluate_curve(BezierCurve(model_a, model_b, n_bends=2), criterion, train_batches,
+    return evaluate_curve(BezierCurve(model_a, model_b, n_bends=2), task, train_batches,
                           test_batches, n_points)
 
 
@@ -184,13 +178,13 @@ def mode_connectivity(values: Sequence[float]) -> float:
 
 
 def connectivity_metrics(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
-                         test_batches: Batches, criterion: Callable, *, n_points: int = 21,
+                         test_batches: Batches, task: Task, *, n_points: int = 21,
                          **bezier_kwargs) -> dict:
     """mc of loss and error, train and test, on the trained Bezier curve (`mc_*`) and the linear
     path (`linear_mc_*`), plus both raw curves (`curve`, `linear`: dicts of lists) for plotting."""
-    curve = bezier_curve(model_a, model_b, train_batches, criterion, **bezier_kwargs)
-    curves = {"curve": evaluate_curve(curve, criterion, train_batches, test_batches, n_points),
-              "linear": linear_path(model_a, model_b, train_batches, criterion, test_batches, n_points)}
+    curve = bezier_curve(model_a, model_b, train_batches, task, **bezier_kwargs)
+    curves = {"curve": evaluate_curve(curve, task, train_batches, test_batches, n_points),
+              "linear": linear_path(model_a, model_b, train_batches, task, test_batches, n_points)}
     metrics = {f"{prefix}mc_{key}": mode_connectivity(values)
                for prefix, name in (("", "curve"), ("linear_", "linear"))
                for key, values in curves[name].items() if key != "t"}

@@ -8,6 +8,7 @@ directions cuts the variance of the probes several-fold.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,11 +19,12 @@ HVP = Callable[[Tensor], Tensor]
 MIN_PROBES = 10  # before trusting the sample standard deviation in the stopping rule
 
 
-def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tuple[Tensor, Tensor]],
+def hessian_metrics(model: nn.Module, task: Any, batches: Sequence[tuple[Tensor, ...]],
                     *, top_n: int = 1, max_iter: int = 100, tol: float = 1e-3,
                     trace_tol: float = 1e-2, deflate: int = 32, probe_batch: int = 1,
                     which: str = "algebraic", seed: int = 0) -> dict:
-    """Hessian metrics of the sample-weighted mean of `criterion` (mean-reduced) over `batches`.
+    """Hessian metrics of the sample-weighted mean over `batches` of the task's loss
+    (`task.loss(net, batch)`, mean-reduced, weighted by `task.size(batch)`; zoo.train.tasks).
 
     The model runs in eval mode (BatchNorm uses its running stats); modes are restored after.
     Lanczos runs at least `deflate` steps (its basis deflates the trace probes) and stops once
@@ -39,7 +41,7 @@ def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tup
     ritz_values / ritz_weights: the Lanczos quadrature of the spectral density (one SLQ probe).
     """
     with eval_mode(model):
-        hvp, like = _hvp_fn(model, criterion, batches)
+        hvp, like = _hvp_fn(model, task, batches)
         gen = torch.Generator(like.device).manual_seed(seed)
         if which not in ("algebraic", "magnitude"):
             raise ValueError(f"unknown which={which!r}; choose 'algebraic' or 'magnitude'")
@@ -58,12 +60,12 @@ def hessian_metrics(model: nn.Module, criterion: Callable, batches: Sequence[tup
     }
 
 
-def _hvp_fn(model: nn.Module, criterion: Callable, batches) -> tuple[HVP, Tensor]:
+def _hvp_fn(model: nn.Module, task: Any, batches) -> tuple[HVP, Tensor]:
     """HVP `V (k, P) -> H V (k, P)` by double backward through one retained gradient graph,
     and a flat tensor giving the size, dtype and device of the parameter vectors."""
     params = [p for p in model.parameters() if p.requires_grad]
-    n = sum(len(y) for _, y in batches)
-    loss = sum(criterion(model(x), y) * (len(y) / n) for x, y in batches)
+    n = sum(task.size(b) for b in batches)
+    loss = sum(task.loss(model, b) * (task.size(b) / n) for b in batches)
     grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
 
     def hvp(V: Tensor) -> Tensor:

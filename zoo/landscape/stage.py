@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
@@ -23,6 +22,7 @@ from zoo import data as datasets
 from zoo.models import build
 from zoo.stage import Item, read_result, run_stage
 from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
+from zoo.train.tasks import task_of
 
 
 def cell_key(cfg: DictConfig) -> tuple:
@@ -74,29 +74,16 @@ def checkpoint(run: RunDir, epoch: int) -> dict[str, torch.Tensor]:
 
 
 def _model(run: RunDir, cfg: DictConfig, epoch: int) -> torch.nn.Module:
+    """The model at `epoch`, in float32 whatever precision it trained in (bf16 Hessians are noise)."""
     model = build({**cfg.model, "init": "default"})
     model.load_state_dict(checkpoint(run, epoch))
-    return model.eval()
-
-
-def eval_batches(data, split: str, batch_size: int, n: int | None = None, seed: int = 0,
-                 offset: int = 0) -> list:
-    """Evaluation batches of `split` as the model sees them (transformed, not augmented); with `n`,
-    a fixed seeded subset of n samples (from position `offset` of the seeded order) — the same
-    for every model of a zoo."""
-    if not isinstance(data, datasets.TensorData):
-        raise NotImplementedError(f"landscape and merging metrics support classification data, not "
-                                  f"{type(data).__name__}: this zoo (language model or PINN) has none yet")
-    x, y = data.split(split)
-    if n is not None:
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
-        x, y = x[idx], y[idx]
-    return list(datasets.Batches(x, y, batch_size, transform=data.transform))
+    return model.float().eval()
 
 
 def train_loader(data, batch_size: int, seed: int) -> datasets.Batches:
     """The augmented, shuffled train split as training sees it, with new augmentations and order
-    on every pass (the reference study measures Hessian and Bezier curves on its train loader)."""
+    on every pass (the reference study measures Hessian and Bezier curves on its train loader);
+    classification data only."""
     passes = itertools.count()
     return datasets.Batches(*data.split("train"), batch_size, shuffle=True, seed=seed, epoch=passes.__next__,
                             transform=data.transform)
@@ -105,13 +92,13 @@ def train_loader(data, batch_size: int, seed: int) -> datasets.Batches:
 def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictConfig) -> dict:
     from zoo.landscape.hessian import hessian_metrics
 
-    h = land.hessian
+    h, task = land.hessian, task_of(cfg)
     if h.get("augment", False):  # the reference: the first n_batches of its augmented train loader
         batches = list(itertools.islice(train_loader(data, h.batch_size, h.seed), h.n_batches))
     else:  # ours: a fixed, seeded, unaugmented subset
-        batches = eval_batches(data, h.split, h.batch_size, h.n_samples, h.seed)
+        batches = task.batches(data, h.split, h.batch_size, h.n_samples, h.seed)
     start = time.perf_counter()
-    m = hessian_metrics(_model(run, cfg, epoch), F.cross_entropy, batches, top_n=h.top_n,
+    m = hessian_metrics(_model(run, cfg, epoch), task, batches, top_n=h.top_n,
                         max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol,
                         which=h.get("which", "algebraic"), seed=h.seed)
     return {"hessian_top": m["top_eigenvalues"][0], "hessian_top_eigenvalues": m["top_eigenvalues"],
@@ -124,21 +111,22 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
     from zoo.landscape.cka import cka_estimates
     from zoo.landscape.connectivity import connectivity_metrics
 
+    task = task_of(cfgs[0])
     a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
     start = time.perf_counter()
     ck = land.cka
-    cka_batches = eval_batches(data, ck.split, ck.batch_size)[:ck.get("n_batches")]  # None: all
-    estimates = cka_estimates(a, b, cka_batches, layer=ck.layer)
+    cka_batches = task.batches(data, ck.split, ck.batch_size)[:ck.get("n_batches")]  # None: all
+    estimates = cka_estimates(a, b, cka_batches, lambda m, batch: task.features(m, batch, ck.layer))
     result = {"cka": estimates[f"cka_{ck.get('estimator', 'unbiased')}"], **estimates}
     bz = land.bezier
-    test = eval_batches(data, "test", bz.batch_size)
+    test = task.batches(data, "test", bz.batch_size)
     if bz.get("augment", False):  # the reference: epochs of the augmented train loader
         train = train_loader(data, bz.batch_size, bz.seed)
     else:
-        train = eval_batches(data, "train", bz.batch_size)
+        train = task.batches(data, "train", bz.batch_size)
     steps = bz.epochs * len(train) if bz.get("epochs") else bz.steps
     options = {k: bz[k] for k in ("momentum", "schedule", "l2", "compound_lr") if k in bz}
-    result |= connectivity_metrics(a, b, train, test, F.cross_entropy, n_bends=bz.n_bends, steps=steps,
+    result |= connectivity_metrics(a, b, train, test, task, n_bends=bz.n_bends, steps=steps,
                                    lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed,
                                    **options)
     result["seconds"] = round(time.perf_counter() - start, 3)

@@ -8,13 +8,14 @@ from collections.abc import Mapping
 
 import torch
 
-from zoo.align.permutation import apply, random_perms, spec_for
+from zoo.align.permutation import apply, heads, random_perms, spec_for
 
 
 def permute(weights: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
-            arch: str = "sequential") -> dict[str, torch.Tensor]:
-    """A copy of `weights` with the hidden units of every layer randomly permuted."""
-    spec = spec_for(arch, weights)
+            arch: str = "sequential", n_heads: int | None = None) -> dict[str, torch.Tensor]:
+    """A copy of `weights` with the hidden units of every layer randomly permuted (transformers:
+    attention heads too, given their count)."""
+    spec = spec_for(arch, weights, heads=n_heads)
     return apply(spec, random_perms(spec, weights, generator), weights)
 
 
@@ -29,4 +30,4 @@ class Permute:
             self.generator.manual_seed(seed)
 
     def __call__(self, weights: Mapping[str, torch.Tensor], meta: Mapping) -> dict[str, torch.Tensor]:
-        return permute(weights, self.generator, meta["arch"])
+        return permute(weights, self.generator, meta["arch"], heads(meta.get("config", {}).get("model", {})))

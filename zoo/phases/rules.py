@@ -5,7 +5,9 @@
                          seeds: cka < cka_threshold → IV-A, else IV-B
 
 `mc` is Bezier mode connectivity on train loss, ½(L(θ0)+L(θ1)) − L(θ(t*)): negative
-means a barrier between the seeds, positive a valley. Thresholds are config (`phases.*`).
+means a barrier between the seeds, positive a valley. Thresholds are config (`phases.*`, one file
+per task in conf/phases/); `train_loss` may stand for another quality metric (`phases.trained_key`:
+a PINN's relative L2 error).
 Cells where a seed diverged have no landscape; their phase is `None` (drawn as "diverged").
 """
 

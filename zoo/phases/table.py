@@ -17,11 +17,14 @@ from zoo.phases.rules import classify
 from zoo.phases.plots import heatmap, phase_map
 from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
 from zoo.train.rundir import run_dir, zoo_dir_of
+from zoo.train.tasks import task_of
 
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_KEYS = ("hessian_top", "hessian_trace")
-PAIR_KEYS = ("cka", "cka_unbiased", "cka_biased", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test", "linear_mc_loss_train")
-PLOTTED = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "linear_mc_loss_train")
+PAIR_KEYS = ("cka", "cka_unbiased", "cka_biased", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test",
+             "linear_mc_loss_train")
+PLOTTED = ("train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train",
+           "linear_mc_loss_train")
 
 
 def _mean(values: list) -> float:
@@ -35,11 +38,14 @@ def thresholds(cfg: DictConfig) -> dict:
 
 
 def label(row: dict, cfg: DictConfig) -> str | None:
-    """The row's phase; None where a seed did not finish `ok` (diverged cells have no landscape)."""
+    """The row's phase; None where a seed did not finish `ok` (diverged cells have no landscape).
+    `phases.trained_key` is the metric held against `loss_threshold` (train_loss unless the task's
+    rules in conf/phases/ say otherwise)."""
     if row.get("n_ok", 1) < row.get("n_models", 1):
         return None
-    mc = row[cfg.phases.mc_key]
-    return classify({**row, "mc": None if mc is None else mc * cfg.phases.get("mc_scale", 1)}, **thresholds(cfg))
+    trained, mc = cfg.phases.get("trained_key", "train_loss"), row[cfg.phases.mc_key]
+    return classify({**row, "train_loss": row[trained], "mc": None if mc is None else mc * cfg.phases.get("mc_scale", 1)},
+                    **thresholds(cfg))
 
 
 def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
@@ -52,7 +58,7 @@ def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
         ok = [c for c in members if run_dir(c).status()[0] == "ok"]
         finals = [run_dir(c).metrics()[-1] for c in ok]
         row = dict(zip(first.zoo.axes, key)) | {"n_models": len(members), "n_ok": len(ok)}
-        row |= {k: _mean([f[k] for f in finals]) for k in TRAIN_KEYS}
+        row |= {k: _mean([f.get(k) for f in finals]) for k in dict.fromkeys((*TRAIN_KEYS, task_of(first).headline))}
         row |= {k: _mean([per_model.get(c.id, {}).get(epoch, {}).get(k) for c in ok]) for k in MODEL_KEYS}
         ok_ids = {c.id for c in ok}
         pairs = [results[epoch] for ids, results in per_pair.items() if ids[0] in ok_ids and epoch in results]
@@ -114,7 +120,7 @@ def relabel_csv(path: Path, cfg: DictConfig) -> tuple[Path, list[dict]]:
     """Classify every row of a metrics CSV (columns: the zoo's axes, train_loss, mc key, cka);
     writes `<name>_phases.csv` and figures beside it."""
     rows = read_csv(path)
-    missing = {*cfg.zoo.axes, "train_loss", cfg.phases.mc_key} - set(rows[0])
+    missing = {*cfg.zoo.axes, cfg.phases.get("trained_key", "train_loss"), cfg.phases.mc_key} - set(rows[0])
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}; set zoo.axes / phases.mc_key to match "
                          f"its columns {list(rows[0])}")

@@ -39,15 +39,6 @@ def metrics_row(epoch: int, train: dict, test: dict, lr: float, seconds: float) 
             **{f"test_{k}": v for k, v in test.items()}, "lr": lr, "seconds": round(seconds, 4)}
 
 
-HEADLINE = ("test_acc", "test_rel_l2", "test_loss")  # classifiers, PINNs, language models
-
-
-def headline(row: dict) -> tuple[str, float | None]:
-    """The metric a run is summed up by, and its value in a metrics line (None when absent)."""
-    key = next((k for k in HEADLINE if k in row), HEADLINE[0])
-    return key, row.get(key)
-
-
 class RunDirWriter(pl.Callback):
     """Per epoch: divergence check, test evaluation, checkpoint at `ckpt_epochs`, one metrics
     line, then `last.ckpt`. That order makes resume exact: lines past the epoch of

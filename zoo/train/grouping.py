@@ -53,7 +53,7 @@ from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS
 from zoo.train.population.pinn import OPTIMIZERS as PINN_OPTIMIZERS
 from zoo.train.run import Result, train_model
 from zoo.train.rundir import run_dir
-from zoo.train.tasks import accumulation
+from zoo.train.tasks import accumulation, task_of
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch tran
 
 
 def is_pinn(cfg: DictConfig) -> bool:
-    return cfg.data.get("task", "classify") == "pinn"
+    return task_of(cfg).name == "pinn"
 
 
 def population_key(cfg: DictConfig) -> str | None:
@@ -84,7 +84,7 @@ def population_key(cfg: DictConfig) -> str | None:
         return _net_key(cfg)
     if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
             or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
-            or cfg.data.get("task", "classify") != "classify" or optim.name != "sgd"
+            or task_of(cfg).name != "classify" or optim.name != "sgd"
             or trainer.gradient_clip_val is not None or str(trainer.precision) not in ("32", "32-true")):
         return None
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -127,7 +127,7 @@ def net_population_pays(cfg: DictConfig) -> bool:
 
 def _net_key(cfg: DictConfig) -> str | None:
     """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
-    if (cfg.data.get("task", "classify") not in ("classify", "lm") or cfg.trainer.gradient_clip_val is not None
+    if (task_of(cfg).name not in ("classify", "lm") or cfg.trainer.gradient_clip_val is not None
             or str(cfg.trainer.precision) not in ("32", "32-true") or accumulation(cfg) > 1
             or not net_population_pays(cfg)):
         return None
@@ -183,7 +183,7 @@ def net_sizes(cfg: DictConfig) -> tuple[int, int]:
 
 def net_sample(cfg: DictConfig) -> tuple[tuple[int, ...], str]:
     """The input shape of one sample of a ResNet / ViT / GPT cell, and its dtype."""
-    if cfg.data.get("task", "classify") == "lm":
+    if task_of(cfg).name == "lm":
         return (cfg.data.context,), "long"
     return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size), "float32"
 

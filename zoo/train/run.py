@@ -15,11 +15,11 @@ from zoo import data as datasets
 from zoo.config import validate
 from zoo.lock import Locked
 from zoo.models import build
-from zoo.train.callbacks import Diverged, RunDirWriter, headline
+from zoo.train.callbacks import Diverged, RunDirWriter
 from zoo.train.ids import with_identity
 from zoo.train.rundir import RunDir, run_dir
 from zoo.train.signals import trainer_options
-from zoo.train.tasks import accumulation, build_module
+from zoo.train.tasks import accumulation, build_module, task_of
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def _train_locked(cfg: DictConfig, run: RunDir) -> Result:
     if state != "failed":  # failed runs stay open: the next launch retries them
         run.mark_done()
     seconds = time.perf_counter() - start
-    key, value = headline((run.metrics() or [{}])[-1])
-    log.info("%s: %s %s %s=%s (%.1f s)", cfg.id, state, reason, key, value, seconds)
+    key = task_of(cfg).headline
+    log.info("%s: %s %s %s=%s (%.1f s)", cfg.id, state, reason, key, (run.metrics() or [{}])[-1].get(key), seconds)
     return Result(cfg.id, state, reason, seconds, run.path)
 
 

@@ -28,13 +28,14 @@ from zoo import data as datasets
 from zoo.atomic import atomic_path, write_text
 from zoo.config import validate
 from zoo.lock import Locked
-from zoo.train.callbacks import Diverged, headline, metrics_row, save_weights
+from zoo.train.callbacks import Diverged, metrics_row, save_weights
 from zoo.train.ids import model_id, short_hash, with_identity
 from zoo.train.population.mlp import MLPPopulation
 from zoo.train.population.nets import NetPopulation
 from zoo.train.population.pinn import PINNPopulation
 from zoo.train.run import Result, checkpoint_epochs, make_trainer
 from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
+from zoo.train.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,9 @@ def _train_locked(cfgs: list[DictConfig], runs: list[RunDir], locked: list[int])
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
         state, reason = run.status()
         if k in todo:
-            key, value = headline((run.metrics() or [{}])[-1])
-            log.info("%s: %s %s %s=%s (population of %d, %.1f s)", cfg.id, state, reason, key, value,
-                     len(todo), seconds)
+            key = task_of(cfg).headline
+            log.info("%s: %s %s %s=%s (population of %d, %.1f s)", cfg.id, state, reason, key,
+                     (run.metrics() or [{}])[-1].get(key), len(todo), seconds)
         results.append(Result(cfg.id, state, reason, seconds if k in todo else 0.0, run.path))
     return results
 
@@ -164,7 +165,7 @@ def build_population(cfgs: list[DictConfig]) -> pl.LightningModule:
     """The population module for `cfgs` (one population key): PINNs, MLP classifiers (hand-written
     kernels), or any other network (ResNet, ViT, GPT)."""
     first = cfgs[0]
-    if first.data.get("task", "classify") == "pinn":
+    if task_of(first).name == "pinn":
         return PINNPopulation(cfgs)
     data = datasets.load(first.data, first.paths.data)
     return MLPPopulation(cfgs, data) if first.model.name == "mlp" else NetPopulation(cfgs, data)
