@@ -70,7 +70,7 @@ def test_import_converts_every_checkpoint_and_its_results(reference):
         assert list(weights) == list(expected)  # module order kept
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
         assert meta["id"].startswith("ref-") and "." not in meta["id"]
-        assert meta["arch"] == "mlp" and meta["status"] == "ok" and meta["phase"] is None
+        assert meta["arch"] == "mlp" and meta["status"] == "ok" and meta["phase"] == "unlabeled" and meta["landscape"] == {"measured": False}
         assert meta["grid"] == {k: meta["config"][k] for k in ("model::width", "seed", "optim::lr")}
         assert meta["metrics"]["test_acc"] == pytest.approx(0.1 * meta["epoch"])
         assert "config" not in meta["metrics"]

@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import math
+import os
+import re
 import resource
 import shutil
 import signal
@@ -100,11 +103,13 @@ def test_samples_carry_checkpoint_bytes_and_metadata(zoo, packed):
         assert meta["config"]["id"] == meta["id"] and meta["arch"] == "mlp" and meta["status"] == "ok"
         assert meta["grid"] == dict(run.config().grid) and meta["n_params"] == sum(t.numel() for t in expected.values())
         assert meta["version"] == zoo_package.__version__
-        if (run.path / "landscape.json").exists():
-            assert meta["phase"] == "IV-B"
-            assert meta["landscape"] == ({"top_eig": 3.5, "trace": 10.0} if meta["epoch"] == 2 else None)
+        landscape = meta["landscape"]  # the same keys in every sample: NaN where not measured
+        assert sorted(landscape) == ["measured", "top_eig", "trace"]
+        if (run.path / "landscape.json").exists() and meta["epoch"] == 2:
+            assert meta["phase"] == "IV-B" and landscape == {"measured": True, "top_eig": 3.5, "trace": 10.0}
         else:
-            assert meta["phase"] is None and meta["landscape"] is None
+            assert not landscape["measured"] and math.isnan(landscape["top_eig"]) and math.isnan(landscape["trace"])
+            assert meta["phase"] == ("IV-B" if (run.path / "landscape.json").exists() else "unlabeled")
 
 
 def test_packing_twice_gives_byte_identical_shards(zoo, packed):
@@ -148,7 +153,7 @@ def test_interrupted_pack_leaves_only_complete_shards_and_a_rerun_is_clean(zoo, 
     (out / "demo-000007.tar").write_bytes(b"shard of an earlier pack, before generations")
     (out / "demo-0123abcd-000003.tar").write_bytes(b"shard of an earlier generation")
     manifest = pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
-    assert sorted(p.name for p in out.iterdir()) == [".demo.lock", *(s["name"] for s in manifest["shards"])]
+    assert sorted(p.name for p in out.iterdir()) == [".demo.lock", "README.md", *(s["name"] for s in manifest["shards"])]
     assert verify(tmp_path / "m.json") == []
 
 
@@ -219,10 +224,9 @@ def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
                 assert group["meta/epoch"][i] == meta["epoch"]
                 assert group["meta/grid/model.width"][i] == meta["grid"]["model.width"]
                 assert group["meta/metrics/test_acc"][i] == meta["metrics"]["test_acc"]
-                assert group["meta/phase"][i].decode() == (meta["phase"] or "")
-                if meta["phase"] == "IV-B":  # the model with landscape.json: NaN at epochs not measured
-                    top_eig = group["meta/landscape/top_eig"][i]
-                    assert top_eig == 3.5 if meta["landscape"] else np.isnan(top_eig)
+                assert group["meta/phase"][i].decode() == meta["phase"]
+                top_eig = group["meta/landscape/top_eig"][i]  # NaN at epochs not measured
+                assert top_eig == 3.5 if meta["landscape"]["measured"] else np.isnan(top_eig)
         assert rows == len(stream)
     half = export_hdf5(packed[0], tmp_path / "half.h5", dtype="float16")
     with h5py.File(half) as h5:
@@ -238,15 +242,67 @@ def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "zoo=demo", *common], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
-    assert pack_cli.main(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
-    assert pack_cli.main(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
+    assert pack_cli.run(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
+    assert pack_cli.run(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
     name = shard(json.loads((tmp_path / "manifests" / "demo.json").read_text()), 2)
     (tmp_path / "shards" / "demo" / name).unlink()
     capsys.readouterr()
-    assert pack_cli.main(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
+    assert pack_cli.run(["verify", f"manifest={tmp_path}/manifests/demo.json", *common]) == 1
     assert f"{name}: missing" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=f"zoo-pack hdf5: 1 shard.s. of .* not found in .*{name}"):
+    with pytest.raises(SystemExit) as exited:
         pack_cli.main(["hdf5", *common])
+    assert exited.value.code == 2  # a missing file: a usage error, said in one line
+    assert re.search(f"zoo-pack: error: 1 shard.s. of .* not found in .*{name}", capsys.readouterr().err)
+
+
+def test_hugging_face_datasets_reads_every_sample_offline(zoo, tmp_path):
+    """`datasets.load_dataset("webdataset")` infers a schema from a shard's first samples: here the
+    first model has no landscape results and no phase, the second has both."""
+    pytest.importorskip("datasets")
+    root, runs = zoo
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    ok = [r.id for r in runs if r.status()[0] == "ok"]
+    models = tmp_path / "runs" / "demo" / "models"
+    (models / ok[0] / "landscape.json").rename(models / ok[1] / "landscape.json")
+    (tmp_path / "runs" / "demo" / "phases.json").write_text(json.dumps({ok[1]: "IV-B"}))
+    manifest = pack(tmp_path, max_shard_count=8)
+    card = (tmp_path / "shards" / "README.md").read_text()
+    assert verify(tmp_path / "manifests" / "shards.json") == []  # the card is no extra shard file
+    script = f"""
+import json, math, datasets, safetensors.torch, torch, yaml
+files = {{"train": {str(tmp_path / "shards" / "demo-*.tar")!r}}}
+for streaming in (False, True):
+    rows = list(datasets.load_dataset("webdataset", data_files=files, split="train", streaming=streaming,
+                                      cache_dir={str(tmp_path / "hf")!r}))
+    print(json.dumps([[r["__key__"], r["meta.json"]["phase"], r["meta.json"]["landscape"]["measured"],
+                       sorted(safetensors.torch.load(r["weights.safetensors"]))] for r in rows]))
+header = yaml.safe_load({card!r}.split("---")[1])
+card = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
+inferred = datasets.load_dataset("webdataset", data_files=files, split="train", cache_dir={str(tmp_path / "hf")!r}).features
+print(json.dumps(card == inferred))
+"""
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    eager, streamed, card_matches = map(json.loads, proc.stdout.splitlines()[-3:])
+    assert eager == streamed and len(eager) == manifest["counts"]["samples"] == 6
+    assert [phase for _, phase, _, _ in eager] == ["unlabeled"] * 3 + ["IV-B"] * 3
+    assert [measured for _, _, measured, _ in eager] == [False] * 5 + [True]
+    assert all(names == ["layers.0.weight", "layers.2.weight", "layers.4.weight"] for *_, names in eager)
+    assert card_matches and "| IV-B | 1 |" in card and "license: \"cc-by-4.0\"" in card
+
+
+def test_webdataset_decoder_gives_tensors(packed):
+    import webdataset as wds
+
+    from zoo.load import decode_safetensors
+
+    path, manifest = packed
+    urls = [str(path.parent.parent / "shards" / s["name"]) for s in manifest["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode(decode_safetensors))
+    assert len(samples) == manifest["counts"]["samples"]
+    assert all(isinstance(s["weights.safetensors"]["layers.0.weight"], torch.Tensor) for s in samples)
+    assert all(isinstance(s["meta.json"], dict) for s in samples)  # webdataset's own JSON decoder
 
 
 def test_cli_packs_exactly_the_sweep_and_reports_other_run_dirs(zoo, tmp_path):
@@ -277,7 +333,7 @@ def test_hdf5_on_a_full_disk_fails_with_a_message_and_leaves_nothing(packed, tmp
                            f"pack.hdf5={out / 'demo.h5'}"], capture_output=True, text=True,
                           preexec_fn=_file_size_limit(20_000))
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
-    assert f"zoo-pack hdf5: cannot write {out / 'demo.h5'}" in proc.stderr and "free space" in proc.stderr
+    assert f"zoo-pack: error: cannot write {out / 'demo.h5'}" in proc.stderr and "free space" in proc.stderr
     assert list(out.iterdir()) == []
 
 
@@ -303,7 +359,7 @@ def test_a_repack_that_crashes_leaves_the_old_pack_readable_and_consistent(zoo, 
     with pytest.raises(OSError, match="No space left"):
         pack_zoo(root / "runs", "demo", tmp_path / "shards", manifest, max_shard_count=1)  # other shards
     _old_pack_intact(manifest, before, expected)
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.startswith(".")) == \
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.startswith(".") and p.name != "README.md") == \
         sorted(s["name"] for s in json.loads(before)["shards"])
 
 

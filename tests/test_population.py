@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import zoo_train
 from safetensors.torch import load_file
 
+from zoo.config import ConfigError, population_setting
 from zoo.data import load
 from zoo.sweep import cell_configs
 from zoo.train.grouping import plan, population_key
@@ -198,6 +199,12 @@ def test_grouping_limits():
     assert max(len(g) for g in plan(wide, memory=40 * 2**20)) < 10  # memory cap
     off = cell_configs(["zoo=demo", "data.batch_size=32", "runtime.population=off"])
     assert [len(g) for g in plan(off)] == [1] * 16 and population_key(off[0]) is None
+    yaml_off = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=8", "runtime.population=false"])
+    assert population_key(yaml_off[0]) is None, "`population: off` in a YAML file is read as false"
+    assert population_setting(yaml_off[0]) == "off" and population_setting(off[0]) == "off"
+    with pytest.raises(ConfigError, match="runtime.population"):
+        population_setting(cell_configs(["zoo=demo", "seed=0", "model.width=8", "data.batch_size=32",
+                                         "runtime.population=sometimes"])[0])
     adam = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=8", "optim.name=adamw"])
     assert [len(g) for g in plan(adam)] == [1, 1], "what the population cannot train trains alone"
 

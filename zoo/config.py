@@ -1,11 +1,31 @@
 """Where the Hydra configs live, and the checks Hydra's own composition cannot make."""
 
 import math
+import os
+from importlib.resources import files
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _shipped(name: str) -> Path:
+    """`conf` or `manifests` of the installed package (setup.py ships the checkout's top-level
+    folders as zoo/conf and zoo/manifests), else of the checkout this module runs from."""
+    installed = Path(str(files("zoo") / name))
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / name
+
+
+CONF_DIR = _shipped("conf")
+SCHEMA_PATH = _shipped("manifests") / "schema.json"
+USER_CONFIG_ENV = "ZOO_CONFIG_DIR"  # folders of the user's own configs (os.pathsep-separated), searched first
+
+
+def search_path_overrides() -> list[str]:
+    """The Hydra override that adds $ZOO_CONFIG_DIR's folders to the config search path, so that a
+    user's `<dir>/zoo/mine.yaml` is `zoo=mine` without editing the installed package."""
+    dirs = [d for d in os.environ.get(USER_CONFIG_ENV, "").split(os.pathsep) if d]
+    return [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in dirs)}]"] if dirs else []
 
 # `${slug:${optim.lr}}` puts a number into `zoo.prefix` without a dot (0.001 -> 0p001): model ids
 # key shard samples, and webdataset splits a key at its first dot.
@@ -36,12 +56,18 @@ class ConfigError(ValueError):
     """A config value that composes but cannot be trained with."""
 
 
-def _numbers(node, prefix: str = ""):
-    """(dotted key, value) of every number in a plain config tree."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
+def _numbers(node: DictConfig | ListConfig, prefix: str = ""):
+    """(dotted key, value) of every float in a config (the `hydra` node left out). A value whose
+    interpolation cannot resolve in this config is skipped: where it is used, it says why."""
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, (dict, list)):
+        if dotted == "hydra":
+            continue
+        try:
+            value = node[key]
+        except OmegaConfBaseException:
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
             yield from _numbers(value, dotted)
         elif isinstance(value, float):
             yield dotted, value
@@ -49,8 +75,7 @@ def _numbers(node, prefix: str = ""):
 
 def validate(cfg: DictConfig) -> None:
     """Reject bad values up front, naming the key, instead of failing deep inside training."""
-    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    for key, value in _numbers(plain):
+    for key, value in _numbers(cfg):
         if not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} is not a finite number: fix the override or its conf/ file")
     for key in POSITIVE_INTS + POSITIVE_FLOATS:
@@ -65,6 +90,20 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and not (0 < value < 1 if fraction else isinstance(value, int) and value >= 2):
             expected = "a fraction strictly between 0 and 1" if fraction else "an integer of at least 2"
             raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
+
+
+def population_setting(cfg: DictConfig) -> str | int:
+    """`runtime.population` as "auto", "off" or the largest population. YAML reads an unquoted `off`
+    as false (and `on` as true), so false is off and true is auto."""
+    value = cfg.runtime.get("population", "off")
+    if value is False or value == "off":
+        return "off"
+    if value is True or value == "auto":
+        return "auto"
+    if isinstance(value, int) and value > 0:
+        return value
+    raise ConfigError(f"runtime.population={value!r} is not auto, off or a positive integer: fix the override "
+                      "or its conf/ file")
 
 
 def task_memory(cfg: DictConfig) -> int | None:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+from zoo.config import population_setting
 from zoo.slurm.items import slurm_settings
 from zoo.summary import cell_table, failure_causes, status_counts
 from zoo.sweep import cell_configs
@@ -37,7 +38,7 @@ def run_pipeline(overrides: list[str]) -> int:
     todo = [cfg for cfg in cfgs if not run_dir(cfg).is_done()]
     print(f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models, {len(todo)} to train "
           f"(runs in {run_dir(cfgs[0]).path.parent})", flush=True)
-    if todo and cfgs[0].runtime.population != "off" and slurm_settings(overrides) is None:
+    if todo and population_setting(cfgs[0]) != "off" and slurm_settings(overrides) is None:
         # Same-shaped cells as vectorized populations: same run dirs, ~6x faster on the demo.
         print("\n== train: populations (runtime.population=off trains one by one)", flush=True)
         train_cells(cfgs)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from zoo.config import task_memory
+from zoo.config import population_setting, task_memory
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.data.images import SMOKE_SAMPLES
@@ -112,7 +112,7 @@ def plan_zoo(overrides: list[str]) -> Plan:
 def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
     """K of each model's population as the grouping would train it on one task of the cluster
     (1 with runtime.population=off, or for cells that cannot share)."""
-    if cfgs[0].runtime.population == "off":
+    if population_setting(cfgs[0]) == "off":
         return {cfg.id: 1 for cfg in cfgs}
     if cfgs[0].cluster.gpus_per_task:  # the tasks train on GPUs (`sbatch_lines` says so): group for them
         cfgs = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]

@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from omegaconf import DictConfig
 
 from zoo.train.rundir import run_dir
-from zoo.train.tasks import task_of
 
 
 def cell_table(cfgs: Iterable[DictConfig]) -> str:
     """Status counts and the mean final headline metric (test accuracy for classifiers) per cell
     of the zoo's two grid axes."""
+    from zoo.train.tasks import task_of  # torch + Lightning: not for the commands that only format tables
+
     cells: dict[tuple, list[tuple[str, float | None]]] = defaultdict(list)
     axes, key = None, None
     for cfg in cfgs:

@@ -10,8 +10,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its cell 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
-from zoo.config import CONF_DIR, validate
-from zoo.train.ids import with_identity
+from zoo.config import CONF_DIR, search_path_overrides, validate
+from zoo.train.ids import identified
 
 PLAIN_TOP_LEVEL_KEYS = ("seed",)
 
@@ -20,7 +20,7 @@ def compose_config(overrides: list[str] = (), *, hydra: bool = False, config_nam
     """The config a run with these overrides gets (`hydra=True` keeps the `hydra` node); its values
     are checked (`zoo.config.validate`), so every command refuses a bad value the same way."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, list(overrides), return_hydra_config=hydra)
+        cfg = compose(config_name, search_path_overrides() + list(overrides), return_hydra_config=hydra)
     validate(cfg)
     return cfg
 
@@ -56,24 +56,27 @@ def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[Di
     """Resolved config (with `id` and `grid`) of each cell's override list, inside an initialized
     Hydra (`initialize_config_dir`, or a running app such as a launcher).
 
-    Composing is slow (~70 ms), so cells are composed once per distinct set of
-    structural overrides (config groups, `+`/`~`) and plain `a.b=value` overrides are
-    applied to a copy — the same update Hydra itself applies for them.
+    Composing is slow (~70 ms), so cells are composed once per distinct set of structural
+    overrides (config groups, `+`/`~`) and their plain `a.b=value` overrides are set on that
+    composition in place — the same update Hydra itself applies for them — before it is resolved.
+    Cells share a composition only when they set the same keys, so every cell overwrites what the
+    one before it set. Values that are dicts merge (Hydra's rule), so those cells get a copy.
     """
     parser = OverridesParser.create()
-    composed: dict[tuple[str, ...], DictConfig] = {}
+    composed: dict[tuple, DictConfig] = {}
     configs = []
     for cell in cells:
         parsed = parser.parse_overrides(cell)
-        plain = [o for o in parsed if _is_plain_value(o)]
-        structural = tuple(o.input_line for o in parsed if o not in plain)
-        if structural not in composed:
-            composed[structural] = compose(config_name, list(structural))
-        cfg = composed[structural].copy()
-        for o in plain:
-            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        plain = [(o.key_or_group, o.value()) for o in parsed if _is_plain_value(o)]
+        structural = tuple(o.input_line for o in parsed if not _is_plain_value(o))
+        key = (structural, tuple(k for k, _ in plain))
+        if key not in composed:
+            composed[key] = compose(config_name, search_path_overrides() + list(structural))
+        cfg = composed[key].copy() if any(isinstance(v, dict) for _, v in plain) else composed[key]
+        for k, value in plain:
+            OmegaConf.update(cfg, k, value, merge=True)
         validate(cfg)
-        configs.append(with_identity(cfg))
+        configs.append(identified(OmegaConf.to_container(cfg, resolve=True)))
     return configs
 
 

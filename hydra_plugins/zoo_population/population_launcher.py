@@ -4,7 +4,7 @@
 
 The launcher composes every cell's config, groups them (zoo.train.grouping) and trains the
 groups in worker processes; each cell still gets its own run dir, as with any launcher. It
-calls the library, not the task function (zoo.cli.train.main) per cell: a population is one
+calls the library, not the task function (zoo.cli.train.train) per cell: a population is one
 job for many cells. Configured by conf/hydra/launcher/population.yaml.
 """
 

@@ -25,7 +25,7 @@ from zoo import data as datasets
 from zoo.apply import apps, prune, transfer
 from zoo.align.permutation import heads, spec_for
 from zoo.config import CONF_DIR, ConfigError, validate
-from zoo.phases.plots import heatmap, phase_bars, phase_curves
+from zoo.phases.plots import describe, heatmap, phase_bars, phase_curves
 from zoo.landscape.stage import cell_key, cells, checkpoint
 from zoo.phases.table import write_csv
 from zoo.load import open_zoo
@@ -248,7 +248,7 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:
         if any(r[metric] is not None for r in rows):
-            heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {metric}",
+            heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {describe(metric)}",
                     label="phase", diverging="gain" in metric)
     return {"cells": counts["items"], "computed": counts["computed"], "failed": counts["failed"],
             "rows": rows, "by_phase": summary}

@@ -1,34 +1,32 @@
 """`zoo-pack`: pack a trained zoo into shards + manifest, verify shards, export HDF5.
 
-    zoo-pack zoo=demo                                  shards + manifests/demo.json
-    zoo-pack verify manifest=manifests/demo.json [shards=<dir or URL pattern>]
-    zoo-pack hdf5 zoo=demo [pack.hdf5_dtype=float16]
-
 Overrides are Hydra's `key=value` (conf/pack.yaml, which extends conf/train.yaml, so the overrides
 of `zoo-train -m` work unchanged): the models packed are exactly those of the sweep they select
 (run dirs of other sub-grids are reported and left out; `pack.all_runs=true` packs them too).
 Exit code 1 when verify finds problems or a shard cannot be read.
 """
 
-import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from zoo.pack import export_hdf5, pack_zoo, verify
-from zoo.pack.packing import outside
-from zoo.sweep import cell_configs, compose_config, fixed_overrides
+from zoo.cli import front
 
 COMMANDS = ("pack", "verify", "hdf5")
+SCRIPT = front.Script(
+    "zoo-pack", "[pack|verify|hdf5] [key=value ...]",
+    "pack (default): webdataset shards + manifests/<zoo>.json of every trained model of a zoo;\n"
+    "verify: check every shard and sample hash against a manifest (exit code 1 on a problem);\n"
+    "hdf5: one HDF5 file of the packed zoo. Settings in conf/pack.yaml; the overrides of `zoo-train -m`\n"
+    "select the zoo and its sweep (pack.all_runs=true also packs run dirs of other sub-grids).",
+    ["zoo-pack zoo=demo", "zoo-pack verify manifest=manifests/demo.json [shards=DIR or URL pattern]",
+     "zoo-pack hdf5 zoo=demo pack.hdf5_dtype=float16"])
 
 
-def compose(argv: list[str]) -> tuple[str, DictConfig, list[str]]:
+def compose(script: front.Script, args: list[str]):
     """`(command, config, overrides)` from `[command] key=value ...`."""
-    command = argv[0] if argv and argv[0] in COMMANDS else "pack"
-    overrides = argv[1:] if argv and argv[0] in COMMANDS else argv
-    bad = [a for a in overrides if "=" not in a]
-    if bad:
-        sys.exit(f"zoo-pack: expected [{'|'.join(COMMANDS)}] key=value ..., got {bad}")
+    from zoo.sweep import compose_config, fixed_overrides
+
+    command = args[0] if args and args[0] in COMMANDS else "pack"
+    overrides = front.overrides_only(script, args[1:] if args and args[0] in COMMANDS else args)
     return command, compose_config(fixed_overrides(overrides), config_name="pack"), overrides
 
 
@@ -38,15 +36,12 @@ def size(path: str | Path) -> str:
     return f"{total / 2**20:.1f} MiB"
 
 
-def main(argv: list[str] | None = None) -> int:
-    command, cfg, overrides = compose(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(command, cfg, overrides)
-    except (OSError, ValueError) as err:  # user mistakes, bad shards, a full disk: their messages name the fix
-        sys.exit(f"zoo-pack {command}: {err}")
+def run(args: list[str]) -> int:
+    from zoo.pack import export_hdf5, pack_zoo, verify
+    from zoo.pack.packing import outside
+    from zoo.sweep import cell_configs
 
-
-def run(command: str, cfg: DictConfig, overrides: list[str]) -> int:
+    command, cfg, overrides = compose(SCRIPT, args)
     p = cfg.pack
     if command == "pack":
         ids = None if p.all_runs else [c.id for c in cell_configs(overrides, config_name="pack")]
@@ -60,17 +55,21 @@ def run(command: str, cfg: DictConfig, overrides: list[str]) -> int:
         counts = manifest["counts"]
         print(f"packed {counts['packed_models']}/{counts['models']} models, {counts['samples']} samples into "
               f"{len(manifest['shards'])} shards in {p.out} ({size(p.out)}); manifest {p.manifest}")
-        return 0
+        return front.OK
     if command == "hdf5":
         path = export_hdf5(p.manifest, p.hdf5, dtype=p.hdf5_dtype)
         print(f"wrote {path} ({size(path)})")
-        return 0
+        return front.OK
     problems = verify(cfg.manifest, cfg.shards)
     for problem in problems:
         print(problem)
     print(f"{cfg.manifest}: {len(problems)} problem(s)" if problems else f"{cfg.manifest}: all shards verified")
-    return 1 if problems else 0
+    return front.FAILED if problems else front.OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    front.main(SCRIPT, run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,19 +1,22 @@
-"""`zoo-plan zoo=<name> [cluster=<profile>] [overrides]`: the dry run of a zoo (see zoo.plan)."""
+"""`zoo-plan`: the dry run of a zoo (see zoo.plan)."""
 
-import sys
+from zoo.cli import front
 
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+SCRIPT = front.Script(
+    "zoo-plan", "zoo=NAME [cluster=PROFILE] [key=value ...]",
+    "The dry run of a zoo, before anything trains: models, parameters, checkpoint bytes, FLOPs,\n"
+    "device-hours on the cluster profile (conf/cluster/), memory per task, and the sbatch arrays.",
+    ["zoo-plan zoo=demo", "zoo-plan zoo=cifar10_resnet18 cluster=example_gpu model.width=16,64"])
 
-from zoo.config import ConfigError
-from zoo.plan import format_plan, plan_zoo
+
+def run(args: list[str]) -> None:
+    from zoo.plan import format_plan, plan_zoo
+
+    print(format_plan(plan_zoo(front.overrides_only(SCRIPT, args))))
 
 
-def main() -> None:
-    try:
-        print(format_plan(plan_zoo(sys.argv[1:])))
-    except (HydraException, OmegaConfBaseException, ConfigError) as err:  # a bad override or profile
-        sys.exit(f"zoo-plan: {err}")
+def main(argv: list[str] | None = None) -> None:
+    front.main(SCRIPT, run, argv)
 
 
 if __name__ == "__main__":

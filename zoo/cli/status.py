@@ -1,18 +1,25 @@
-"""`zoo-status [--failed] [overrides]`: how far a zoo is — ok / diverged / failed / running / pending /
-missing per grid cell and in total, from the run dirs and squeue (same overrides as `zoo-train -m`)."""
+"""`zoo-status`: how far a zoo is, from its run dirs and squeue."""
 
-import argparse
+from zoo.cli import front
 
-from zoo.slurm.status import report
-from zoo.sweep import cell_configs
+SCRIPT = front.Script(
+    "zoo-status", "[--failed] [key=value ...]",
+    "How far a zoo is: ok / diverged / failed / running / pending / missing per grid cell and in total,\n"
+    "from the run dirs and squeue. Takes the overrides of `zoo-train -m` that selected the zoo.",
+    ["zoo-status zoo=demo", "zoo-status zoo=cifar10_resnet18 cluster=example_gpu --failed"],
+    flags={"--failed": "list every failed model and how to resubmit it"})
+
+
+def run(args: list[str]) -> None:
+    from zoo.slurm.status import report
+    from zoo.sweep import cell_configs
+
+    overrides = [a for a in front.overrides_only(SCRIPT, args) if a != "--failed"]
+    print(report(cell_configs(overrides), overrides, all_failed="--failed" in args))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="zoo-status", description=__doc__)
-    parser.add_argument("--failed", action="store_true", help="list every failed model and how to resubmit")
-    parser.add_argument("overrides", nargs="*", help="the sweep's overrides, e.g. zoo=demo cluster=local")
-    args = parser.parse_intermixed_args(argv)
-    print(report(cell_configs(args.overrides), args.overrides, all_failed=args.failed))
+    front.main(SCRIPT, run, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from zoo.load.splits import split_of
 from zoo.load.stream import open_zoo
 from zoo.load.targets import Targets
 from zoo.load.tokens import Tokens
-from zoo.load.views import flat, layers, unflatten
+from zoo.load.views import decode_safetensors, flat, layers, unflatten
 
 __all__ = ["open_zoo", "ZooH5Dataset", "Permute", "permute", "Noise", "Erase", "Chain", "Normalizer", "Targets",
-           "Tokens", "split_of", "ShardError", "flat", "layers", "unflatten"]
+           "Tokens", "split_of", "ShardError", "flat", "layers", "unflatten", "decode_safetensors"]

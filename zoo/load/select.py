@@ -12,7 +12,7 @@ COLLECTIONS = (list, tuple, set, frozenset, range)
 
 
 def lookup(meta: Mapping, key: str):
-    """The value of `key` in `meta`; None where a path runs into a null (e.g. an unmeasured landscape)."""
+    """The value of `key` in `meta`; None where a path runs into a null (e.g. the metrics of an epoch without any)."""
     if key in meta:
         return meta[key]
     grid = meta.get("grid") or {}

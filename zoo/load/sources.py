@@ -59,6 +59,9 @@ def is_manifest(source) -> bool:
     return isinstance(source, (str, Path)) and str(source).endswith(".json")
 
 
+CARD = "README.md"  # the dataset card zoo-pack writes next to the shards (zoo.pack.card)
+
+
 def manifest_location(manifest_path: str | Path, manifest: dict) -> str | Path:
     """Where the manifest says its shards are: an http(s) URL prefix or a directory (see the module doc)."""
     location = manifest["location"]
@@ -83,7 +86,7 @@ def locate(manifest_path: str | Path, manifest: dict,
         files = {name: f"{where}/{name}" for name in names}
     elif Path(where).is_dir():
         files = {p.name: str(p) for p in sorted(Path(where).iterdir())
-                 if not p.is_dir() and not p.name.startswith(".")}  # not the lock and temp files of a pack
+                 if not p.is_dir() and not p.name.startswith(".") and p.name != CARD}  # not a pack's lock, temp files, card
     elif shards is None:
         files = {}  # the manifest's own location is gone: every shard is missing
     else:  # a URL pattern: match by the name after the last slash

@@ -96,6 +96,17 @@ def decode(data: bytearray, meta: Mapping) -> dict[str, torch.Tensor]:
     return weights
 
 
+def decode_safetensors(key: str, data: bytes) -> dict[str, torch.Tensor] | None:
+    """A `webdataset` decoder for shards read without zoo's loader:
+    `wds.WebDataset(urls).decode(decode_safetensors)` gives `weights.safetensors` as `{name: tensor}`
+    (safetensors only: no pickle is ever loaded); None leaves other members to the next decoder."""
+    if not key.lower().endswith("safetensors"):
+        return None
+    from safetensors.torch import load
+
+    return load(bytes(data))
+
+
 def flat(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The floating-point tensors, flattened, cast to float32 and concatenated."""
     parts = [t.reshape(-1) for t in weights.values() if t.is_floating_point()]

@@ -50,8 +50,17 @@ def build(cfg: Mapping) -> nn.Module:
     return model
 
 
-def from_meta(meta: Mapping, weights: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Rebuild the module of a packed sample (`meta["config"]["model"]`) and load its weights."""
+def from_meta(meta: Mapping, weights: Mapping[str, torch.Tensor] | torch.Tensor) -> nn.Module:
+    """Rebuild the module of a packed sample (`meta["config"]["model"]`) and load its weights: a state
+    dict (view="state_dict") or the vector of view="flat" (integer buffers such as BatchNorm's
+    `num_batches_tracked`, which the vector leaves out, keep their initial values)."""
     model = build({**meta["config"]["model"], "init": "default"})
+    if isinstance(weights, torch.Tensor):  # the floating-point tensors in module order, as meta["layout"]
+        state, offset = model.state_dict(), 0
+        for name, tensor in state.items():
+            if tensor.is_floating_point():
+                state[name] = weights[offset:offset + tensor.numel()].view_as(tensor).to(tensor.dtype)
+                offset += tensor.numel()
+        weights = state
     model.load_state_dict(weights)
     return model.eval()

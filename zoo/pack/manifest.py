@@ -12,11 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import zoo
-from zoo.config import CONF_DIR
+from zoo.config import SCHEMA_PATH
 from zoo.load.sources import SCHEMA_VERSION
 from zoo.phases.rules import PHASES
 
-SCHEMA_PATH = CONF_DIR.parent / "manifests" / "schema.json"
 UNLABELED = "unlabeled"
 
 

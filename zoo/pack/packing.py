@@ -12,8 +12,9 @@ from tqdm import tqdm
 from zoo.atomic import write_json
 from zoo.load.sources import read_manifest
 from zoo.lock import hold
+from zoo.pack.card import write_card
 from zoo.pack.manifest import ModelRecord, build_manifest, relative_location
-from zoo.pack.samples import Sample, read_json, run_samples
+from zoo.pack.samples import Sample, landscape_fields, read_json, run_samples, untimed
 from zoo.pack.shards import remove_stale, write_shards
 from zoo.train.rundir import RunDir, list_runs, zoo_dir
 
@@ -41,11 +42,14 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
     unfinished ones never. All are counted in the manifest.
     """
     packed = {m.id for m in models if m.status == "ok" or (include_failed and m.status in FAILED)}
+    first: list[dict] = []  # one sample's meta, for the dataset card's features
 
     def samples() -> Iterator[Sample]:
         for model in tqdm(models, desc=f"pack {zoo_name}", unit="model"):
             if model.id in packed:
-                yield from model.samples()
+                for sample in model.samples():
+                    first[:] = first or [sample.meta]
+                    yield sample
 
     with hold(Path(out_dir) / f".{zoo_name}.lock", wait=True, what=f"the pack of {zoo_name} in {out_dir}"):
         shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
@@ -58,6 +62,8 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
             remove_stale(out_dir, zoo_name, keep=listed_shards(manifest_path))
             raise
         remove_stale(out_dir, zoo_name, keep={s["name"] for s in shards})
+        if first:
+            write_card(out_dir, manifest, first[0])
     return manifest
 
 
@@ -85,13 +91,14 @@ def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest
     ids = list(found) if model_ids is None else list(model_ids)
     runs = [found.get(i) or RunDir(zoo_dir(runs_root, zoo_name) / "models" / i) for i in ids]
     phases = read_json(zoo_dir(runs_root, zoo_name) / "phases.json", {})
+    fields = landscape_fields(untimed(m) for run in runs for m in read_json(run.path / "landscape.json", {}).values())
     models, axes = [], []
     for run in runs:
         config = OmegaConf.to_container(run.config()) if run.config_path.exists() else {}
         axes = axes or list(config.get("zoo", {}).get("axes", []))
         phase = phases.get(run.id)
         models.append(Model(id=run.id, status=run.status()[0], phase=phase, grid=config.get("grid", {}),
-                            checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase)))
+                            checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase, fields)))
     return pack_models(models, zoo_name=zoo_name, axes=axes, out_dir=out_dir, manifest_path=manifest_path,
                        max_shard_bytes=max_shard_bytes, max_shard_count=max_shard_count, include_failed=include_failed)
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from zoo.atomic import write_json, write_text
 from zoo.phases.rules import classify
-from zoo.phases.plots import heatmap, phase_map
+from zoo.phases.plots import describe, heatmap, phase_map
 from zoo.landscape.stage import cell_key, cells, load_results, measured_epochs
 from zoo.train.rundir import run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
@@ -96,12 +96,14 @@ def read_csv(path: Path) -> list[dict]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_figures(rows: Sequence[dict], axes: Sequence[str], out_dir: Path, title: str) -> list[Path]:
+def write_figures(rows: Sequence[dict], axes: Sequence[str], out_dir: Path, title: str,
+                  phase_thresholds: dict | None = None) -> list[Path]:
     x, y = axes
-    paths = [phase_map(rows, x, y, out_dir / "phase_map.png", title=f"{title}: phases")]
+    paths = [phase_map(rows, x, y, out_dir / "phase_map.png", title=f"{title}: loss-landscape phases",
+                       thresholds=phase_thresholds)]
     for metric in PLOTTED:
         if any(isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric]) for r in rows):
-            paths.append(heatmap(rows, x, y, metric, out_dir / f"{metric}.png", title=f"{title}: {metric}"))
+            paths.append(heatmap(rows, x, y, metric, out_dir / f"{metric}.png", title=f"{title}: {describe(metric)}"))
     return paths
 
 
@@ -112,7 +114,7 @@ def write_phases(cfgs: Sequence[DictConfig]) -> tuple[Path, list[dict]]:
     write_csv(rows, zoo_path / "phases.csv")
     by_cell = {tuple(r[a] for a in cfgs[0].zoo.axes): r["phase"] for r in rows}
     write_json(zoo_path / "phases.json", {c.id: by_cell[cell_key(c)] for c in cfgs})
-    write_figures(rows, list(cfgs[0].zoo.axes), zoo_path / "figures", cfgs[0].zoo.name)
+    write_figures(rows, list(cfgs[0].zoo.axes), zoo_path / "figures", cfgs[0].zoo.name, thresholds(cfgs[0]))
     return zoo_path / "phases.csv", rows
 
 
@@ -128,5 +130,5 @@ def relabel_csv(path: Path, cfg: DictConfig) -> tuple[Path, list[dict]]:
         row["phase"] = label(row, cfg)
     out = path.with_name(f"{path.stem}_phases.csv")
     write_csv(rows, out)
-    write_figures(rows, list(cfg.zoo.axes), path.parent / f"{path.stem}_figures", path.stem)
+    write_figures(rows, list(cfg.zoo.axes), path.parent / f"{path.stem}_figures", path.stem, thresholds(cfg))
     return out, rows

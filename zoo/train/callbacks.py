@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 from safetensors.torch import save
 
 from zoo.atomic import atomic_path, atomic_write
-from zoo.train.rundir import RunDir
+from zoo.train.rundir import RunDir, headline  # noqa: F401 (headline: for run.py, population.py)
 
 
 class Diverged(RuntimeError):

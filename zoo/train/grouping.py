@@ -43,6 +43,7 @@ from joblib import cpu_count
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from zoo.config import population_setting
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
@@ -78,11 +79,11 @@ def is_pinn(cfg: DictConfig) -> bool:
 def population_key(cfg: DictConfig) -> str | None:
     """Cells with equal keys can train as one population; None: this cell trains alone."""
     model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
-    if cfg.runtime.get("population", "off") != "off" and is_pinn(cfg):
+    if population_setting(cfg) != "off" and is_pinn(cfg):
         return _pinn_key(cfg)
-    if cfg.runtime.get("population", "off") != "off" and model.name in NETS:
+    if population_setting(cfg) != "off" and model.name in NETS:
         return _net_key(cfg)
-    if (cfg.runtime.get("population", "off") == "off" or model.name != "mlp"
+    if (population_setting(cfg) == "off" or model.name != "mlp"
             or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
             or task_of(cfg).name != "classify" or optim.name != "sgd"
             or trainer.gradient_clip_val is not None or str(trainer.precision) not in ("32", "32-true")):
@@ -216,8 +217,8 @@ def max_members(cfg: DictConfig, width: int, workers: int, memory: int) -> int:
     k = int(MEMORY_FRACTION * memory / workers) // member_bytes(cfg, width)
     if cfg.runtime.accelerator not in ("gpu", "cuda") and cfg.model.name == "mlp" and not is_pinn(cfg):
         k = min(k, CACHE_PARAMS // n_params(cfg, width))
-    if cfg.runtime.population != "auto":
-        k = min(k, int(cfg.runtime.population))
+    if population_setting(cfg) != "auto":
+        k = min(k, population_setting(cfg))
     return max(k, 1)
 
 

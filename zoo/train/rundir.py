@@ -19,6 +19,13 @@ from zoo.atomic import write_text
 from zoo.lock import hold
 
 STATES = ("ok", "diverged", "failed")
+HEADLINE = ("test_acc", "test_rel_l2", "test_loss")  # classifiers, PINNs, language models
+
+
+def headline(row: dict) -> tuple[str, float | None]:
+    """The metric a run is summed up by, and its value in a metrics line (None when absent)."""
+    key = next((k for k in HEADLINE if k in row), HEADLINE[0])
+    return key, row.get(key)
 
 
 def zoo_dir(runs_root: str | Path, zoo: str) -> Path:
