@@ -174,7 +174,7 @@ def test_zoo_apply_writes_every_cell_then_skips_them(zoo, app):
 def test_zoo_apply_asks_for_an_app(zoo):
     _, overrides, _ = zoo
     proc = cli(*overrides, check=False)
-    assert proc.returncode != 0 and "zoo-apply needs app=<averaging|lmc|soup>" in proc.stderr
+    assert proc.returncode != 0 and "zoo-apply needs app=<averaging|lmc|soup|prune|transfer>" in proc.stderr
 
 
 def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):

@@ -45,9 +45,10 @@ def reference_accumulation(depth: int, width: int, batch_size: int) -> int:
 OmegaConf.register_new_resolver("reference_accumulation", reference_accumulation, replace=True)
 
 POSITIVE_INTS = ("model.width", "model.depth", "data.batch_size", "data.eval_batch_size", "trainer.max_epochs",
-                 "apply.batch_size", "apply.bn_samples", "apply.max_iter", "apply.last_k")
+                 "apply.batch_size", "apply.bn_samples", "apply.max_iter", "apply.last_k", "apply.prune.finetune_steps",
+                 "apply.transfer.epochs", "apply.transfer.batch_size")
 POSITIVE_FLOATS = ("optim.lr",)
-FRACTIONS = ("apply.val_fraction",)  # strictly between 0 and 1
+FRACTIONS = ("apply.val_fraction", "apply.prune.margin")  # strictly between 0 and 1
 AT_LEAST_TWO = ("apply.n_points",)   # points on a path, both ends included
 
 

@@ -1,4 +1,5 @@
-"""The `zoo-apply` stage (`zoo.stage`): one application (`zoo.apply.apps`) over every grid cell of a zoo.
+"""The `zoo-apply` stage (`zoo.stage`): one application over every grid cell of a zoo — merging
+(`zoo.apply.apps`: averaging, lmc, soup), pruning (`zoo.apply.prune`), transfer (`zoo.apply.transfer`).
 
 One item per cell (its `ok` seeds), written atomically when done, so a rerun skips finished
 cells and a killed run redoes only the cells it was in:
@@ -7,7 +8,8 @@ cells and a killed run redoes only the cells it was in:
     runs/<zoo>/apply/<app>/table.csv         one row per cell: axes, phase, the app's metrics
     runs/<zoo>/apply/<app>/by_phase.csv      the metrics averaged per phase
     runs/<zoo>/figures/<app>_<metric>.png    heatmaps next to the phase map, cells labelled by phase
-    runs/<zoo>/figures/<app>_by_phase.png    the metrics per phase; lmc_curves.png: mean paths per phase
+    runs/<zoo>/figures/<app>_by_phase.png    the metrics per phase; lmc_curves.png: mean paths per phase;
+                                             prune_curves.png, prune_tickets.png: accuracy vs sparsity per phase
 
 `apply_packed` runs the same computation over a packed zoo (shards), for zoos without run dirs.
 """
@@ -21,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo import data as datasets
 from zoo.align.permutation import heads, spec_for
-from zoo.apply import apps
-from zoo.config import CONF_DIR, validate
+from zoo.apply import apps, prune, transfer
+from zoo.config import CONF_DIR, ConfigError, validate
 from zoo.landscape.stage import cell_key, cells, checkpoint
 from zoo.load import open_zoo
 from zoo.models import build
@@ -34,13 +36,15 @@ from zoo.train.run import checkpoint_epochs
 from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
 
-APPS = ("averaging", "lmc", "soup")
+APPS = ("averaging", "lmc", "soup", "prune", "transfer")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
 METRICS = {
     "averaging": ("epoch_avg_gain", "seed_avg_gain", "seed_avg_gain_aligned", "seed_avg_all_gain_aligned",
                   "ref_epoch_avg_gain"),
     "lmc": ("barrier_loss_train", "barrier_loss_train_aligned", "barrier_err_test", "barrier_err_test_aligned"),
     "soup": ("uniform_soup_gain", "uniform_soup_gain_aligned", "greedy_soup_gain", "greedy_soup_gain_aligned"),
+    "prune": prune.METRICS,
+    "transfer": transfer.METRICS,
 }
 
 
@@ -61,16 +65,30 @@ def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     if app not in APPS:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
     validate(cfgs[0])
+    if app in ("prune", "transfer") and cfgs[0].data.get("task", "classify") != "classify":
+        raise ConfigError(f"zoo {cfgs[0].zoo.name} is a {cfgs[0].data.task} zoo: app={app} supports classification "
+                          f"zoos only for now")
+    tickets = _ticket_cells(cfgs) if app == "prune" else set()
     items = []
-    for _, members in sorted_cells(cfgs):
+    for key, members in sorted_cells(cfgs):
         ok = sorted((c for c in members if run_dir(c).status()[0] == "ok"), key=lambda c: c.seed)
         if len(ok) >= 2:
             first = ok[0]
+            settings = OmegaConf.to_container(first.apply, resolve=True)
+            if app == "prune":
+                settings["prune"]["ticket_cell"] = key in tickets
             items.append(Item(f"apply-{app}", tuple(str(run_dir(c).path) for c in ok),
-                              tuple(needed_epochs(first, app, first.apply)),
+                              tuple(needed_epochs(first, app, settings)),
                               str(apply_dir(first, app) / f"{cell_name(first)}.json"),
-                              OmegaConf.to_container(first.apply, resolve=True), str(Path(first.paths.data).resolve())))
+                              settings, str(Path(first.paths.data).resolve())))
     return items
+
+
+def _ticket_cells(cfgs: Sequence[DictConfig]) -> set[tuple]:
+    """The cells that get lottery tickets, by the phases zoo-phases wrote (if it ran)."""
+    phases = read_json(zoo_dir_of(cfgs[0]) / "phases.json", {})
+    return prune.ticket_cells({key: phases.get(members[0].id) for key, members in sorted_cells(cfgs)},
+                              cfgs[0].apply.prune.tickets.cells_per_phase)
 
 
 def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
@@ -87,18 +105,27 @@ def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
         max_iter=settings["max_iter"], task=task)
 
 
-def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping) -> dict:
-    """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc and soup use the last)."""
+def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping, cfg: DictConfig,
+            data_root: str) -> dict:
+    """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc, soup, transfer use the last);
+    `cfg` is the config of its first seed (the zoo's recipe), `data_root` where the data sets are."""
     if app == "averaging":
         return apps.averaging(b, runs, settings["last_k"], settings.get("reference_epoch"))
+    if app == "prune":
+        return prune.cell(b, cfg, runs, settings["prune"], data_root)
     finals = [run[max(run)] for run in runs]
+    if app == "transfer":
+        return transfer.cell(cfg, finals, settings["transfer"], data_root)
     return apps.lmc(b, finals, settings["n_points"]) if app == "lmc" else apps.soup(b, finals)
 
 
 def needed_epochs(cfg: DictConfig, app: str, settings: Mapping) -> list[int]:
-    """The checkpoints `app` reads of each model: the final one, or the last `last_k` to average
-    (and the reference's five epochs up to `reference_epoch`, when set)."""
+    """The checkpoints `app` reads of each model: the final one (and, for prune, the one lottery
+    tickets rewind to), or the last `last_k` to average (and the reference's five epochs up to
+    `reference_epoch`, when set)."""
     final = cfg.trainer.max_epochs
+    if app == "prune":
+        return sorted({settings["prune"]["tickets"]["rewind_epoch"], final})
     if app != "averaging":
         return [final]
     saved = sorted(e for e in checkpoint_epochs(cfg) if e <= final)
@@ -118,7 +145,8 @@ def compute_cell(item: Item) -> dict:
     app = item.stage.removeprefix("apply-")
     return {"models": item.models, "epoch": cfg.trainer.max_epochs,
             **compute(app, bench(cfg, item.settings, item.data_root),
-                      [{e: checkpoint(r, e) for e in item.epochs} for r in runs], item.settings)}
+                      [{e: checkpoint(r, e) for e in item.epochs} for r in runs], item.settings, cfg,
+                      item.data_root)}
 
 
 def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | None = None,
@@ -143,13 +171,16 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
     by_cell = defaultdict(list)
     for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):
         by_cell[tuple(meta["grid"][a] for a in axes)].append(model_id)
+    tickets = prune.ticket_cells({key: metas[ids[0]]["phase"] for key, ids in by_cell.items()},
+                                 settings["prune"]["tickets"]["cells_per_phase"]) if app == "prune" else set()
     rows = []
     for key, ids in sorted(by_cell.items()):
         if len(ids) >= 2:
-            meta = metas[ids[0]]
-            b = bench(OmegaConf.create(meta["config"]), settings, str(data_root))
+            meta, cfg = metas[ids[0]], OmegaConf.create(metas[ids[0]]["config"])
+            cell_settings = {**settings, "prune": {**settings["prune"], "ticket_cell": key in tickets}}
             rows.append(dict(zip(axes, key)) | {"phase": meta["phase"], "models": ids}
-                        | compute(app, b, [runs[i] for i in ids], settings))
+                        | compute(app, bench(cfg, settings, str(data_root)), [runs[i] for i in ids], cell_settings,
+                                  cfg, str(data_root)))
     return rows
 
 
@@ -212,6 +243,8 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
     if app == "lmc" and summary:
         phase_curves(lmc_curves(rows, results, "err_test"), "test error", figures / "lmc_curves.png",
                      title=f"{cfgs[0].zoo.name}: linear paths between seeds, mean per phase")
+    if app == "prune" and summary:
+        prune.figures(rows, [result for _, _, result in results], figures, cfgs[0].zoo.name)
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:
         if any(r[metric] is not None for r in rows):

@@ -1,4 +1,4 @@
-"""`zoo-apply app=<averaging|lmc|soup>`: merge the seeds of every grid cell of a zoo."""
+"""`zoo-apply app=<averaging|lmc|soup|prune|transfer>`: an application (zoo/apply/) over every grid cell of a zoo."""
 
 from zoo.cli import front
 

@@ -87,7 +87,7 @@ def load(cfg: Mapping, root: str | Path):
 
 
 def _mnist1d(cfg: Mapping, root: Path) -> TensorData:
-    arrays = load_mnist1d(root)
+    arrays = load_mnist1d(root, cfg.get("generator"))
     n = cfg.get("n_train") or len(arrays["x_train"])
     tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
     return TensorData(

@@ -175,19 +175,22 @@ def phase_map(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = 
     return _save(fig, path)
 
 
-def phase_curves(curves: dict, ylabel: str, path: Path, *, title: str = "") -> Path:
-    """Mean curve per phase (`{phase: {"": [(t, values), ...], "_aligned": [...]}}`): dashed as
-    measured, solid after alignment, in the phase's colour."""
+def phase_curves(curves: dict, ylabel: str, path: Path, *, title: str = "",
+                 xlabel: str = "t (interpolation between the two seeds: 0 = seed A, 1 = seed B)", unit: str = "pairs",
+                 styles=(("", "--", "as trained"), ("_aligned", "-", "aligned (weight matching)"))) -> Path:
+    """Mean curve per phase (`{phase: {suffix: [(x, values), ...]}}`, one line style per suffix of
+    `styles` (suffix, style, legend), e.g. dashed as measured, solid after alignment), in the
+    phase's colour."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for phase in (p for p in PHASES if p in curves):
-        for suffix, style in (("", "--"), ("_aligned", "-")):
+        for k, (suffix, style, _) in enumerate(styles):
             t = curves[phase][suffix][0][0]
             mean = np.mean([values for _, values in curves[phase][suffix]], axis=0)
             ax.plot(t, mean, style, color=PHASE_COLORS[phase],
-                    label=f"{phase} ({len(curves[phase][suffix])} pairs)" if suffix else None)
-    ax.plot([], [], "k--", label="as trained")
-    ax.plot([], [], "k-", label="aligned (weight matching)")
-    ax.set_xlabel("t (interpolation between the two seeds: 0 = seed A, 1 = seed B)")
+                    label=f"{phase} ({len(curves[phase][suffix])} {unit})" if k == len(styles) - 1 else None)
+    for _, style, legend in styles:
+        ax.plot([], [], f"k{style}", label=legend)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
