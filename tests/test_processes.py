@@ -133,4 +133,4 @@ def test_killing_a_population_launcher_ends_its_workers(tmp_path, data_root):
     cmd = [sys.executable, "-m", "zoo.cli.train", "-m", f"paths.root={tmp_path}", f"paths.data={data_root}",
            "hydra/launcher=population", "hydra.launcher.n_jobs=2", "runtime.population=1", "model.width=4,8",
            "trainer.max_epochs=10000", "data.n_train=300"]
-    kill_launcher_then_workers_end(cmd, lambda c: "zoo.cli.train" in c, _training(tmp_path, 2), 2)
+    kill_launcher_then_workers_end(cmd, lambda c: "spawn_main" in c, _training(tmp_path, 2), 2)  # zoo.parallel's pool

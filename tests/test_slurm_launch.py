@@ -142,11 +142,12 @@ def test_failed_model_is_reported_and_resubmitted_alone(slurm_cluster, tmp_path,
         shutil.copy(data_root / "mnist1d.npz", tmp_path / f"data-s{seed}")
     (tmp_path / "data-s2" / "mnist1d.npz").write_bytes(b"not an npz file")
     overrides = [*TINY, "model.width=4", "seed=0,1,2", "paths.data=${paths.root}/data-s${seed}", *SLURM]
-    first = zoo_train(tmp_path, "-m", *overrides)
+    first = zoo_train(tmp_path, "-m", *overrides, check=False)
     cfgs = cell_configs([f"paths.root={tmp_path}", *overrides])
     bad = cfgs[2]
     assert run_dir(bad).status()[0] == "failed"
     assert f"1 model(s) failed:\n  {bad.id}" in first.stdout
+    assert first.returncode == 1 and "1 model(s) failed: ValueError" in first.stderr  # one line per cause
     for cfg in cfgs[:2]:
         assert_complete(cfg, epochs=2)
 

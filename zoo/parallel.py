@@ -34,13 +34,20 @@ def exit_with_parent(poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """The one kind of worker pool: spawned processes (safe whatever torch threads or kernels this
+    process has run; a worker imports torch once, ~4 s, then takes many items) that end with their
+    launcher."""
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=exit_with_parent)
+
+
 def run_parallel(fn: Callable, items: Sequence, workers: int | None, desc: str,
                  name: Callable = str) -> list:
     """`fn(item)` for every item in `workers` spawned processes (-1 or None: one per core);
     returns the items that raised, each named on the console with its error."""
     workers = min(os.cpu_count() if workers in (-1, None) else workers, max(len(items), 1))
     failed = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=exit_with_parent) as pool:
+    with process_pool(workers) as pool:
         futures = {pool.submit(fn, item): item for item in items}
         for future in tqdm(as_completed(futures), total=len(items), desc=desc, unit="item"):
             if future.exception() is not None:

@@ -32,10 +32,8 @@ multiple of `workers` near-equal populations, so that every worker trains one.
 import json
 import logging
 import math
-import multiprocessing
 import os
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 
 import torch
@@ -47,7 +45,7 @@ from zoo.config import population_setting
 from zoo.data import SPLIT_SIZES
 from zoo.data.convection import SMOKE as PINN_SMOKE
 from zoo.models import build
-from zoo.parallel import exit_with_parent
+from zoo.parallel import process_pool
 from zoo.train.population import train_population
 from zoo.train.population.mlp import ACTIVATION_BACKWARD
 from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS
@@ -305,10 +303,7 @@ def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
     if len(groups) == 1:
         done = [train_group(groups[0])]
     else:
-        # Forked, as DataLoader workers are: they start at once instead of importing torch and
-        # Lightning again (~4 s each). This process has run no torch kernels (`plan` builds on `meta`).
-        fork = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with ProcessPoolExecutor(workers, mp_context=fork, initializer=exit_with_parent) as pool:
+        with process_pool(workers) as pool:
             done = list(pool.map(train_group, groups))  # handed out in order: most expensive first
     results.update((r.id, r) for group in done for r in group)
     return [results[cfg.id] for cfg in cfgs]
