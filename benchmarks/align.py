@@ -27,8 +27,11 @@ CFG = {"name": "resnet", "depth": 18, "width": 64}
 
 
 def objective(a: dict, b: dict) -> float:
-    return sum(float((a[n].double() * b[n].double()).sum()) for n in a
-               if n.rsplit(".", 1)[-1] not in NOT_MATCHED and a[n].is_floating_point())
+    return sum(
+        float((a[n].double() * b[n].double()).sum())
+        for n in a
+        if n.rsplit(".", 1)[-1] not in NOT_MATCHED and a[n].is_floating_point()
+    )
 
 
 def ours(a: torch.nn.Module, b: torch.nn.Module) -> tuple[float, dict, int]:
@@ -65,8 +68,10 @@ def pairs() -> dict[str, tuple[torch.nn.Module, torch.nn.Module, dict | None]]:
     sa = a.state_dict()
     spec = spec_for("resnet", sa)
     planted = random_perms(spec, sa, torch.Generator().manual_seed(2))
-    noisy = {n: t + 0.5 * t.float().std() * torch.randn(t.shape) if t.is_floating_point() and t.dim() > 1 else t
-             for n, t in apply(spec, planted, sa).items()}
+    noisy = {
+        n: t + 0.5 * t.float().std() * torch.randn(t.shape) if t.is_floating_point() and t.dim() > 1 else t
+        for n, t in apply(spec, planted, sa).items()
+    }
     copy_b = build(CFG).eval()
     copy_b.load_state_dict(noisy)
     return {"independent": (a, independent, None), "permuted copy": (a, copy_b, planted)}
@@ -93,10 +98,14 @@ def main() -> None:
         twin = copy.deepcopy(b)
         twin.load_state_dict(aligned)
         assert torch.allclose(twin(x), b(x), atol=1e-4), "zoo.align changed the function"
-        print(f"{name}: zoo.align {t_ours:.2f} s, {it_ours} sweeps, objective {objective(sa, aligned):.4g}"
-              + (f", units recovered {recovered(spec, sa, aligned):.1%}" if planted else ""))
-        print(f"{name}: rebasin   {t_ref:.2f} s, {it_ref} sweeps, objective {objective(sa, ref_aligned):.4g}"
-              + (f", units recovered {recovered(spec, sa, ref_aligned):.1%}" if planted else ""))
+        print(
+            f"{name}: zoo.align {t_ours:.2f} s, {it_ours} sweeps, objective {objective(sa, aligned):.4g}"
+            + (f", units recovered {recovered(spec, sa, aligned):.1%}" if planted else "")
+        )
+        print(
+            f"{name}: rebasin   {t_ref:.2f} s, {it_ref} sweeps, objective {objective(sa, ref_aligned):.4g}"
+            + (f", units recovered {recovered(spec, sa, ref_aligned):.1%}" if planted else "")
+        )
         print(f"{name}: ratio {t_ref / t_ours:.1f}x")
         ratios.append(t_ref / t_ours)
     print(f"speedup: {(ratios[0] * ratios[1]) ** 0.5:.1f}x")

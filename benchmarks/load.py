@@ -38,9 +38,12 @@ def write_reference_zoo(root: Path, *, models: int, epochs: int, width: int) -> 
         folder.mkdir(parents=True)
         params = {"model::type": "mlp", "model::width": width, "seed": seed, "optim::lr": 0.1}
         (folder / "params.json").write_text(json.dumps(params))
-        (folder / "result.json").write_text("".join(
-            json.dumps({"training_iteration": e, "train_loss": 1.0 / (e + 1), "test_acc": 0.1 * e}) + "\n"
-            for e in range(epochs)))
+        (folder / "result.json").write_text(
+            "".join(
+                json.dumps({"training_iteration": e, "train_loss": 1.0 / (e + 1), "test_acc": 0.1 * e}) + "\n"
+                for e in range(epochs)
+            )
+        )
         torch.manual_seed(seed)
         model = build({"name": "mlp", "in_dim": 40, "out_dim": 10, "width": width})
         for epoch in range(epochs):
@@ -95,13 +98,19 @@ def bench_zoo(tmp: Path, name: str, *, models: int, epochs: int, width: int, rep
     t_ref = best_time(read_reference, ref, repeats)
     t_zoo = best_time(read_shards, manifest, repeats)
     t_raw = best_time(read_raw, shards, repeats)
-    print(f"zoo {name}: {samples} samples of {n_params:,} params (MLP width {width}); "
-          f"shards {shard_mb:.1f} MB in {len(shards)} files, reference checkpoints {ref_mb:.1f} MB")
+    print(
+        f"zoo {name}: {samples} samples of {n_params:,} params (MLP width {width}); "
+        f"shards {shard_mb:.1f} MB in {len(shards)} files, reference checkpoints {ref_mb:.1f} MB"
+    )
     print(f"  (a) reference torch.load  {samples / t_ref:10.0f} samples/s  {ref_mb / t_ref:8.1f} MB/s")
-    print(f"      open_zoo flat         {samples / t_zoo:10.0f} samples/s  {shard_mb / t_zoo:8.1f} MB/s  "
-          f"= {t_ref / t_zoo:.1f}x (a)")
-    print(f"  (b) raw cat > /dev/null   {samples / t_raw:10.0f} samples/s  {shard_mb / t_raw:8.1f} MB/s  "
-          f"open_zoo at {100 * t_raw / t_zoo:.0f} % of raw")
+    print(
+        f"      open_zoo flat         {samples / t_zoo:10.0f} samples/s  {shard_mb / t_zoo:8.1f} MB/s  "
+        f"= {t_ref / t_zoo:.1f}x (a)"
+    )
+    print(
+        f"  (b) raw cat > /dev/null   {samples / t_raw:10.0f} samples/s  {shard_mb / t_raw:8.1f} MB/s  "
+        f"open_zoo at {100 * t_raw / t_zoo:.0f} % of raw"
+    )
     return t_ref / t_zoo
 
 
@@ -114,8 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        speedup = bench_zoo(Path(tmp), "small", models=args.small_models, epochs=args.epochs, width=16,
-                            repeats=args.repeats)
+        speedup = bench_zoo(
+            Path(tmp), "small", models=args.small_models, epochs=args.epochs, width=16, repeats=args.repeats
+        )
         bench_zoo(Path(tmp), "large", models=args.large_models, epochs=args.epochs, width=1000, repeats=args.repeats)
     print(f"speedup: {speedup:.1f}x")
 

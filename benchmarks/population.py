@@ -67,8 +67,10 @@ LOG_LINE = re.compile(r"(mlp-w(\d+)-b\d+-s\d+-[0-9a-f]{8}): ok .*\((?:population
 
 
 # The population path zoo-run takes (no Hydra multirun): compose the cells, train them as populations.
-TRAIN_CELLS = ("import logging, sys; logging.basicConfig(level=logging.INFO); from zoo.sweep import cell_configs; "
-               "from zoo.train.grouping import train_cells; train_cells(cell_configs(sys.argv[1:]))")
+TRAIN_CELLS = (
+    "import logging, sys; logging.basicConfig(level=logging.INFO); from zoo.sweep import cell_configs; "
+    "from zoo.train.grouping import train_cells; train_cells(cell_configs(sys.argv[1:]))"
+)
 
 
 def launch(argv: list[str]) -> tuple[float, dict[int, list[float]]]:
@@ -99,14 +101,17 @@ def compare(cfgs_a: list, cfgs_b: list) -> str:
         distances.append((diff.item(), a.id))
     farthest, name = max(distances)
     metrics = ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
-    return (f"equivalence: {len(distances)}/{len(distances)} models ok in both; final weights bitwise equal for "
-            f"{sum(d == 0 for d, _ in distances)}, within 1e-5 (relative L2) for "
-            f"{sum(d < 1e-5 for d, _ in distances)}, farthest {name} at {farthest:.1e}\n"
-            f"largest metric differences over all epochs and models: {metrics}")
+    return (
+        f"equivalence: {len(distances)}/{len(distances)} models ok in both; final weights bitwise equal for "
+        f"{sum(d == 0 for d, _ in distances)}, within 1e-5 (relative L2) for "
+        f"{sum(d < 1e-5 for d, _ in distances)}, farthest {name} at {farthest:.1e}\n"
+        f"largest metric differences over all epochs and models: {metrics}"
+    )
 
 
 def data_feed(x: torch.Tensor, y: torch.Tensor, k: int = 16, batch_size: int = 32, epochs: int = 5) -> str:
     """Time per epoch to draw K members' shuffled batches: K DataLoaders vs indexing tensors."""
+
     def loaders(epoch):
         gens = [torch.Generator().manual_seed(epoch_seed(seed, epoch)) for seed in range(k)]
         for batches in zip(*(DataLoader(TensorDataset(x, y), batch_size, shuffle=True, generator=g) for g in gens)):
@@ -123,13 +128,20 @@ def data_feed(x: torch.Tensor, y: torch.Tensor, k: int = 16, batch_size: int = 3
         for epoch in range(epochs):
             feed(epoch)
         seconds[feed.__name__] = (time.perf_counter() - start) / epochs
-    return (f"data, K={k} batch {batch_size}, per epoch: DataLoader(TensorDataset) x K "
-            f"{seconds['loaders'] * 1e3:.1f} ms, indexing tensors {seconds['indexing'] * 1e3:.1f} ms "
-            f"({seconds['loaders'] / seconds['indexing']:.0f}x)")
+    return (
+        f"data, K={k} batch {batch_size}, per epoch: DataLoader(TensorDataset) x K "
+        f"{seconds['loaders'] * 1e3:.1f} ms, indexing tensors {seconds['indexing'] * 1e3:.1f} ms "
+        f"({seconds['loaders'] / seconds['indexing']:.0f}x)"
+    )
 
 
-PINN_GRID = ["zoo=convection_pinn", "+smoke=on", "data.beta=1,5,10,20,30,40,50", "optim.lr=1e-4,1e-3,1e-2,1e-1",
-             "seed=0,1"]
+PINN_GRID = [
+    "zoo=convection_pinn",
+    "+smoke=on",
+    "data.beta=1,5,10,20,30,40,50",
+    "optim.lr=1e-4,1e-3,1e-2,1e-1",
+    "seed=0,1",
+]
 
 
 def main() -> None:
@@ -155,26 +167,35 @@ def main() -> None:
     torch.set_num_threads(1)  # as each training worker
     print(data_feed(data.x_train, data.y_train))
     train = ["-m", "zoo.cli.train", "-m"]
-    runs = {"one_by_one": [*train, *grid], "hydra": [*train, *grid, "hydra/launcher=population"],
-            "population": ["-c", TRAIN_CELLS, *grid]}
-    labels = {"one_by_one": "one-by-one: zoo-train -m (Lightning per model, joblib launcher)",
-              "hydra": "population: zoo-train -m hydra/launcher=population",
-              "population": "population: train_cells(cell_configs(...)) (zoo-run's path)"}
+    runs = {
+        "one_by_one": [*train, *grid],
+        "hydra": [*train, *grid, "hydra/launcher=population"],
+        "population": ["-c", TRAIN_CELLS, *grid],
+    }
+    labels = {
+        "one_by_one": "one-by-one: zoo-train -m (Lightning per model, joblib launcher)",
+        "hydra": "population: zoo-train -m hydra/launcher=population",
+        "population": "population: train_cells(cell_configs(...)) (zoo-run's path)",
+    }
     wall, secs = {}, {}
     for side, argv in runs.items():
         wall[side], secs[side] = launch([*argv, f"paths.root={root / side}"])
         print(f"{labels[side]:66s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
     cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
     print(compare(cfgs["one_by_one"], cfgs["population"]))
-    finals = [[load_file(run_dir(cfg).ckpt_path(args.epochs)) for cfg in cfgs[side]] for side in ("hydra", "population")]
+    finals = [
+        [load_file(run_dir(cfg).ckpt_path(args.epochs)) for cfg in cfgs[side]] for side in ("hydra", "population")
+    ]
     same = all(torch.equal(x[k], y[k]) for x, y in zip(*finals) for k in x)
     print(f"the two population runs ended with bitwise equal weights: {same}")
     print("training seconds per model, by width (one-by-one / population = speedup):")
     for width in sorted(secs["one_by_one"]):
         a, b = (sum(secs[side][width]) / len(secs[side][width]) for side in ("one_by_one", "population"))
         print(f"  width {width:3d}: {a:6.3f} / {b:6.3f} = {a / b:5.1f}x")
-    print(f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
-          f"{wall['one_by_one'] / wall['hydra']:.1f}x")
+    print(
+        f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
+        f"{wall['one_by_one'] / wall['hydra']:.1f}x"
+    )
     print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")
 
 
@@ -184,41 +205,62 @@ def pinn(epochs: int, root: Path) -> None:
     zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
     n = len(zoo)
     steps = zoo[0].data.steps_per_epoch * epochs
-    print(f"convection_pinn smoke grid: {n} models, {epochs} epochs ({steps} full-batch Adam steps a model), "
-          f"{os.cpu_count()} cores; runs in {root}")
+    print(
+        f"convection_pinn smoke grid: {n} models, {epochs} epochs ({steps} full-batch Adam steps a model), "
+        f"{os.cpu_count()} cores; runs in {root}"
+    )
     print(f"grouping:\n{describe(plan(zoo, workers=2))}")
     train = ["-m", "zoo.cli.train", "-m"]
-    runs = {"one_by_one": [*train, *grid], "hydra": [*train, *grid, "hydra/launcher=population"],
-            "population": ["-c", TRAIN_CELLS, *grid]}
-    labels = {"one_by_one": "one-by-one: zoo-train -m (Lightning PINN module per model, joblib launcher)",
-              "hydra": "population: zoo-train -m hydra/launcher=population",
-              "population": "population: train_cells(cell_configs(...)) (zoo-run's path)"}
+    runs = {
+        "one_by_one": [*train, *grid],
+        "hydra": [*train, *grid, "hydra/launcher=population"],
+        "population": ["-c", TRAIN_CELLS, *grid],
+    }
+    labels = {
+        "one_by_one": "one-by-one: zoo-train -m (Lightning PINN module per model, joblib launcher)",
+        "hydra": "population: zoo-train -m hydra/launcher=population",
+        "population": "population: train_cells(cell_configs(...)) (zoo-run's path)",
+    }
     wall = {}
     for side, argv in runs.items():
         wall[side], _ = launch([*argv, f"paths.root={root / side}"])
         print(f"{labels[side]:74s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
     cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
     print(compare(cfgs["one_by_one"], cfgs["population"]))
-    print(f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
-          f"{wall['one_by_one'] / wall['hydra']:.1f}x")
+    print(
+        f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
+        f"{wall['one_by_one'] / wall['hydra']:.1f}x"
+    )
     print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")
 
 
-
-RESNET_GRID = ["zoo=cifar10_resnet18", "model.width=2,4,8,16", "data.batch_size=8,16,32,64", "seed=0,1,2",
-               "data.n_train=128", "data.eval_batch_size=256"]
+RESNET_GRID = [
+    "zoo=cifar10_resnet18",
+    "model.width=2,4,8,16",
+    "data.batch_size=8,16,32,64",
+    "seed=0,1,2",
+    "data.n_train=128",
+    "data.eval_batch_size=256",
+]
 
 
 def resnet(epochs: int, root: Path, device: str, force: bool) -> None:
     """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
     zoo_files.write_cifar10(root / "data", per_file=26, n_test=64)  # 130 training images, 64 test
-    grid = [*RESNET_GRID, f"trainer.max_epochs={epochs}", f"paths.data={root / 'data'}",
-            f"runtime.accelerator={device}", "runtime.threads=1"]
+    grid = [
+        *RESNET_GRID,
+        f"trainer.max_epochs={epochs}",
+        f"paths.data={root / 'data'}",
+        f"runtime.accelerator={device}",
+        "runtime.threads=1",
+    ]
     sides = {"one_by_one": "runtime.population=off", "population": f"runtime.population={3 if force else 'auto'}"}
     cfgs = {side: cell_configs([*grid, flag, f"paths.root={root / side}"]) for side, flag in sides.items()}
     name = torch.cuda.get_device_name() if device == "gpu" else f"{os.cpu_count()} cores, 1 thread"
-    print(f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, 128 synthetic "
-          f"CIFAR-10 images, {device} ({name}); runs in {root}")
+    print(
+        f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, 128 synthetic "
+        f"CIFAR-10 images, {device} ({name}); runs in {root}"
+    )
     torch.set_num_threads(1)
     # Cell by cell, both sides back to back: load from other processes then weighs on both alike.
     seconds = defaultdict(dict)  # (width, batch) -> side -> wall seconds of training the cell's seeds
@@ -234,8 +276,10 @@ def resnet(epochs: int, root: Path, device: str, force: bool) -> None:
         (cfg,) = [c for c in cfgs["population"] if (c.model.width, c.data.batch_size, c.seed) == (width, batch, 0)]
         a, b = (seconds[width, batch][side] for side in sides)
         kind = "population K=3" if population_key(cfg) is not None else "one by one"
-        print(f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  {a:7.1f} / {b:7.1f} s "
-              f"= {a / b:4.2f}x  [{kind}]")
+        print(
+            f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  {a:7.1f} / {b:7.1f} s "
+            f"= {a / b:4.2f}x  [{kind}]"
+        )
     wall = {side: sum(cell[side] for cell in seconds.values()) for side in sides}
     print(compare(cfgs["one_by_one"], cfgs["population"]))
     for side in sides:

@@ -49,8 +49,15 @@ def example(sample: tuple) -> tuple[torch.Tensor, torch.Tensor]:
 def load(manifest: str, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features and test accuracies of every checkpoint of the models in `split`, computed by two
     DataLoader workers (each reads its own shards)."""
-    samples = open_zoo(manifest, view="state_dict", split=split, splits=SPLITS, split_seed=seed,
-                       targets=["metrics.test_acc"], where={"status": "ok"}).compose(wds.map(example))
+    samples = open_zoo(
+        manifest,
+        view="state_dict",
+        split=split,
+        splits=SPLITS,
+        split_seed=seed,
+        targets=["metrics.test_acc"],
+        where={"status": "ok"},
+    ).compose(wds.map(example))
     x, y = zip(*DataLoader(samples, batch_size=256, num_workers=2))
     return torch.cat(x).numpy(), torch.cat(y).numpy()
 
@@ -86,10 +93,14 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models: one thread each beats two that contend (here, and under load)
-    threadpool_limits(1)      # the same for the OpenMP threads of the boosting
-    (x, y), (x_val, y_val), (x_test, y_test) = (load(args.manifest, s, args.split_seed) for s in ("train", "val", "test"))
-    print(f"checkpoints: {len(y)} train, {len(y_val)} val, {len(y_test)} test (split by model, ratios {SPLITS}); "
-          f"{x.shape[1]} features each")
+    threadpool_limits(1)  # the same for the OpenMP threads of the boosting
+    (x, y), (x_val, y_val), (x_test, y_test) = (
+        load(args.manifest, s, args.split_seed) for s in ("train", "val", "test")
+    )
+    print(
+        f"checkpoints: {len(y)} train, {len(y_val)} val, {len(y_test)} test (split by model, ratios {SPLITS}); "
+        f"{x.shape[1]} features each"
+    )
 
     baseline = HistGradientBoostingRegressor(random_state=0).fit(x, y)
     mlp = fit_mlp(x, y)
@@ -101,8 +112,11 @@ def main() -> None:
     report("predicting the train mean", np.full_like(y_test, y.mean()), y_test)
     base = report("baseline: gradient boosting (Unterthiner 2020)", baseline.predict(x_test), y_test)
     report("MLP on the same features", mlp(x_test), y_test)
-    ours = report(f"ours: {1 - a:.1f} × boosting + {a:.1f} × MLP (val-chosen)",
-                  (1 - a) * baseline.predict(x_test) + a * mlp(x_test), y_test)
+    ours = report(
+        f"ours: {1 - a:.1f} × boosting + {a:.1f} × MLP (val-chosen)",
+        (1 - a) * baseline.predict(x_test) + a * mlp(x_test),
+        y_test,
+    )
     print(f"ours {'≥' if ours >= base else '<'} baseline: R² {ours:.3f} vs {base:.3f}")
 
 

@@ -27,8 +27,17 @@ SPLITS = (0.7, 0.3)  # train, test: models by hashed id
 
 def load(manifest: str, split: str, augment: bool) -> DataLoader:
     transform = Chain(Permute(seed=0), Noise(0.01, relative=True, seed=0), Erase(0.05, seed=0)) if augment else None
-    zoo = open_zoo(manifest, view=TOKENS, where=WHERE, split=split, splits=SPLITS, normalize=True,
-                   targets=["metrics.test_acc"], transform=transform, shuffle=1000 if augment else 0)
+    zoo = open_zoo(
+        manifest,
+        view=TOKENS,
+        where=WHERE,
+        split=split,
+        splits=SPLITS,
+        normalize=True,
+        targets=["metrics.test_acc"],
+        transform=transform,
+        shuffle=1000 if augment else 0,
+    )
     return DataLoader(zoo.compose(wds.map(lambda s: s[:2])), batch_size=32)  # (view, targets)
 
 
@@ -43,7 +52,12 @@ class WeightTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         real = mask.any(-1)  # padding tokens have no real value
-        x = self.embed(tokens) + self.layer(positions[..., 0]) + self.unit(positions[..., 1]) + self.chunk(positions[..., 2])
+        x = (
+            self.embed(tokens)
+            + self.layer(positions[..., 0])
+            + self.unit(positions[..., 1])
+            + self.chunk(positions[..., 2])
+        )
         x = self.encoder(x, src_key_padding_mask=~real)
         pooled = (x * real[..., None]).sum(1) / real.sum(1, keepdim=True)
         return self.head(pooled).squeeze(-1)
@@ -85,8 +99,10 @@ def main() -> None:
         pred, y = (torch.cat(part) for part in zip(*(run(model, batch) for batch in test)))
         pred = pred * std + mean
     r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
-    print(f"test accuracy of {len(y)} checkpoints of held-out models (widths ≤ 64): "
-          f"R² {r2:.3f}, Kendall τ {kendalltau(pred, y).statistic:.3f}")
+    print(
+        f"test accuracy of {len(y)} checkpoints of held-out models (widths ≤ 64): "
+        f"R² {r2:.3f}, Kendall τ {kendalltau(pred, y).statistic:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-pytest_plugins = ["slurm_cluster"]  # the one-node SLURM test cluster fixtures
-
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["slurm_cluster"]  # the one-node SLURM test cluster fixtures
 
 # Small, fast cells: the first 300 mnist1d samples, a few epochs.
 FAST = ["data.n_train=300", "trainer.max_epochs=2"]
@@ -14,8 +14,9 @@ def zoo_train(root: Path, *overrides: str, check: bool = True) -> subprocess.Com
     """`zoo-train` through its real entry point, all outputs under `root`."""
     flags = [o for o in overrides if o.startswith("-")]  # argparse wants flags before overrides
     values = [o for o in overrides if not o.startswith("-")]
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.train", *flags, f"paths.root={root}", *values],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli.train", *flags, f"paths.root={root}", *values], capture_output=True, text=True
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"zoo-train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -23,14 +23,32 @@ from zoo.models import build
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
-GRID = ["zoo=demo", "model.width=8,64", "data.batch_size=32", "seed=0,1,2", "data.n_train=300",
-        "trainer.max_epochs=10", "checkpoint.epochs=[0,5,8,10]", "apply.workers=2"]
+GRID = [
+    "zoo=demo",
+    "model.width=8,64",
+    "data.batch_size=32",
+    "seed=0,1,2",
+    "data.n_train=300",
+    "trainer.max_epochs=10",
+    "checkpoint.epochs=[0,5,8,10]",
+    "apply.workers=2",
+]
 
 
 def sequential_cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(6 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
 
 
 def images(*shape):
@@ -129,7 +147,9 @@ def test_greedy_soup_is_never_worse_than_its_best_ingredient(zoo):
     _, _, cfgs = zoo
     cfg, b = trained_bench(cfgs, 64)
     seeds = [checkpoint(run_dir(c), 10) for c in cfgs if c.model.width == 64]
-    noisy = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) for k, v in seeds[0].items()}
+    noisy = {
+        k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) for k, v in seeds[0].items()
+    }
     ingredients = [*seeds, noisy, b.align(seeds[0], seeds[1])]
     score = lambda s: b.acc(s, "val")  # noqa: E731
     soup, chosen, soup_score = greedy_soup(ingredients, [score(s) for s in ingredients], score)
@@ -193,9 +213,14 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
         apply_packed(root / "manifests" / "demo.json", "lmc", cfgs[0].paths.data, where={"model.width": 3})
 
 
-@pytest.mark.parametrize("override, message", [("apply.val_fraction=1.0", "apply.val_fraction=1.0 is not a fraction"),
-                                               ("apply.n_points=1", "apply.n_points=1 is not an integer of at least 2"),
-                                               ("apply.last_k=0", "apply.last_k=0 is not a positive integer")])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("apply.val_fraction=1.0", "apply.val_fraction=1.0 is not a fraction"),
+        ("apply.n_points=1", "apply.n_points=1 is not an integer of at least 2"),
+        ("apply.last_k=0", "apply.last_k=0 is not a positive integer"),
+    ],
+)
 def test_bad_apply_settings_name_their_key(zoo, override, message):
     _, overrides, _ = zoo
     with pytest.raises(ConfigError, match=re.escape(message)):

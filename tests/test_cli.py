@@ -7,15 +7,26 @@ import sys
 
 import pytest
 
-SCRIPTS = {"train": "zoo-train", "run": "zoo-run", "landscape": "zoo-landscape", "phases": "zoo-phases",
-           "apply": "zoo-apply", "pack": "zoo-pack", "importer": "zoo-import", "status": "zoo-status",
-           "plan": "zoo-plan", "cell": "zoo-cell"}
+SCRIPTS = {
+    "train": "zoo-train",
+    "run": "zoo-run",
+    "landscape": "zoo-landscape",
+    "phases": "zoo-phases",
+    "apply": "zoo-apply",
+    "pack": "zoo-pack",
+    "importer": "zoo-import",
+    "status": "zoo-status",
+    "plan": "zoo-plan",
+    "cell": "zoo-cell",
+}
 HEAVY = ("torch", "lightning", "matplotlib", "scipy")
 
 
 def script(module: str, *args: str, **env) -> subprocess.CompletedProcess:
-    code = (f"import sys\nfrom zoo.cli import {module}\ntry:\n    {module}.main({list(args)!r})\nfinally:\n"
-            f"    print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
+    code = (
+        f"import sys\nfrom zoo.cli import {module}\ntry:\n    {module}.main({list(args)!r})\nfinally:\n"
+        f"    print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
+    )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
 
 
@@ -49,8 +60,10 @@ def test_train_checks_shared_values_before_hydra_runs():
 
 def test_config_dir_adds_a_users_zoo(tmp_path):
     (tmp_path / "zoo").mkdir()
-    (tmp_path / "zoo" / "mine.yaml").write_text("# @package _global_\nzoo:\n  name: mine\n  axes: [model.width, seed]\n"
-                                                "  prefix: mine-w${model.width}-s${seed}\n")
+    (tmp_path / "zoo" / "mine.yaml").write_text(
+        "# @package _global_\nzoo:\n  name: mine\n  axes: [model.width, seed]\n"
+        "  prefix: mine-w${model.width}-s${seed}\n"
+    )
     proc = script("status", "--config-dir", str(tmp_path), "zoo=mine", f"paths.root={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert "total" in proc.stdout and proc.stderr.strip() == "heavy:"

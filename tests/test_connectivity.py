@@ -32,8 +32,7 @@ def data():
 
 def trained_mlp(train, seed: int, steps: int = 400, width: int = 128) -> nn.Module:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(40, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                          nn.Linear(width, 10))
+    model = nn.Sequential(nn.Linear(40, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(steps):
         x, y = train[step % len(train)]
@@ -105,8 +104,7 @@ def test_only_the_bends_are_trained():
     torch.manual_seed(0)
     model_a, model_b = nn.Linear(4, 3), nn.Linear(4, 3)
     batches = [(torch.randn(16, 4), torch.randint(0, 3, (16,)))]
-    curve = bezier_curve(model_a, model_b, batches, Classify(), n_bends=4, steps=20, optimizer="sgd",
-                         lr=0.1)
+    curve = bezier_curve(model_a, model_b, batches, Classify(), n_bends=4, steps=20, optimizer="sgd", lr=0.1)
     assert [tuple(p.shape) for p in curve.parameters() if p.requires_grad] == [(2, 3, 4), (2, 3)]
     for t, model in ((0.0, model_a), (1.0, model_b)):
         assert all(torch.equal(curve.params(t)[k], v) for k, v in model.state_dict().items())

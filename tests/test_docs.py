@@ -28,8 +28,18 @@ def demo_pack(tmp_path_factory, data_root) -> Path:
     root = tmp_path_factory.mktemp("readme")
     (root / "data").symlink_to(data_root)
     for seed in (0, 1):
-        train_model(compose_config([f"paths.root={root}", "model.width=8", "data.batch_size=32", f"seed={seed}",
-                                    "data.n_train=300", "trainer.max_epochs=2"]))
+        train_model(
+            compose_config(
+                [
+                    f"paths.root={root}",
+                    "model.width=8",
+                    "data.batch_size=32",
+                    f"seed={seed}",
+                    "data.n_train=300",
+                    "trainer.max_epochs=2",
+                ]
+            )
+        )
     runs = list_runs(root / "runs", "demo")
     for run in runs:
         (run.path / "landscape.json").write_text(json.dumps({"2": {"hessian_top": 1.0}}))
@@ -46,8 +56,9 @@ def test_readme_python_snippet_runs(index, demo_pack):
 
 
 def test_slurm_readme_names_only_keys_that_exist():
-    sources = "".join(p.read_text() for pattern in ("conf/**/*.yaml", "zoo/**/*.py", "slurm/**/*.sh")
-                      for p in ROOT.glob(pattern))
+    sources = "".join(
+        p.read_text() for pattern in ("conf/**/*.yaml", "zoo/**/*.py", "slurm/**/*.sh") for p in ROOT.glob(pattern)
+    )
     named = set(re.findall(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`", (ROOT / "slurm" / "README.md").read_text()))
     assert named and not [key for key in sorted(named) if key not in sources]
 

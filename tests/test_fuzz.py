@@ -35,11 +35,28 @@ def real_shard(out) -> bytes:
     torch.manual_seed(0)
     samples = []
     for epoch in range(3):
-        state = {"layers.0.weight": torch.randn(8, 40), "layers.0.bias": torch.randn(8),
-                 "norm.num_batches_tracked": torch.tensor(epoch), "layers.2.weight": torch.randn(10, 8)}
-        samples.append(make_sample(zoo_name="demo", model_id="mlp-w8-0123abcd", epoch=epoch, arch="mlp", grid={},
-                                   config={}, status="ok", phase=None, metrics={"test_acc": 0.5}, landscape=None,
-                                   weights=save(state), order=list(state)))
+        state = {
+            "layers.0.weight": torch.randn(8, 40),
+            "layers.0.bias": torch.randn(8),
+            "norm.num_batches_tracked": torch.tensor(epoch),
+            "layers.2.weight": torch.randn(10, 8),
+        }
+        samples.append(
+            make_sample(
+                zoo_name="demo",
+                model_id="mlp-w8-0123abcd",
+                epoch=epoch,
+                arch="mlp",
+                grid={},
+                config={},
+                status="ok",
+                phase=None,
+                metrics={"test_acc": 0.5},
+                landscape=None,
+                weights=save(state),
+                order=list(state),
+            )
+        )
     [entry] = write_shards(samples, out, "demo", max_bytes=2**20, max_count=10)
     return (out / entry["name"]).read_bytes()
 
@@ -56,17 +73,17 @@ def mutate(data: bytes, rng: random.Random, infos: list[tarfile.TarInfo]) -> byt
         for _ in range(rng.randint(1, 8)):
             out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
     elif kind == 1:  # truncation
-        del out[rng.randrange(len(out)):]
+        del out[rng.randrange(len(out)) :]
     elif kind == 2:  # a tar size field, with a valid checksum, declaring anything up to 8 GiB
         info = rng.choice(infos)
-        header = out[info.offset:info.offset + 512]
+        header = out[info.offset : info.offset + 512]
         header[124:136] = b"%011o\0" % rng.choice([0, 1, 511, info.size + 1, 2**20, 8 * 2**30 - 1])
         header[148:156] = b" " * 8
         header[148:156] = b"%06o\0 " % sum(header)
-        out[info.offset:info.offset + 512] = header
+        out[info.offset : info.offset + 512] = header
     else:  # a JSON edit: a value in a safetensors header (3) or in meta.json (4), replaced
         info = rng.choice([i for i in infos if i.name.endswith("safetensors" if kind == 3 else "json")])
-        body = bytes(out[info.offset_data:info.offset_data + info.size])
+        body = bytes(out[info.offset_data : info.offset_data + info.size])
         start = 8 if kind == 3 else 0
         end = start + int.from_bytes(body[:8], "little") if kind == 3 else len(body)
         text = body[start:end].decode()
@@ -75,7 +92,7 @@ def mutate(data: bytes, rng: random.Random, infos: list[tarfile.TarInfo]) -> byt
         j = min((k for k in (text.find(c, i) for c in ",]}") if k >= 0), default=len(text))
         new = (text[:i] + json.dumps(rng.choice(JSON_VALUES)) + text[j:]).encode()
         body = (len(new).to_bytes(8, "little") if kind == 3 else b"") + new + body[end:]
-        out[info.offset_data:info.offset_data + info.size] = body[:info.size].ljust(info.size, b" ")
+        out[info.offset_data : info.offset_data + info.size] = body[: info.size].ljust(info.size, b" ")
     return bytes(out)
 
 

@@ -22,8 +22,17 @@ def test_demo_ids_never_change():
 def test_a_new_config_group_or_run_settings_leave_ids_unchanged():
     base = ids()
     assert ids("+telemetry.enabled=true", "+notes.owner=me") == base
-    assert ids("paths.root=/elsewhere", "runtime.threads=2", "landscape.bezier.steps=5", "checkpoint.epochs=[0,1]",
-               "apply.last_k=2", "cluster=example_gpu") == base
+    assert (
+        ids(
+            "paths.root=/elsewhere",
+            "runtime.threads=2",
+            "landscape.bezier.steps=5",
+            "checkpoint.epochs=[0,1]",
+            "apply.last_k=2",
+            "cluster=example_gpu",
+        )
+        == base
+    )
 
 
 def test_what_changes_the_weights_changes_the_id():

@@ -31,8 +31,15 @@ def write_model(root: Path, name: str, params: dict, *, diverge: bool = False) -
     folder = root / name
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(params))
-    rows = [{"training_iteration": e, "train_loss": math.nan if diverge and e == 5 else 1.0 / (e + 1),
-             "test_acc": 0.1 * e, "config": params} for e in EPOCHS]
+    rows = [
+        {
+            "training_iteration": e,
+            "train_loss": math.nan if diverge and e == 5 else 1.0 / (e + 1),
+            "test_acc": 0.1 * e,
+            "config": params,
+        }
+        for e in EPOCHS
+    ]
     (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     torch.manual_seed(params["seed"])
     states = {}
@@ -52,8 +59,12 @@ def reference(tmp_path_factory):
     for i, (width, seed) in enumerate([(4, 0), (8, 0), (8, 1)]):
         params = {"model::type": "mlp", "model::width": width, "seed": seed, "optim::lr": 0.1}
         states[(width, seed)] = write_model(src, f"NN_tune_trainable_{i:05d}_seed={seed},lr=0.1", params)
-    write_model(src, "NN_tune_trainable_00003_diverged", {"model::type": "mlp", "model::width": 4, "seed": 2,
-                                                          "optim::lr": 10.0}, diverge=True)
+    write_model(
+        src,
+        "NN_tune_trainable_00003_diverged",
+        {"model::type": "mlp", "model::width": 4, "seed": 2, "optim::lr": 10.0},
+        diverge=True,
+    )
     return root, src, states
 
 
@@ -70,7 +81,12 @@ def test_import_converts_every_checkpoint_and_its_results(reference):
         assert list(weights) == list(expected)  # module order kept
         assert all(torch.equal(weights[k], expected[k]) for k in expected)
         assert meta["id"].startswith("ref-") and "." not in meta["id"]
-        assert meta["arch"] == "mlp" and meta["status"] == "ok" and meta["phase"] == "unlabeled" and meta["landscape"] == {"measured": False}
+        assert (
+            meta["arch"] == "mlp"
+            and meta["status"] == "ok"
+            and meta["phase"] == "unlabeled"
+            and meta["landscape"] == {"measured": False}
+        )
         assert meta["grid"] == {k: meta["config"][k] for k in ("model::width", "seed", "optim::lr")}
         assert meta["metrics"]["test_acc"] == pytest.approx(0.1 * meta["epoch"])
         assert "config" not in meta["metrics"]
@@ -92,8 +108,19 @@ def test_a_pickle_with_code_is_refused_and_never_run(reference, tmp_path):
 
 def test_cli_imports(reference, tmp_path):
     _, src, _ = reference
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.importer", f"src={src}", "zoo.name=ref",
-                           f"paths.root={tmp_path}", "pack.include_failed=true"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo.cli.importer",
+            f"src={src}",
+            "zoo.name=ref",
+            f"paths.root={tmp_path}",
+            "pack.include_failed=true",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"imported 4 models, 12 samples into 1 shards in {tmp_path}/shards/ref" in proc.stdout
     assert verify(tmp_path / "manifests" / "ref.json") == []

@@ -14,9 +14,17 @@ from zoo.stage import is_done
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
-GRID = ["zoo=demo", "model.width=4,32", "data.batch_size=100", "seed=0,1", "data.n_train=300",
-        "trainer.max_epochs=3", "landscape.bezier.steps=60", "landscape.hessian.n_samples=300",
-        "landscape.workers=2"]
+GRID = [
+    "zoo=demo",
+    "model.width=4,32",
+    "data.batch_size=100",
+    "seed=0,1",
+    "data.n_train=300",
+    "trainer.max_epochs=3",
+    "landscape.bezier.steps=60",
+    "landscape.hessian.n_samples=300",
+    "landscape.workers=2",
+]
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -73,9 +81,11 @@ def test_phases_table_and_figures(zoo):
 
 def test_phases_relabels_a_published_table(tmp_path):
     table = tmp_path / "published.csv"
-    table.write_text("model.width,data.batch_size,train_loss,mc_loss_train,cka\n"
-                     "2,8,1.9,-0.3,0.5\n2,1000,1.2,0.4,0.6\n256,8,0.01,-0.4,0.99\n"
-                     "256,1000,0.01,0.0,0.80\n64,32,0.02,0.01,0.97\n")
+    table.write_text(
+        "model.width,data.batch_size,train_loss,mc_loss_train,cka\n"
+        "2,8,1.9,-0.3,0.5\n2,1000,1.2,0.4,0.6\n256,8,0.01,-0.4,0.99\n"
+        "256,1000,0.01,0.0,0.80\n64,32,0.02,0.01,0.97\n"
+    )
     proc = cli("zoo.cli.phases", f"metrics_csv={table}")
     with open(tmp_path / "published_phases.csv") as f:
         assert [r["phase"] for r in csv.DictReader(f)] == ["I", "II", "III", "IV-A", "IV-B"]

@@ -130,9 +130,18 @@ def test_permuted_mlp_computes_the_same_function(zoo):
 def test_permuted_cnn_computes_the_same_function():
     torch.manual_seed(0)
     cnn = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(6 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 3))
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
     for bn in (cnn[1], cnn[4]):  # non-trivial running statistics
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
@@ -156,14 +165,17 @@ def write_tar(path, members: list[tuple[str, bytes]], kind=tarfile.REGTYPE):
     return path
 
 
-@pytest.mark.parametrize("name, message", [
-    ("x_e0000.weights.pth", "is a pickle; refused"),
-    ("x_e0000.pyd", "is a pickle; refused"),
-    ("../x_e0000.meta.json", "unsafe path"),
-    ("/etc/x_e0000.meta.json", "unsafe path"),
-    ("sub/x_e0000.meta.json", "unsafe path"),
-    ("x_e0000.weights.npy", "has an unexpected extension 'weights.npy'"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("x_e0000.weights.pth", "is a pickle; refused"),
+        ("x_e0000.pyd", "is a pickle; refused"),
+        ("../x_e0000.meta.json", "unsafe path"),
+        ("/etc/x_e0000.meta.json", "unsafe path"),
+        ("sub/x_e0000.meta.json", "unsafe path"),
+        ("x_e0000.weights.npy", "has an unexpected extension 'weights.npy'"),
+    ],
+)
 def test_unsafe_members_are_refused_naming_shard_and_member(tmp_path, name, message):
     shard = write_tar(tmp_path / "bad-000000.tar", [(name, b"\x80\x04K\x01.")])
     with pytest.raises(ShardError, match=f"bad-000000.tar: member '{name}' {message}"):
@@ -181,7 +193,7 @@ def test_broken_shards_name_shard_and_key_and_nothing_is_dropped_silently(zoo, t
     good = first_shard(manifest).read_bytes()
     members = tarfile.open(fileobj=io.BytesIO(good)).getmembers()
     cut = tmp_path / "cut-000000.tar"
-    cut.write_bytes(good[:members[3].offset_data + 100])  # inside the weights of the second sample
+    cut.write_bytes(good[: members[3].offset_data + 100])  # inside the weights of the second sample
     with pytest.raises(ShardError, match=r"cut-000000.tar: truncated in member 'mlp-w4-b32-s0-\w+_e0001.weights"):
         list(open_zoo(str(cut)))
     assert keys(open_zoo(str(cut), handler=wds.ignore_and_continue)) == [members[0].name.partition(".")[0]]
@@ -221,8 +233,9 @@ def test_h5_dataset_gives_the_stream_samples_by_index(zoo, tmp_path):
     assert len(ZooH5Dataset(path, epochs=[0, 1], where={"model.width": 4})) == 2
     vector, meta = ZooH5Dataset(path, epochs=2, where={"model.width": 8})[0]
     assert vector.shape == (meta["n_params"],)
-    loader = DataLoader(ZooH5Dataset(path, view="flat", epochs=0, where={"model.width": 8}), batch_size=None,
-                        num_workers=2)
+    loader = DataLoader(
+        ZooH5Dataset(path, view="flat", epochs=0, where={"model.width": 8}), batch_size=None, num_workers=2
+    )
     assert [m["epoch"] for _, m in loader] == [0]
 
 
@@ -264,8 +277,8 @@ def safetensors_bytes(header, data: bytes) -> bytes:
 def edited(weights: bytes, edit) -> bytes:
     """`weights` with its safetensors header changed by `edit(header)`, data unchanged."""
     size = int.from_bytes(weights[:8], "little")
-    header = json.loads(weights[8:8 + size])
-    return safetensors_bytes(edit(header) or header, weights[8 + size:])
+    header = json.loads(weights[8 : 8 + size])
+    return safetensors_bytes(edit(header) or header, weights[8 + size :])
 
 
 def first_tensor(header) -> dict:
@@ -297,16 +310,23 @@ def test_malformed_weights_raise_shard_error_naming_shard_and_sample(zoo, tmp_pa
     edit, message = MALFORMED_WEIGHTS[case]
     bad = edited(weights, edit)
     meta["sha256"] = hashlib.sha256(bad).hexdigest()  # a consistent but malicious sample
-    shard = write_tar(tmp_path / "bad-000000.tar", [(f"{key}.meta.json", json.dumps(meta).encode()),
-                                                    (f"{key}.weights.safetensors", bad)])
+    shard = write_tar(
+        tmp_path / "bad-000000.tar",
+        [(f"{key}.meta.json", json.dumps(meta).encode()), (f"{key}.weights.safetensors", bad)],
+    )
     with pytest.raises(ShardError, match=f"bad-000000.tar: sample '{key}': corrupt weights .*{message}"):
         list(open_zoo(str(shard), check_hash=True))
 
 
-@pytest.mark.parametrize("meta, message", [
-    (b"null", "a JSON NoneType, not an object"), (b"[1, 2]", "a JSON list, not an object"),
-    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"), (b'{"id": 3}', "missing or mistyped field"),
-])
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        (b"null", "a JSON NoneType, not an object"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"id": 3}', "missing or mistyped field"),
+    ],
+)
 def test_malformed_meta_raises_shard_error(zoo, tmp_path, meta, message):
     manifest, _ = zoo
     key, _, weights = real_sample(manifest)
@@ -353,8 +373,15 @@ def test_a_manifest_location_outside_its_root_is_refused_without_echoing_files(z
     manifest, _ = zoo
     evil = tmp_path / "manifests" / "evil.json"
     evil.parent.mkdir()
-    evil.write_text(json.dumps({**json.loads(manifest.read_text()), "location": location,
-                                "shards": [{"name": "passwd-000000.tar", "bytes": 1, "samples": 1, "sha256": ""}]}))
+    evil.write_text(
+        json.dumps(
+            {
+                **json.loads(manifest.read_text()),
+                "location": location,
+                "shards": [{"name": "passwd-000000.tar", "bytes": 1, "samples": 1, "sha256": ""}],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="its shard location leaves the folder .*; refused. Pass shards="):
         open_zoo(evil)
     with pytest.raises(ValueError, match="refused"):
@@ -380,8 +407,10 @@ def test_verify_reports_every_malformed_shard_and_goes_on(zoo, tmp_path):
     consistent = json.dumps({**meta, "sha256": hashlib.sha256(negative).hexdigest()}).encode()
     for i, (meta_bytes, weights_bytes) in enumerate([(b"null", weights), (consistent, negative)]):
         name = f"demo-0123abcd-{i:06d}.tar"
-        path = write_tar(tmp_path / "shards" / name,
-                         [(f"{key}.meta.json", meta_bytes), (f"{key}.weights.safetensors", weights_bytes)])
+        path = write_tar(
+            tmp_path / "shards" / name,
+            [(f"{key}.meta.json", meta_bytes), (f"{key}.weights.safetensors", weights_bytes)],
+        )
         data = path.read_bytes()
         entries.append({"name": name, "bytes": len(data), "samples": 1, "sha256": hashlib.sha256(data).hexdigest()})
     bad = tmp_path / "manifests" / "demo.json"
@@ -389,6 +418,8 @@ def test_verify_reports_every_malformed_shard_and_goes_on(zoo, tmp_path):
     bad.write_text(json.dumps({**json.loads(manifest.read_text()), "location": "../shards", "shards": entries}))
     problems = verify(bad)
     assert problems[0] == f"demo-0123abcd-000000.tar: {key}: corrupt meta.json (a JSON NoneType, not an object)"
-    assert problems[1].startswith(f"demo-0123abcd-000001.tar: {key}: weights do not decode with meta.json's "
-                                  "layout (tensor 'layers.0.weight': data_offsets must be two integers")
+    assert problems[1].startswith(
+        f"demo-0123abcd-000001.tar: {key}: weights do not decode with meta.json's "
+        "layout (tensor 'layers.0.weight': data_offsets must be two integers"
+    )
     assert len(problems) == 2

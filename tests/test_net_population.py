@@ -25,8 +25,16 @@ CELLS = {
     "resnet18": ["zoo=cifar10_resnet18", *RESNET],
     "resnet50": ["zoo=cifar10_resnet50", *RESNET, "data.n_train=16", "trainer.max_epochs=1"],  # one step
     "vit": ["zoo=cifar10_vit", "model.width=12", "model.depth=2", "data.n_train=8", "data.batch_size=4"],
-    "gpt": ["zoo=owt_gpt2", "+smoke=on", "model.width=32", "model.depth=2", "data.context=16",
-            "data.batch_size=2", "trainer.precision=32", "trainer.gradient_clip_val=null"],
+    "gpt": [
+        "zoo=owt_gpt2",
+        "+smoke=on",
+        "model.width=32",
+        "model.depth=2",
+        "data.context=16",
+        "data.batch_size=2",
+        "trainer.precision=32",
+        "trainer.gradient_clip_val=null",
+    ],
 }
 
 
@@ -39,8 +47,17 @@ def data_root(tmp_path_factory):
 
 
 def configs(root, data_root, name, *overrides):
-    return cell_configs(["trainer.max_epochs=2", *CELLS[name], "seed=0,1", "runtime.population=2", f"paths.root={root}",
-                         f"paths.data={data_root}", *overrides])
+    return cell_configs(
+        [
+            "trainer.max_epochs=2",
+            *CELLS[name],
+            "seed=0,1",
+            "runtime.population=2",
+            f"paths.root={root}",
+            f"paths.data={data_root}",
+            *overrides,
+        ]
+    )
 
 
 def assert_same_training(alone, together, rtol=1e-4, atol=1e-5):

@@ -76,8 +76,10 @@ def test_manifest_counts_every_model_and_matches_its_schema(zoo, packed):
     assert manifest["counts"]["checkpoints"] == sum(len(r.checkpoints()) for r in runs)
     tag = manifest["shards"][0]["name"].split("-")[1]  # the generation: 8 hex of the shards' hashes
     assert [s["name"] for s in manifest["shards"]] == [f"demo-{tag}-000000.tar", f"demo-{tag}-000001.tar"]
-    assert manifest["grid"] == {"axes": ["model.width", "data.batch_size"],
-                                "values": {"model.width": [4, 8, 16], "data.batch_size": [32], "seed": [0]}}
+    assert manifest["grid"] == {
+        "axes": ["model.width", "data.batch_size"],
+        "values": {"model.width": [4, 8, 16], "data.batch_size": [32], "seed": [0]},
+    }
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(manifest, json.loads(SCHEMA_PATH.read_text()))
 
@@ -126,8 +128,15 @@ def test_packing_twice_gives_byte_identical_shards(zoo, packed):
 def test_shards_respect_size_and_count_bounds_and_failed_models_are_optional(zoo, tmp_path):
     root, runs = zoo
     sample_bytes = max(p.stat().st_size for r in runs for p in r.checkpoints().values()) + 4096
-    manifest = pack_zoo(root / "runs", "demo", tmp_path / "s", tmp_path / "m.json", max_shard_bytes=2 * sample_bytes,
-                        max_shard_count=3, include_failed=True)
+    manifest = pack_zoo(
+        root / "runs",
+        "demo",
+        tmp_path / "s",
+        tmp_path / "m.json",
+        max_shard_bytes=2 * sample_bytes,
+        max_shard_count=3,
+        include_failed=True,
+    )
     diverged = next(r for r in runs if r.status()[0] == "diverged")
     assert manifest["counts"]["packed_models"] == 3
     assert manifest["counts"]["samples"] == 6 + len(diverged.checkpoints())
@@ -153,7 +162,11 @@ def test_interrupted_pack_leaves_only_complete_shards_and_a_rerun_is_clean(zoo, 
     (out / "demo-000007.tar").write_bytes(b"shard of an earlier pack, before generations")
     (out / "demo-0123abcd-000003.tar").write_bytes(b"shard of an earlier generation")
     manifest = pack_zoo(root / "runs", "demo", out, tmp_path / "m.json", max_shard_count=4)
-    assert sorted(p.name for p in out.iterdir()) == [".demo.lock", "README.md", *(s["name"] for s in manifest["shards"])]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".demo.lock",
+        "README.md",
+        *(s["name"] for s in manifest["shards"]),
+    ]
     assert verify(tmp_path / "m.json") == []
 
 
@@ -186,8 +199,10 @@ def test_verify_reports_a_missing_shard_and_an_extra_file(packed, shard_copy):
     (shard_copy / shard(packed[1], 0)).unlink()
     (shard_copy / "notes.txt").write_text("not a shard")
     problems = verify(packed[0], shards=shard_copy)
-    assert problems == [f"{shard_copy / 'notes.txt'}: not listed in the manifest; remove it or re-run zoo-pack",
-                        f"{shard(packed[1], 0)}: missing; download it or re-run zoo-pack"]
+    assert problems == [
+        f"{shard_copy / 'notes.txt'}: not listed in the manifest; remove it or re-run zoo-pack",
+        f"{shard(packed[1], 0)}: missing; download it or re-run zoo-pack",
+    ]
 
 
 def test_verify_accepts_a_url_pattern_and_names_the_key_where_a_shard_is_cut(packed, shard_copy):
@@ -199,8 +214,10 @@ def test_verify_accepts_a_url_pattern_and_names_the_key_where_a_shard_is_cut(pac
     problems = verify(packed[0], shards=f"pipe:cat {shard_copy}/{pattern}")
     assert problems[0].startswith(f"{name}: truncated after member 'mlp-w4-b32-s0-")
     assert "_e0000.meta.json'" in problems[0]
-    assert problems[1:3] == [f"{name}: 0 samples read, the manifest lists 4",
-                             f"{name}: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}"]
+    assert problems[1:3] == [
+        f"{name}: 0 samples read, the manifest lists 4",
+        f"{name}: {cut} bytes read, the manifest lists {packed[1]['shards'][0]['bytes']}",
+    ]
     assert problems[3].startswith(f"{name}: sha256") and len(problems) == 4
 
 
@@ -278,7 +295,8 @@ for streaming in (False, True):
                        sorted(safetensors.torch.load(r["weights.safetensors"]))] for r in rows]))
 header = yaml.safe_load({card!r}.split("---")[1])
 card = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
-inferred = datasets.load_dataset("webdataset", data_files=files, split="train", cache_dir={str(tmp_path / "hf")!r}).features
+cache = {str(tmp_path / "hf")!r}
+inferred = datasets.load_dataset("webdataset", data_files=files, split="train", cache_dir=cache).features
 print(json.dumps(card == inferred))
 """
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
@@ -289,7 +307,7 @@ print(json.dumps(card == inferred))
     assert [phase for _, phase, _, _ in eager] == ["unlabeled"] * 3 + ["IV-B"] * 3
     assert [measured for _, _, measured, _ in eager] == [False] * 5 + [True]
     assert all(names == ["layers.0.weight", "layers.2.weight", "layers.4.weight"] for *_, names in eager)
-    assert card_matches and "| IV-B | 1 |" in card and "license: \"cc-by-4.0\"" in card
+    assert card_matches and "| IV-B | 1 |" in card and 'license: "cc-by-4.0"' in card
 
 
 def test_webdataset_decoder_gives_tensors(packed):
@@ -320,18 +338,23 @@ def test_cli_packs_exactly_the_sweep_and_reports_other_run_dirs(zoo, tmp_path):
 
 def _file_size_limit(limit: int):
     """preexec_fn: writes past `limit` bytes fail with EFBIG, as on a full disk (no root needed)."""
+
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+
     return apply
 
 
 def test_hdf5_on_a_full_disk_fails_with_a_message_and_leaves_nothing(packed, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "hdf5", f"pack.manifest={packed[0]}",
-                           f"pack.hdf5={out / 'demo.h5'}"], capture_output=True, text=True,
-                          preexec_fn=_file_size_limit(20_000))
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli.pack", "hdf5", f"pack.manifest={packed[0]}", f"pack.hdf5={out / 'demo.h5'}"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit(20_000),
+    )
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert f"zoo-pack: error: cannot write {out / 'demo.h5'}" in proc.stderr and "free space" in proc.stderr
     assert list(out.iterdir()) == []
@@ -351,16 +374,24 @@ def test_a_repack_that_crashes_leaves_the_old_pack_readable_and_consistent(zoo, 
     before, expected = manifest.read_bytes(), [(m["id"], m["epoch"]) for _, m in open_zoo(manifest)]
     if crash == "writing shards":  # the third shard of the repack fails, as a kill or a full disk would
         real, calls = shards_module._write_tar, []
-        monkeypatch.setattr(shards_module, "_write_tar", lambda *a: calls.append(1) or (
-            real(*a) if len(calls) < 3 else (_ for _ in ()).throw(OSError(28, "No space left on device"))))
+        monkeypatch.setattr(
+            shards_module,
+            "_write_tar",
+            lambda *a: (
+                calls.append(1)
+                or (real(*a) if len(calls) < 3 else (_ for _ in ()).throw(OSError(28, "No space left on device")))
+            ),
+        )
     else:
-        monkeypatch.setattr(packing_module, "write_json", lambda *a: (_ for _ in ()).throw(
-            OSError(28, "No space left on device")))
+        monkeypatch.setattr(
+            packing_module, "write_json", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        )
     with pytest.raises(OSError, match="No space left"):
         pack_zoo(root / "runs", "demo", tmp_path / "shards", manifest, max_shard_count=1)  # other shards
     _old_pack_intact(manifest, before, expected)
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir() if not p.name.startswith(".") and p.name != "README.md") == \
-        sorted(s["name"] for s in json.loads(before)["shards"])
+    assert sorted(
+        p.name for p in (tmp_path / "shards").iterdir() if not p.name.startswith(".") and p.name != "README.md"
+    ) == sorted(s["name"] for s in json.loads(before)["shards"])
 
 
 def test_the_loader_refuses_a_shard_that_is_not_the_manifests(zoo, packed, tmp_path):

@@ -7,14 +7,17 @@ from zoo.phases.rules import PHASES, classify
 T = dict(loss_threshold=0.2, mc_epsilon=0.05, cka_threshold=0.93)
 
 
-@pytest.mark.parametrize("row, phase", [
-    ({"train_loss": 1.5, "mc": -0.4, "cka": 0.5}, "I"),      # poorly trained, barrier
-    ({"train_loss": 1.5, "mc": 0.3, "cka": 0.5}, "II"),      # poorly trained, valley
-    ({"train_loss": 0.01, "mc": -0.3, "cka": 0.99}, "III"),  # well trained, barrier
-    ({"train_loss": 0.01, "mc": -0.01, "cka": 0.80}, "IV-A"),  # connected, dissimilar seeds
-    ({"train_loss": 0.01, "mc": 0.02, "cka": 0.97}, "IV-B"),   # connected, similar seeds
-    ({"train_loss": 0.2, "mc": -0.05, "cka": 0.93}, "IV-B"),   # thresholds are inclusive on the well side
-])
+@pytest.mark.parametrize(
+    "row, phase",
+    [
+        ({"train_loss": 1.5, "mc": -0.4, "cka": 0.5}, "I"),  # poorly trained, barrier
+        ({"train_loss": 1.5, "mc": 0.3, "cka": 0.5}, "II"),  # poorly trained, valley
+        ({"train_loss": 0.01, "mc": -0.3, "cka": 0.99}, "III"),  # well trained, barrier
+        ({"train_loss": 0.01, "mc": -0.01, "cka": 0.80}, "IV-A"),  # connected, dissimilar seeds
+        ({"train_loss": 0.01, "mc": 0.02, "cka": 0.97}, "IV-B"),  # connected, similar seeds
+        ({"train_loss": 0.2, "mc": -0.05, "cka": 0.93}, "IV-B"),  # thresholds are inclusive on the well side
+    ],
+)
 def test_each_phase(row, phase):
     assert classify(row, **T) == phase
 

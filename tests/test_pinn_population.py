@@ -14,8 +14,13 @@ from zoo.train.rundir import run_dir
 # Smoke-sized convection PINNs (64 points a step), 2 epochs of 10 full-batch Adam steps.
 SMALL = ["zoo=convection_pinn", "+smoke=on", "data.steps_per_epoch=10", "trainer.max_epochs=2"]
 # Members differ in beta, lr and schedule (OneCycle also cycles Adam's beta1: per-member betas).
-GRID = ["data.beta=1,30", "optim.lr=1e-3,1e-2", "optim.scheduler.name=constant,onecycle",
-        "optim.scheduler.cycle_momentum=true", "seed=0"]
+GRID = [
+    "data.beta=1,30",
+    "optim.lr=1e-3,1e-2",
+    "optim.scheduler.name=constant,onecycle",
+    "optim.scheduler.cycle_momentum=true",
+    "seed=0",
+]
 
 
 def configs(root, *overrides):
@@ -53,8 +58,11 @@ def test_population_writes_the_run_dirs_of_one_by_one_training(pair):
         assert files(ra) == files(rb)
         rows = rb.metrics()
         assert [r["epoch"] for r in rows] == [0, 1, 2]
-        assert set(rows[-1]) == set(ra.metrics()[-1]) >= {"train_loss", "train_residual", "train_initial",
-                                                          "train_boundary", "test_loss", "test_rel_l2", "lr"}
+        assert (
+            set(rows[-1])
+            == set(ra.metrics()[-1])
+            >= {"train_loss", "train_residual", "train_initial", "train_boundary", "test_loss", "test_rel_l2", "lr"}
+        )
     populations = run_dir(together[0]).path.parent.parent / "populations"
     assert not populations.exists() or not list(populations.iterdir()), "resume state removed"
 
@@ -84,8 +92,14 @@ def test_members_match_one_by_one_bitwise_on_cpu(pair):
 
 def test_divergence_freezes_only_that_member(pair, tmp_path, one_thread):
     alone, _, _ = pair
-    cfgs = configs(tmp_path, "data.beta=1,30", "optim.lr=1e-3,1e30", "optim.scheduler.name=constant",
-                   "optim.scheduler.cycle_momentum=true", "seed=0")
+    cfgs = configs(
+        tmp_path,
+        "data.beta=1,30",
+        "optim.lr=1e-3,1e30",
+        "optim.scheduler.name=constant",
+        "optim.scheduler.cycle_momentum=true",
+        "seed=0",
+    )
     results = {(cfg.data.beta, cfg.optim.lr): r for cfg, r in zip(cfgs, train_population(cfgs))}
     assert [results[beta, 1e30].state for beta in (1, 30)] == ["diverged"] * 2
     assert "epoch 1" in results[1, 1e30].reason

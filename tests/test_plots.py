@@ -5,8 +5,11 @@ import matplotlib.image
 
 from zoo.phases.plots import describe, heatmap, number, phase_definitions, phase_map
 
-ROWS = [{"model.width": w, "data.batch_size": b, "phase": "II" if w < 8 else "IV-B"} for w in (2, 4, 8, 16)
-        for b in (32, 128)]
+ROWS = [
+    {"model.width": w, "data.batch_size": b, "phase": "II" if w < 8 else "IV-B"}
+    for w in (2, 4, 8, 16)
+    for b in (32, 128)
+]
 
 
 def test_column_names_in_words_with_units():
@@ -26,6 +29,11 @@ def test_all_equal_map_is_drawn_visibly(tmp_path):
 def test_phase_map_states_its_thresholds(tmp_path):
     text = phase_definitions(loss_threshold=0.2, mc_epsilon=0.05, cka_threshold=0.93)
     assert "L > 0.2" in text and "mc < −0.05" in text and "CKA ≥ 0.93" in text
-    phase_map(ROWS, "model.width", "data.batch_size", tmp_path / "map.png",
-              thresholds={"loss_threshold": 0.2, "mc_epsilon": 0.05, "cka_threshold": 0.93})
+    phase_map(
+        ROWS,
+        "model.width",
+        "data.batch_size",
+        tmp_path / "map.png",
+        thresholds={"loss_threshold": 0.2, "mc_epsilon": 0.05, "cka_threshold": 0.93},
+    )
     assert (tmp_path / "map.png").stat().st_size > 10_000

@@ -25,8 +25,10 @@ from zoo.train.rundir import run_dir
 
 # The hand-written kernels reproduce one-by-one training bit for bit on the CPU kernels of torch 2.13;
 # other versions are held to float tolerance (the tests without this mark).
-BITWISE = pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0" or torch.cuda.is_available(),
-                             reason="bitwise equality measured for torch 2.13 CPU kernels only")
+BITWISE = pytest.mark.skipif(
+    torch.__version__.split("+")[0] != "2.13.0" or torch.cuda.is_available(),
+    reason="bitwise equality measured for torch 2.13 CPU kernels only",
+)
 
 # 300 samples, batch 64: the last batch of each epoch is short (44).
 SMALL = ["zoo=demo", "data.n_train=300", "data.batch_size=64", "trainer.max_epochs=3"]
@@ -53,8 +55,14 @@ def strip(rows, *keys):
 def pair(tmp_path_factory, data_root):
     """The same cells trained one-by-one and as one population: widths 8 (padded to 16) and 16,
     two learning rates, two momenta (OneCycle's cycling off), two weight decays."""
-    overrides = ["model.width=8,16", "seed=0", "optim.lr=0.05,0.2", "optim.momentum=0.8,0.9",
-                 "optim.weight_decay=0,0.01", "optim.scheduler.cycle_momentum=false"]
+    overrides = [
+        "model.width=8,16",
+        "seed=0",
+        "optim.lr=0.05,0.2",
+        "optim.momentum=0.8,0.9",
+        "optim.weight_decay=0,0.01",
+        "optim.scheduler.cycle_momentum=false",
+    ]
     alone = configs(tmp_path_factory.mktemp("alone"), data_root, *overrides)
     together = configs(tmp_path_factory.mktemp("together"), data_root, *overrides)
     for cfg in alone:
@@ -121,8 +129,9 @@ def test_padded_units_stay_exactly_zero(data_root, tmp_path):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_gradients_are_autograds(activation, data_root, tmp_path):
     """The oracle: the hand-written batched backward against torch.func.grad of each member alone."""
-    cfgs = configs(tmp_path, data_root, "model.width=4,16", "seed=0,1", f"model.activation={activation}",
-                   "model.bias=true")
+    cfgs = configs(
+        tmp_path, data_root, "model.width=4,16", "seed=0,1", f"model.activation={activation}", "model.bias=true"
+    )
     pop = MLPPopulation(cfgs, load(cfgs[0].data, data_root))
     idx = torch.stack([torch.randperm(300)[:64] for _ in cfgs])
     x, y = pop.x_train[idx], pop.y_train[idx]
@@ -145,7 +154,7 @@ def test_gradients_are_autograds(activation, data_root, tmp_path):
             assert torch.allclose(grads[i][(k, *map(slice, w.shape))], w, atol=1e-6), (k, name)
             assert grads[i][k].abs().sum() == pytest.approx(w.abs().sum().item(), rel=1e-5), "padding gets 0"
             b = expected[f"{name}.bias"]
-            assert torch.allclose(grads[n + i][k, 0, :len(b)], b, atol=1e-6), (k, name)
+            assert torch.allclose(grads[n + i][k, 0, : len(b)], b, atol=1e-6), (k, name)
 
 
 @pytest.mark.parametrize("cycle", [True, False])
@@ -185,8 +194,11 @@ def test_grouping_of_the_demo_zoo():
     groups = plan(cfgs, workers=2, memory=8 * 2**30)
     assert sorted(cfg.id for g in groups for cfg in g) == sorted(cfg.id for cfg in cfgs)
     shapes = sorted((g[0].data.batch_size, tuple(sorted({c.model.width for c in g})), len(g)) for g in groups)
-    expected = [(bs, widths, k) for bs in (8, 32, 128, 512, 1000)
-                for widths, k in (((2, 4, 8, 16, 32), 10), ((64,), 2), ((128,), 2), ((256,), 2))]
+    expected = [
+        (bs, widths, k)
+        for bs in (8, 32, 128, 512, 1000)
+        for widths, k in (((2, 4, 8, 16, 32), 10), ((64,), 2), ((128,), 2), ((256,), 2))
+    ]
     assert shapes == sorted(expected)
     assert all(len({(c.data.batch_size, c.trainer.max_epochs) for c in g}) == 1 for g in groups)
 
@@ -203,19 +215,31 @@ def test_grouping_limits():
     assert population_key(yaml_off[0]) is None, "`population: off` in a YAML file is read as false"
     assert population_setting(yaml_off[0]) == "off" and population_setting(off[0]) == "off"
     with pytest.raises(ConfigError, match="runtime.population"):
-        population_setting(cell_configs(["zoo=demo", "seed=0", "model.width=8", "data.batch_size=32",
-                                         "runtime.population=sometimes"])[0])
+        population_setting(
+            cell_configs(["zoo=demo", "seed=0", "model.width=8", "data.batch_size=32", "runtime.population=sometimes"])[
+                0
+            ]
+        )
     adam = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=8", "optim.name=adamw"])
     assert [len(g) for g in plan(adam)] == [1, 1], "what the population cannot train trains alone"
 
 
 def test_killed_population_resumes_without_duplicates(tmp_path, data_root):
-    overrides = ["model.width=16,32", "data.batch_size=8", "data.n_train=1000", "trainer.max_epochs=40",
-                 "checkpoint.epochs=[0,40]"]
-    script = ("import sys; from zoo.sweep import cell_configs; from zoo.train.population import train_population; "
-              "train_population(cell_configs(sys.argv[1:]))")
+    overrides = [
+        "model.width=16,32",
+        "data.batch_size=8",
+        "data.n_train=1000",
+        "trainer.max_epochs=40",
+        "checkpoint.epochs=[0,40]",
+    ]
+    script = (
+        "import sys; from zoo.sweep import cell_configs; from zoo.train.population import train_population; "
+        "train_population(cell_configs(sys.argv[1:]))"
+    )
     killed = [*SMALL, f"paths.root={tmp_path / 'killed'}", f"paths.data={data_root}", *overrides]
-    proc = subprocess.Popen([sys.executable, "-c", script, *killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     cfgs = cell_configs(killed)
     metrics = run_dir(cfgs[0]).metrics_path
     deadline = time.time() + 120

@@ -29,8 +29,10 @@ def test_a_model_another_process_trains_is_skipped_and_reported(tmp_path, data_r
     run = run_dir(with_identity(cfg))
     with hold(run.lock_path, wait=True, what="test"):  # as a concurrent zoo-train would
         result = train_model(cfg)
-        assert (result.state, result.reason) == ("running", f"model {run.id} is locked by process {os.getpid()} "
-                                                            f"({run.lock_path})")
+        assert (result.state, result.reason) == (
+            "running",
+            f"model {run.id} is locked by process {os.getpid()} ({run.lock_path})",
+        )
         assert f"{run.id}: skipped: model {run.id} is locked" in caplog.text
         assert not run.metrics_path.exists() and not run.is_done()
     assert train_model(cfg).state == "ok" and run.is_done()
@@ -58,8 +60,10 @@ def stderr_until(proc: subprocess.Popen, text: str, timeout: float) -> str:
 def test_a_second_pack_waits_for_the_first(tmp_path, data_root):
     train_tiny_zoo(tmp_path, data_root, cells=[["model.width=4"]])
     with hold(tmp_path / "shards" / ".demo.lock", wait=True, what="test"):  # a pack in progress
-        script = "import sys; from zoo.pack import pack_zoo; r = sys.argv[1]; " \
-                 "pack_zoo(r + '/runs', 'demo', r + '/shards', r + '/m.json')"
+        script = (
+            "import sys; from zoo.pack import pack_zoo; r = sys.argv[1]; "
+            "pack_zoo(r + '/runs', 'demo', r + '/shards', r + '/m.json')"
+        )
         proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE, env=ENV)
         stderr_until(proc, f"the pack of demo in {tmp_path}/shards is locked by process {os.getpid()}", 60)
         assert not (tmp_path / "m.json").exists() and proc.poll() is None
@@ -92,8 +96,11 @@ def kill_launcher_then_workers_end(cmd: list[str], is_worker, started, n: int, e
     the launcher: its workers must end (they polled the parent pid) instead of working on."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        wait_for(lambda: len([p for p, c in children(proc.pid).items() if is_worker(c)]) >= n and started(),
-                 120, f"{n} workers at work")
+        wait_for(
+            lambda: len([p for p, c in children(proc.pid).items() if is_worker(c)]) >= n and started(),
+            120,
+            f"{n} workers at work",
+        )
         workers = [p for p, c in children(proc.pid).items() if is_worker(c)]
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -107,14 +114,18 @@ def kill_launcher_then_workers_end(cmd: list[str], is_worker, started, n: int, e
 
 
 def test_killing_a_run_parallel_launcher_ends_its_workers(tmp_path):
-    (tmp_path / "work.py").write_text("import pathlib, time\n\n\ndef work(path):\n"
-                                      "    pathlib.Path(path).touch()\n    time.sleep(300)\n")
-    script = ("import sys, work; from zoo.parallel import run_parallel; "
-              "run_parallel(work.work, [sys.argv[1] + '/a', sys.argv[1] + '/b'], 2, 'work')")
+    (tmp_path / "work.py").write_text(
+        "import pathlib, time\n\n\ndef work(path):\n    pathlib.Path(path).touch()\n    time.sleep(300)\n"
+    )
+    script = (
+        "import sys, work; from zoo.parallel import run_parallel; "
+        "run_parallel(work.work, [sys.argv[1] + '/a', sys.argv[1] + '/b'], 2, 'work')"
+    )
     env = {**ENV, "PYTHONPATH": ENV["PYTHONPATH"] + os.pathsep + str(tmp_path)}
     started = lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists()  # noqa: E731
-    kill_launcher_then_workers_end([sys.executable, "-c", script, str(tmp_path)], lambda c: "spawn_main" in c,
-                                   started, 2, env)
+    kill_launcher_then_workers_end(
+        [sys.executable, "-c", script, str(tmp_path)], lambda c: "spawn_main" in c, started, 2, env
+    )
 
 
 def _training(root: Path, n: int):
@@ -123,14 +134,35 @@ def _training(root: Path, n: int):
 
 @pytest.mark.slow  # ~1 min on 2 busy cores: Hydra, loky workers, torch and Lightning start up
 def test_killing_a_joblib_sweep_ends_its_workers(tmp_path, data_root):
-    cmd = [sys.executable, "-m", "zoo.cli.train", "-m", f"paths.root={tmp_path}", f"paths.data={data_root}",
-           "model.width=4,8", "trainer.max_epochs=10000", "hydra.launcher.n_jobs=2", "data.n_train=300"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo.cli.train",
+        "-m",
+        f"paths.root={tmp_path}",
+        f"paths.data={data_root}",
+        "model.width=4,8",
+        "trainer.max_epochs=10000",
+        "hydra.launcher.n_jobs=2",
+        "data.n_train=300",
+    ]
     kill_launcher_then_workers_end(cmd, lambda c: "loky" in c or "joblib" in c, _training(tmp_path, 2), 2)
 
 
 @pytest.mark.slow  # ~40 s on 2 busy cores
 def test_killing_a_population_launcher_ends_its_workers(tmp_path, data_root):
-    cmd = [sys.executable, "-m", "zoo.cli.train", "-m", f"paths.root={tmp_path}", f"paths.data={data_root}",
-           "hydra/launcher=population", "hydra.launcher.n_jobs=2", "runtime.population=1", "model.width=4,8",
-           "trainer.max_epochs=10000", "data.n_train=300"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo.cli.train",
+        "-m",
+        f"paths.root={tmp_path}",
+        f"paths.data={data_root}",
+        "hydra/launcher=population",
+        "hydra.launcher.n_jobs=2",
+        "runtime.population=1",
+        "model.width=4,8",
+        "trainer.max_epochs=10000",
+        "data.n_train=300",
+    ]
     kill_launcher_then_workers_end(cmd, lambda c: "spawn_main" in c, _training(tmp_path, 2), 2)  # zoo.parallel's pool

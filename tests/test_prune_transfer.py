@@ -8,9 +8,8 @@ import sys
 
 import pytest
 import torch
-
-from test_align import cli, trained_bench, zoo  # noqa: F401  (zoo: the module fixture of 6 tiny models)
 from omegaconf import OmegaConf
+from test_align import cli, trained_bench, zoo  # noqa: F401  (zoo: the module fixture of 6 tiny models)
 
 from zoo import data as datasets
 from zoo.apply import prune, transfer
@@ -24,16 +23,24 @@ from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
 # Budgets small enough for a test; the zoo of test_align saves epochs 0, 5, 8, 10.
-FAST = ["apply.prune.sparsities=[0.5,0.9]", "apply.prune.finetune_steps=5", "apply.prune.tickets.sparsities=[0.5,0.8]",
-        "apply.prune.tickets.rewind_epoch=5", "apply.prune.tickets.epochs=1", "apply.transfer.epochs=1",
-        "+apply.transfer.target.mnist1d.generator.num_samples=1000"]
+FAST = [
+    "apply.prune.sparsities=[0.5,0.9]",
+    "apply.prune.finetune_steps=5",
+    "apply.prune.tickets.sparsities=[0.5,0.8]",
+    "apply.prune.tickets.rewind_epoch=5",
+    "apply.prune.tickets.epochs=1",
+    "apply.transfer.epochs=1",
+    "+apply.transfer.target.mnist1d.generator.num_samples=1000",
+]
 
 
 def test_global_magnitude_masks_have_exact_sparsity():
     gen = torch.Generator().manual_seed(0)
     # Integer-valued weights: many ties in |w|, which a threshold would keep too many of.
-    state = {"a.weight": torch.randint(-3, 4, (30, 20), generator=gen).float(),
-             "b.weight": torch.randint(-3, 4, (7, 30), generator=gen).float()}
+    state = {
+        "a.weight": torch.randint(-3, 4, (30, 20), generator=gen).float(),
+        "b.weight": torch.randint(-3, 4, (7, 30), generator=gen).float(),
+    }
     n = 30 * 20 + 7 * 30
     keep = None
     for s in (0.5, 0.8, 0.9, 0.95, 0.98):
@@ -81,13 +88,13 @@ def test_rewinding_restores_the_early_weights_and_continues_the_schedule(zoo):
 def test_linear_probe_leaves_the_features_bitwise_frozen():
     torch.manual_seed(0)
     model = build({"name": "resnet", "depth": 18, "width": 4, "num_classes": 10})  # BatchNorm everywhere
-    data = TensorData(torch.randn(64, 3, 8, 8), torch.randint(0, 5, (64,)), torch.randn(8, 3, 8, 8),
-                      torch.randint(0, 5, (8,)))
+    data = TensorData(
+        torch.randn(64, 3, 8, 8), torch.randint(0, 5, (64,)), torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))
+    )
     transfer.new_head(model, 5, seed=1)
     assert transfer.head_name(model) == "fc" and model.fc.out_features == 5
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optim = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-             "scheduler": {"name": "constant"}}
+    optim = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": {"name": "constant"}}
     train_steps(model, data, optim, steps=6, batch_size=16, seed=0, trainable=list(model.fc.parameters()))
     after = model.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before if not k.startswith("fc."))
@@ -123,8 +130,9 @@ def test_packed_zoo_gives_the_run_dirs_results(zoo, app, one_thread):
         assert proc.returncode == 0, proc.stdout + proc.stderr
     cfgs = cell_configs([*overrides, *FAST])
     cli(*overrides, *FAST, f"app={app}")
-    rows = apply_packed(root / "manifests" / "demo.json", app, cfgs[0].paths.data,
-                         OmegaConf.to_container(cfgs[0].apply, resolve=True))
+    rows = apply_packed(
+        root / "manifests" / "demo.json", app, cfgs[0].paths.data, OmegaConf.to_container(cfgs[0].apply, resolve=True)
+    )
     assert [(r["model.width"], r["phase"]) for r in rows] == [(8, "I"), (64, "IV-B")]
     for row, item in zip(rows, apply_items(cfgs, app)):
         stored = json.loads(open(item.out).read())
@@ -137,8 +145,13 @@ def test_language_model_zoos_are_refused_by_name():
         apply_items(cell_configs(["zoo=owt_gpt2", "+smoke=on"]), "prune")
 
 
-@pytest.mark.parametrize("override, message", [("apply.prune.margin=1.5", "apply.prune.margin=1.5 is not a fraction"),
-                                               ("apply.transfer.epochs=0", "apply.transfer.epochs=0 is not a positive")])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("apply.prune.margin=1.5", "apply.prune.margin=1.5 is not a fraction"),
+        ("apply.transfer.epochs=0", "apply.transfer.epochs=0 is not a positive"),
+    ],
+)
 def test_bad_prune_and_transfer_settings_name_their_key(zoo, override, message):
     _, overrides, _ = zoo
     with pytest.raises(ConfigError, match=re.escape(message)):

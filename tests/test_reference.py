@@ -31,8 +31,11 @@ class RefBlock(nn.Module):
             setattr(self, f"conv{i}", nn.Conv2d(a, b, k, s, p, bias=False))
             setattr(self, f"bn{i}", nn.BatchNorm2d(b))
         self.n = len(convs)
-        self.downsample = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-                           if stride != 1 or c_in != c_out else None)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            if stride != 1 or c_in != c_out
+            else None
+        )
 
     def forward(self, x):
         out = x
@@ -123,15 +126,51 @@ def test_demo_model_ids_and_weights_are_unchanged():
 
 # -- import of the published layout ---------------------------------------------------------------
 REFERENCE_MODELS = {  # folder: (params.json, the reference model, an input batch)
-    "r18": ({"model::type": "Resnet18_width", "model::width": 2, "model::o_dim": 10, "model::channels_in": 3,
-             "model::nlin": "relu", "model::dropout": 0.0, "model::init_type": "kaiming_uniform",
-             "model::use_bias": False, "seed": 0}, lambda: RefResNet(18, 2, 10), (3, 3, 32, 32)),
-    "r50": ({"model::type": "Resnet50_width", "model::width": 2, "model::o_dim": 100, "model::channels_in": 3,
-             "model::nlin": "relu", "model::dropout": 0.0, "model::init_type": "kaiming_uniform",
-             "model::use_bias": False, "seed": 1}, lambda: RefResNet(50, 2, 100), (3, 3, 32, 32)),
-    "mlp": ({"model::type": "MLP", "model::i_dim": 40, "model::h_dim": [8, 8], "model::o_dim": 10,
-             "model::nlin": "leakyrelu", "model::dropout": 0.2, "model::init_type": "kaiming_uniform",
-             "model::use_bias": True, "seed": 2}, lambda: RefMLP(40, [8, 8], 10, 0.2), (3, 40)),
+    "r18": (
+        {
+            "model::type": "Resnet18_width",
+            "model::width": 2,
+            "model::o_dim": 10,
+            "model::channels_in": 3,
+            "model::nlin": "relu",
+            "model::dropout": 0.0,
+            "model::init_type": "kaiming_uniform",
+            "model::use_bias": False,
+            "seed": 0,
+        },
+        lambda: RefResNet(18, 2, 10),
+        (3, 3, 32, 32),
+    ),
+    "r50": (
+        {
+            "model::type": "Resnet50_width",
+            "model::width": 2,
+            "model::o_dim": 100,
+            "model::channels_in": 3,
+            "model::nlin": "relu",
+            "model::dropout": 0.0,
+            "model::init_type": "kaiming_uniform",
+            "model::use_bias": False,
+            "seed": 1,
+        },
+        lambda: RefResNet(50, 2, 100),
+        (3, 3, 32, 32),
+    ),
+    "mlp": (
+        {
+            "model::type": "MLP",
+            "model::i_dim": 40,
+            "model::h_dim": [8, 8],
+            "model::o_dim": 10,
+            "model::nlin": "leakyrelu",
+            "model::dropout": 0.2,
+            "model::init_type": "kaiming_uniform",
+            "model::use_bias": True,
+            "seed": 2,
+        },
+        lambda: RefMLP(40, [8, 8], 10, 0.2),
+        (3, 40),
+    ),
 }
 
 
@@ -145,7 +184,9 @@ def write_trial(folder, params, model, epochs=(1, 2)):
         with torch.no_grad():  # a trained-looking model: nonzero biases and BN statistics
             for name, t in model.state_dict().items():
                 if t.is_floating_point():
-                    t.add_(0.1 * torch.randn_like(t)).abs_() if "running_var" in name else t.add_(0.1 * torch.randn_like(t))
+                    t.add_(0.1 * torch.randn_like(t)).abs_() if "running_var" in name else t.add_(
+                        0.1 * torch.randn_like(t)
+                    )
         (folder / f"checkpoint_{epoch:06d}").mkdir()
         torch.save(model.state_dict(), folder / f"checkpoint_{epoch:06d}" / "checkpoints")
 
@@ -192,7 +233,11 @@ def test_garipov_schedule_and_the_reference_compounding_bug():
     from zoo.landscape.connectivity import garipov_rates
 
     ours = garipov_rates(0.1, 10)
-    assert ours[:5] == [0.1] * 5 and ours[-1] == pytest.approx(0.001) and ours[6] == pytest.approx(0.1 * (1 - 0.2 / 0.4 * 0.99))
+    assert (
+        ours[:5] == [0.1] * 5
+        and ours[-1] == pytest.approx(0.001)
+        and ours[6] == pytest.approx(0.1 * (1 - 0.2 / 0.4 * 0.99))
+    )
     bug = garipov_rates(0.1, 10, compound=True)
     assert bug[:5] == ours[:5] and bug[6] == pytest.approx(bug[5] * ours[6] / 0.1) and bug[-1] < ours[-1] / 100
 
@@ -238,8 +283,10 @@ def test_hessian_largest_magnitude_keeps_the_sign():
     lam = torch.tensor([-5.0, 1.0, 2.0, 3.0])
     criterion = lambda out, y: 0.5 * (lam * out**2).sum()  # noqa: E731 - Hessian diag(lam)
     batches = [(torch.zeros(1), torch.zeros(1))]
-    top = {w: hessian_metrics(Quadratic(), criterion, batches, which=w, deflate=4)["top_eigenvalues"][0]
-           for w in ("algebraic", "magnitude")}
+    top = {
+        w: hessian_metrics(Quadratic(), criterion, batches, which=w, deflate=4)["top_eigenvalues"][0]
+        for w in ("algebraic", "magnitude")
+    }
     assert top["algebraic"] == pytest.approx(3.0) and top["magnitude"] == pytest.approx(-5.0)
 
 
@@ -263,12 +310,14 @@ def test_averaging_adds_all_seeds_aligned_to_seed_0_and_the_five_epoch_window():
     model = build({"name": "mlp", "in_dim": 6, "out_dim": 3, "width": 16, "bias": True, "init": "kaiming_uniform"})
     x = torch.randn(300, 6)
     y = model(x).argmax(1)  # a task the first model solves
-    batches = [(x[i:i + 100], y[i:i + 100]) for i in range(0, 300, 100)]
+    batches = [(x[i : i + 100], y[i : i + 100]) for i in range(0, 300, 100)]
     spec = sequential_spec(model.state_dict())
     b = apps.Bench(model, spec, train=batches, val=batches, test=batches)
     seed0 = {e: {k: v + 0.01 * e * torch.randn_like(v) for k, v in model.state_dict().items()} for e in range(1, 7)}
-    permuted = [{e: apply(spec, random_perms(spec, w, torch.Generator().manual_seed(s)), w) for e, w in seed0.items()}
-                for s in (1, 2)]  # seeds 1 and 2: the same functions, hidden units reordered
+    permuted = [
+        {e: apply(spec, random_perms(spec, w, torch.Generator().manual_seed(s)), w) for e, w in seed0.items()}
+        for s in (1, 2)
+    ]  # seeds 1 and 2: the same functions, hidden units reordered
     out = apps.averaging(b, [seed0, *permuted], last_k=3, reference_epoch=5)
     assert abs(out["seed_avg_all_gain_aligned"]) < 1e-9 and out["seed_avg_all_gain"] < -0.05
     assert out["ref_epochs_averaged"] == [1, 2, 3, 4, 5] and out["epochs_averaged"] == [4, 5, 6]
@@ -291,4 +340,6 @@ def test_opt_in_reference_onecycle_bug_leaves_large_resnet50_cells_at_a_high_lr(
     assert final_lr("model.width=256", "data.batch_size=1024")[1] < 1e-4  # ours: annealed
     stretch, lr = final_lr(*bug, "model.width=256", "data.batch_size=1024")
     assert stretch == 8 and 0.03 < lr < 0.1
-    assert final_lr(*bug, "model.width=128", "data.batch_size=256") == final_lr("model.width=128", "data.batch_size=256")
+    assert final_lr(*bug, "model.width=128", "data.batch_size=256") == final_lr(
+        "model.width=128", "data.batch_size=256"
+    )

@@ -38,8 +38,7 @@ def records(root: Path) -> list[jobs.Record]:
 
 
 def zoo_status(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.status", *args],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.status", *args], capture_output=True, text=True, check=True)
     return proc.stdout
 
 
@@ -63,16 +62,30 @@ def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path
     """zoo-run on SLURM: the grid goes out as one population (one task), the landscape items
     (4 models + 2 seed pairs) as an array (2 per task) once training is done, phases run here,
     the merging app's cells go out as an array, and packing runs here."""
-    overrides = [*TINY, "model.width=4,8", "seed=0,1", f"paths.root={tmp_path}", f"paths.data={data_root}",
-                 *SLURM, "hydra.launcher.group_size=2",
-                 "landscape.bezier.steps=50", "landscape.hessian.n_samples=200",  # a quick landscape
-                 "apply.apps=[lmc]"]
+    overrides = [
+        *TINY,
+        "model.width=4,8",
+        "seed=0,1",
+        f"paths.root={tmp_path}",
+        f"paths.data={data_root}",
+        *SLURM,
+        "hydra.launcher.group_size=2",
+        "landscape.bezier.steps=50",
+        "landscape.hessian.n_samples=200",  # a quick landscape
+        "apply.apps=[lmc]",
+    ]
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.run", *overrides], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert out.index("== train") < out.index("train: 4 models: ok 4") < out.index("== landscape")
-    assert out.index("landscape: 6/6 items computed") < out.index("== phases") < out.index("== apply lmc") \
-        < out.index("apply-lmc: 2/2 items computed") < out.index("lmc: 2 cells, 2 computed now") < out.index("== pack")
+    assert (
+        out.index("landscape: 6/6 items computed")
+        < out.index("== phases")
+        < out.index("== apply lmc")
+        < out.index("apply-lmc: 2/2 items computed")
+        < out.index("lmc: 2 cells, 2 computed now")
+        < out.index("== pack")
+    )
 
     cfgs = cell_configs(overrides)
     ids = [cfg.id for cfg in cfgs]
@@ -95,12 +108,23 @@ def test_preempted_and_requeued_task_resumes_with_continuous_metrics(slurm_clust
     """One model is interrupted twice mid-training, as SLURM does it: a preemption (SIGTERM, then
     submitit's USR2: the task requeues itself) and an `scontrol requeue`. It ends with the metrics
     and weights of an uninterrupted run."""
-    cell = ["zoo=demo", "model.width=64", "data.batch_size=8", "data.n_train=4000", "trainer.max_epochs=14",
-            "seed=0", f"paths.data={data_root}", ONE_BY_ONE]
+    cell = [
+        "zoo=demo",
+        "model.width=64",
+        "data.batch_size=8",
+        "data.n_train=4000",
+        "trainer.max_epochs=14",
+        "seed=0",
+        f"paths.data={data_root}",
+        ONE_BY_ONE,
+    ]
     reference, errors = tmp_path / "reference", tmp_path / "reference.err"
     with errors.open("w") as err:  # trained here, alongside the SLURM job
-        uninterrupted = subprocess.Popen([sys.executable, "-m", "zoo.cli.train", f"paths.root={reference}", *cell],
-                                         stdout=subprocess.DEVNULL, stderr=err)
+        uninterrupted = subprocess.Popen(
+            [sys.executable, "-m", "zoo.cli.train", f"paths.root={reference}", *cell],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     zoo_train(tmp_path, "-m", *cell, *SLURM, "hydra.launcher.wait=false")
     [cfg] = cell_configs([f"paths.root={tmp_path}", *cell])
     run = run_dir(cfg)
@@ -167,15 +191,23 @@ def test_failed_model_is_reported_and_resubmitted_alone(slurm_cluster, tmp_path,
 
 def test_groups_split_into_arrays_below_max_array_size(slurm_cluster_small_arrays, tmp_path, data_root):
     """MaxArraySize=4: 12 models, 2 per task, are 6 tasks in two arrays of 4 and 2, each numbered from 0."""
-    overrides = [*TINY, "model.width=2,4,8,16", "seed=0,1,2", f"paths.data={data_root}", *SLURM,
-                 "hydra.launcher.group_size=2", ONE_BY_ONE]
+    overrides = [
+        *TINY,
+        "model.width=2,4,8,16",
+        "seed=0,1,2",
+        f"paths.data={data_root}",
+        *SLURM,
+        "hydra.launcher.group_size=2",
+        ONE_BY_ONE,
+    ]
     zoo_train(tmp_path, "-m", *overrides)
     cfgs = cell_configs([f"paths.root={tmp_path}", *overrides])
     ids = [cfg.id for cfg in cfgs]
     first, second = records(tmp_path)
     assert first.tasks == [ids[0:2], ids[2:4], ids[4:6], ids[6:8]]
     assert second.tasks == [ids[8:10], ids[10:12]]
-    assert slurm_cluster_small_arrays.job_states(second.job_id) == {f"{second.job_id}_{i}": "COMPLETED"
-                                                                    for i in range(2)}
+    assert slurm_cluster_small_arrays.job_states(second.job_id) == {
+        f"{second.job_id}_{i}": "COMPLETED" for i in range(2)
+    }
     for cfg in cfgs:
         assert_complete(cfg, epochs=2)

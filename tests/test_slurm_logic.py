@@ -13,8 +13,17 @@ from zoo.slurm import jobs
 from zoo.slurm.status import model_states
 from zoo.slurm.submit import submit_and_wait
 
-SETTINGS = {"group_size": 2, "max_array_size": 100, "wait": False, "poll_s": 0.1, "_target_": "x",
-            "timeout_min": 5, "cpus_per_task": 1, "mem_gb": 1, "partition": None}
+SETTINGS = {
+    "group_size": 2,
+    "max_array_size": 100,
+    "wait": False,
+    "poll_s": 0.1,
+    "_target_": "x",
+    "timeout_min": 5,
+    "cpus_per_task": 1,
+    "mem_gb": 1,
+    "partition": None,
+}
 
 
 class FakeSlurm:
@@ -28,8 +37,11 @@ class FakeSlurm:
         self.script("squeue", f'cat "{self.queue_file}"')
         self.script("srun", "exit 0")  # submitit checks that it runs on a SLURM cluster
         self.script("scontrol", 'echo "MaxArraySize            = 3"')
-        self.script("sbatch", f'n=$(wc -l < "{self.sbatch_log}" 2>/dev/null || echo 0); echo "$@" >> "{self.sbatch_log}"; '
-                              'echo "Submitted batch job $((1000 + n))"')
+        self.script(
+            "sbatch",
+            f'n=$(wc -l < "{self.sbatch_log}" 2>/dev/null || echo 0); echo "$@" >> "{self.sbatch_log}"; '
+            'echo "Submitted batch job $((1000 + n))"',
+        )
 
     def script(self, name: str, body: str) -> None:
         path = self.dir / name
@@ -53,8 +65,15 @@ def fake(tmp_path, monkeypatch):
 
 def submit(tmp_path, keys):
     settings = SETTINGS | {"submitit_folder": str(tmp_path / "logs")}
-    submit_and_wait(settings, stage="train", zoo="demo", zoo_dir=tmp_path / "zoo", fn=print,
-                    work=[(k, k) for k in keys], progress=lambda q: "")
+    submit_and_wait(
+        settings,
+        stage="train",
+        zoo="demo",
+        zoo_dir=tmp_path / "zoo",
+        fn=print,
+        work=[(k, k) for k in keys],
+        progress=lambda q: "",
+    )
 
 
 def test_queue_parses_array_tasks_and_drops_ended_ones(fake):
@@ -87,8 +106,10 @@ def test_work_a_queued_task_holds_is_never_submitted_twice(fake, tmp_path, capsy
 def test_model_states_read_run_dirs_and_the_queue(fake, tmp_path):
     """pending / running while a task holds a model; failed (naming the task's log) once its task is
     gone and the model never finished; ok from the run dir whatever the queue says."""
-    cfgs = [OmegaConf.create({"id": f"m{i}", "zoo": {"name": "demo"}, "paths": {"runs": str(tmp_path / "runs")}})
-            for i in range(4)]
+    cfgs = [
+        OmegaConf.create({"id": f"m{i}", "zoo": {"name": "demo"}, "paths": {"runs": str(tmp_path / "runs")}})
+        for i in range(4)
+    ]
     zoo_dir = tmp_path / "runs" / "demo"
     jobs.write_record(zoo_dir, jobs.Record("1000", "train", str(tmp_path / "logs"), [["m0"], ["m1"], ["m2", "m3"]]))
     for i in (1, 2):  # started

@@ -28,8 +28,11 @@ from zoo.train.rundir import run_dir
 def local_sweep(root: Path, *overrides: str) -> subprocess.Popen:
     """A reference sweep trained on this machine, alongside the SLURM jobs (its stderr: <root>.err)."""
     with root.with_suffix(".err").open("w") as err:
-        return subprocess.Popen([sys.executable, "-m", "zoo.cli.train", "-m", f"paths.root={root}", *overrides],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(
+            [sys.executable, "-m", "zoo.cli.train", "-m", f"paths.root={root}", *overrides],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
 
 
 def assert_same_model(cfg, ref, exact: bool) -> None:
@@ -53,33 +56,44 @@ def assert_same_model(cfg, ref, exact: bool) -> None:
 def test_array_tasks_are_populations_then_models_that_train_alone(tmp_path):
     """Cells that can share go out as populations (configs), most expensive first; the others (here:
     gradient clipping) keep the one-by-one path, `group_size` per task in sweep order."""
-    cfgs = cell_configs(["zoo=demo", "model.width=4,8,64", "data.batch_size=64", "seed=0,1",
-                         "trainer.gradient_clip_val=null,1", f"paths.root={tmp_path}"])
+    cfgs = cell_configs(
+        [
+            "zoo=demo",
+            "model.width=4,8,64",
+            "data.batch_size=64",
+            "seed=0,1",
+            "trainer.gradient_clip_val=null,1",
+            f"paths.root={tmp_path}",
+        ]
+    )
     work = [(cfg.id, (cfg, [f"cell={i}"], 10 + i)) for i, cfg in enumerate(cfgs)]
     tasks = array_tasks(work, group_size=4, memory=task_memory(cfgs[0]))
 
     shared = [c for c in cfgs if c.trainer.gradient_clip_val is None]
     alone = [i for i, c in enumerate(cfgs) if c.trainer.gradient_clip_val is not None]
-    assert [[item for _, item in task] for task in tasks] == [
-        [c for c in shared if c.model.width == 64],  # unpadded, compute-bound: the more expensive
-        [c for c in shared if c.model.width < 64],  # small models, padded to width 8
-        *([([f"cell={i}"], 10 + i) for i in alone[j:j + 4]] for j in (0, 4)),
-    ]
+    assert (
+        [[item for _, item in task] for task in tasks]
+        == [
+            [c for c in shared if c.model.width == 64],  # unpadded, compute-bound: the more expensive
+            [c for c in shared if c.model.width < 64],  # small models, padded to width 8
+            *([([f"cell={i}"], 10 + i) for i in alone[j : j + 4]] for j in (0, 4)),
+        ]
+    )
     assert [key for task in tasks[2:] for key, _ in task] == [cfgs[i].id for i in alone]
     assert task_memory(cfgs[0]) == 4 * 2**30  # cluster=local: mem_gb 4, no GPU
 
 
 @pytest.mark.slurm
-def test_sweep_sends_one_task_per_population_and_matches_one_by_one_training(slurm_cluster, tmp_path,
-                                                                             data_root):
+def test_sweep_sends_one_task_per_population_and_matches_one_by_one_training(slurm_cluster, tmp_path, data_root):
     """6 models: widths 4 and 8 padded into one population, width 64's seeds another, so 2 tasks. A
     relaunch while they are queued submits nothing; the models end as one-by-one training leaves them."""
     sweep = [*TINY, "model.width=4,8,64", "seed=0,1", f"paths.data={data_root}"]
     overrides = [*sweep, *SLURM]
     reference = tmp_path / "reference"
     one_by_one = local_sweep(reference, *sweep, "hydra/launcher=basic", "runtime.population=off")
-    held = zoo_train(tmp_path, "-m", *overrides, "hydra.launcher.wait=false",
-                     "+cluster.additional_parameters.hold=true")  # sbatch --hold: queued until released
+    held = zoo_train(
+        tmp_path, "-m", *overrides, "hydra.launcher.wait=false", "+cluster.additional_parameters.hold=true"
+    )  # sbatch --hold: queued until released
     assert "train: 6 to do: 0 already queued, 6 submitted" in held.stdout
     again = zoo_train(tmp_path, "-m", *overrides, "hydra.launcher.wait=false")
     assert "train: 6 to do: 6 already queued, 0 submitted" in again.stdout
@@ -88,8 +102,11 @@ def test_sweep_sends_one_task_per_population_and_matches_one_by_one_training(slu
     waited = zoo_train(tmp_path, "-m", *overrides)  # waits for the queued tasks, submits nothing
     # Released, the tiny tasks may finish before this launch has composed its sweep (~5 s): then
     # it finds them done. Either way nothing is submitted again (the records below).
-    assert ("6 already queued, 0 submitted" in waited.stdout and "train: 6 models: ok 6" in waited.stdout
-            or "train: 6 models, 6 done" in waited.stdout), waited.stdout
+    assert (
+        "6 already queued, 0 submitted" in waited.stdout
+        and "train: 6 models: ok 6" in waited.stdout
+        or "train: 6 models, 6 done" in waited.stdout
+    ), waited.stdout
 
     cfgs = cell_configs([f"paths.root={tmp_path}", *overrides])
     assert records(tmp_path) == [record]
@@ -109,8 +126,15 @@ def test_requeued_population_resumes_from_its_last_ckpt(slurm_cluster, tmp_path,
     """A population of 2 gets SLURM's warning signal (USR2) mid-training: submitit requeues the task,
     which resumes from runs/<zoo>/populations/<hash>/last.ckpt and ends with the metrics and weights of
     an uninterrupted population trained here."""
-    sweep = ["zoo=demo", "model.width=64", "data.batch_size=8", "data.n_train=4000", "trainer.max_epochs=60",
-             "seed=0,1", f"paths.data={data_root}"]
+    sweep = [
+        "zoo=demo",
+        "model.width=64",
+        "data.batch_size=8",
+        "data.n_train=4000",
+        "trainer.max_epochs=60",
+        "seed=0,1",
+        f"paths.data={data_root}",
+    ]
     reference = tmp_path / "reference"
     uninterrupted = local_sweep(reference, *sweep, "hydra/launcher=population")
     zoo_train(tmp_path, "-m", *sweep, *SLURM, "hydra.launcher.wait=false")

@@ -10,8 +10,13 @@ def square(item: Item) -> dict:
 
 
 def make(tmp_path, models=("a", "b"), epochs=(10,), **settings) -> Item:
-    return Item("demo-stage", tuple(str(tmp_path / "runs" / m) for m in models), epochs,
-                str(tmp_path / "out" / "cell.json"), {"x": 3, "workers": 2} | settings)
+    return Item(
+        "demo-stage",
+        tuple(str(tmp_path / "runs" / m) for m in models),
+        epochs,
+        str(tmp_path / "out" / "cell.json"),
+        {"x": 3, "workers": 2} | settings,
+    )
 
 
 def test_result_records_inputs_and_is_done(tmp_path):

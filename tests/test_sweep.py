@@ -26,5 +26,7 @@ def test_fast_enumeration_equals_composing_each_cell():
 
 
 def test_dict_values_merge_per_cell_not_across_cells():
-    fast = cell_configs(["zoo=demo", "seed=0", "data.batch_size=8", "model.width=2", "landscape.bezier={steps:5},{lr:0.5}"])
+    fast = cell_configs(
+        ["zoo=demo", "seed=0", "data.batch_size=8", "model.width=2", "landscape.bezier={steps:5},{lr:0.5}"]
+    )
     assert [(c.landscape.bezier.steps, c.landscape.bezier.lr) for c in fast] == [(5, 0.01), (1000, 0.5)]

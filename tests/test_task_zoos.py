@@ -39,7 +39,10 @@ def test_zoo_run_measures_phases_and_merges_the_smoke_zoo(name, tmp_path):
     with open(zoo / "phases.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(r["phase"] in {"I", "II", "III", "IV-A", "IV-B"} for r in rows)
-    for app, key in (("averaging", "seed_avg_gain_aligned"), ("lmc", "barrier_loss_train_aligned"),
-                     ("soup", "greedy_soup_gain")):
+    for app, key in (
+        ("averaging", "seed_avg_gain_aligned"),
+        ("lmc", "barrier_loss_train_aligned"),
+        ("soup", "greedy_soup_gain"),
+    ):
         with open(zoo / "apply" / app / "table.csv") as f:
             assert all(r[key] != "" for r in csv.DictReader(f))

@@ -124,9 +124,9 @@ def test_mode_connectivity_of_the_pinn_loss_on_a_path_known_in_closed_form():
     expected = []
     for t in path["t"]:
         w_x, w_t, c = ((1 - t) * e0 + t * e1 for e0, e1 in zip(*ends))
-        residual = (w_t + beta * w_x) ** 2           # u_t + beta u_x is constant
+        residual = (w_t + beta * w_x) ** 2  # u_t + beta u_x is constant
         initial = ((w_x * x0 + c - torch.sin(x0)) ** 2).mean().item()
-        boundary = (2 * math.pi * w_x) ** 2          # u(0, t) - u(2 pi, t) = -2 pi w_x
+        boundary = (2 * math.pi * w_x) ** 2  # u(0, t) - u(2 pi, t) = -2 pi w_x
         expected.append(residual + initial + boundary)
     assert path["loss_train"] == pytest.approx(expected, rel=1e-5)
     m = connectivity_metrics(affine_pinn(*ends[0]), affine_pinn(*ends[1]), train, test, task, steps=5, n_points=5)

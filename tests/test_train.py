@@ -98,17 +98,36 @@ def test_same_seed_gives_byte_identical_checkpoints_and_shards(tmp_path, data_ro
     assert list(files[0]) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
     assert files[0] == files[1]
     assert shards[0] == shards[1]
-    header = json.loads(files[0]["epoch_0002.safetensors"][8:8 + int.from_bytes(files[0]["epoch_0002.safetensors"][:8],
-                                                                                  "little")])
+    header = json.loads(
+        files[0]["epoch_0002.safetensors"][8 : 8 + int.from_bytes(files[0]["epoch_0002.safetensors"][:8], "little")]
+    )
     assert list(header["__metadata__"]) == ["epoch", "id"]  # sorted, whatever order safetensors chose
 
 
 def test_divergence_is_recorded_and_the_sweep_completes(tmp_path, data_root):
-    proc = zoo_train(tmp_path, "-m", "hydra/launcher=basic", f"paths.data={data_root}", "model.width=16",
-                     "data.batch_size=32", "seed=0", "optim.lr=0.05,1e3", *FAST)
+    proc = zoo_train(
+        tmp_path,
+        "-m",
+        "hydra/launcher=basic",
+        f"paths.data={data_root}",
+        "model.width=16",
+        "data.batch_size=32",
+        "seed=0",
+        "optim.lr=0.05,1e3",
+        *FAST,
+    )
     assert proc.returncode == 0
-    cfgs = cell_configs([f"paths.root={tmp_path}", f"paths.data={data_root}", "model.width=16",
-                         "data.batch_size=32", "seed=0", "optim.lr=0.05,1e3", *FAST])
+    cfgs = cell_configs(
+        [
+            f"paths.root={tmp_path}",
+            f"paths.data={data_root}",
+            "model.width=16",
+            "data.batch_size=32",
+            "seed=0",
+            "optim.lr=0.05,1e3",
+            *FAST,
+        ]
+    )
     assert len(cfgs) == 2
     states = {cfg.optim.lr: run_dir(cfg).status() for cfg in cfgs}
     assert states[0.05] == ("ok", "")
@@ -123,8 +142,14 @@ def _final_state(root):
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_root):
-    args = [f"paths.data={data_root}", "model.width=32", "data.batch_size=8", "data.n_train=1000",
-            "trainer.max_epochs=12", "checkpoint.epochs=[0,12]"]
+    args = [
+        f"paths.data={data_root}",
+        "model.width=32",
+        "data.batch_size=8",
+        "data.n_train=1000",
+        "trainer.max_epochs=12",
+        "checkpoint.epochs=[0,12]",
+    ]
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "zoo.cli.train", f"paths.root={killed}", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -26,8 +26,16 @@ EPOCHS = (0, 5, 10)
 
 
 def mlp_config(width: int) -> dict:
-    return {"name": "mlp", "in_dim": 6, "out_dim": 3, "width": width, "depth": 2, "bias": True, "activation": "relu",
-            "init": "default"}
+    return {
+        "name": "mlp",
+        "in_dim": 6,
+        "out_dim": 3,
+        "width": width,
+        "depth": 2,
+        "bias": True,
+        "activation": "relu",
+        "init": "default",
+    }
 
 
 def samples(model_id: str, width: int, seed: int, act: str, phase: str, bad: bool):
@@ -40,10 +48,21 @@ def samples(model_id: str, width: int, seed: int, act: str, phase: str, bad: boo
             weights["layers.0.weight"][0, 0] = math.nan
         metrics = {"test_acc": 0.3 + width / 100 + epoch / 100, "train_loss": 1.0 / (1 + epoch)}
         landscape = {"hessian_trace": float(width * epoch)} if epoch == EPOCHS[-1] else None
-        yield make_sample(zoo_name="toy", model_id=model_id, epoch=epoch, arch="mlp", grid=config["grid"],
-                          config=config, status="diverged" if bad else "ok", phase=phase, metrics=metrics,
-                          landscape=landscape, weights=save({k: v.contiguous() for k, v in weights.items()}),
-                          order=module_order(config["model"]), landscape_fields={"hessian_trace": None})
+        yield make_sample(
+            zoo_name="toy",
+            model_id=model_id,
+            epoch=epoch,
+            arch="mlp",
+            grid=config["grid"],
+            config=config,
+            status="diverged" if bad else "ok",
+            phase=phase,
+            metrics=metrics,
+            landscape=landscape,
+            weights=save({k: v.contiguous() for k, v in weights.items()}),
+            order=module_order(config["model"]),
+            landscape_fields={"hessian_trace": None},
+        )
 
 
 def toy_models(n_seeds: int = 3, extra: int = 0) -> list[Model]:
@@ -52,9 +71,16 @@ def toy_models(n_seeds: int = 3, extra: int = 0) -> list[Model]:
         model_id = f"mlp-w{width}-s{seed}-{1000 * width + seed:08x}"
         act = "relu" if seed % 2 == 0 else "tanh"
         bad = width == 16 and seed == 0
-        models.append(Model(id=model_id, status="diverged" if bad else "ok", phase=PHASES[i % 5],
-                            grid={"model.width": width, "seed": seed, "model.activation": act}, checkpoints=len(EPOCHS),
-                            samples=partial(samples, model_id, width, seed, act, PHASES[i % 5], bad)))
+        models.append(
+            Model(
+                id=model_id,
+                status="diverged" if bad else "ok",
+                phase=PHASES[i % 5],
+                grid={"model.width": width, "seed": seed, "model.activation": act},
+                checkpoints=len(EPOCHS),
+                samples=partial(samples, model_id, width, seed, act, PHASES[i % 5], bad),
+            )
+        )
     return models
 
 
@@ -63,8 +89,16 @@ def toy(tmp_path_factory):
     """16 MLPs (4 widths × 4 seeds, one diverged with a NaN weight) × 3 epochs, 5 samples per shard, and its HDF5."""
     root = tmp_path_factory.mktemp("wsl")
     manifest = root / "manifests" / "toy.json"
-    pack_models(toy_models(n_seeds=4), zoo_name="toy", axes=["model.width", "seed"], out_dir=root / "shards",
-                manifest_path=manifest, max_shard_bytes=2**28, max_shard_count=5, include_failed=True)
+    pack_models(
+        toy_models(n_seeds=4),
+        zoo_name="toy",
+        axes=["model.width", "seed"],
+        out_dir=root / "shards",
+        manifest_path=manifest,
+        max_shard_bytes=2**28,
+        max_shard_count=5,
+        include_failed=True,
+    )
     return manifest, export_hdf5(manifest, root / "toy.h5")
 
 
@@ -77,7 +111,9 @@ def test_splits_by_model_partition_the_zoo_and_keep_every_checkpoint_together(to
     parts = {name: ids(open_zoo(manifest, split=name, split_seed=3)) for name in ("train", "val", "test")}
     everything = ids(open_zoo(manifest))
     assert sorted(sum(parts.values(), [])) == sorted(everything)
-    assert all(parts.values()) and not (set(parts["train"]) & set(parts["val"]) | set(parts["train"]) & set(parts["test"]))
+    assert all(parts.values()) and not (
+        set(parts["train"]) & set(parts["val"]) | set(parts["train"]) & set(parts["test"])
+    )
     for name, part in parts.items():
         assert all(part.count(i) == len(EPOCHS) for i in part)  # every checkpoint of a model in one split
         assert sorted(ids(ZooH5Dataset(h5, split=name, split_seed=3))) == sorted(part)
@@ -110,12 +146,19 @@ def test_held_out_grid_values_make_the_test_split(toy):
 
 def test_targets_come_as_tensors_with_text_as_class_indices(toy):
     manifest, h5 = toy
-    keys = ["metrics.test_acc", "phase", "model.width", "model.activation", "landscape.hessian_trace", "status",
-            "config.model.depth"]
+    keys = [
+        "metrics.test_acc",
+        "phase",
+        "model.width",
+        "model.activation",
+        "landscape.hessian_trace",
+        "status",
+        "config.model.depth",
+    ]
     for dataset in (open_zoo(manifest, targets=keys), ZooH5Dataset(h5, targets=keys)):
         rows = list(dataset)
         assert len(rows) == 16 * len(EPOCHS)
-        for weights, targets, meta in rows:
+        for _weights, targets, meta in rows:
             assert targets["metrics.test_acc"].dtype == torch.float32
             assert targets["metrics.test_acc"].item() == pytest.approx(meta["metrics"]["test_acc"])
             assert targets["model.width"].item() == meta["grid"]["model.width"]
@@ -152,8 +195,7 @@ def test_weight_and_status_filters(toy):
 def test_normalization_uses_the_training_split_and_its_inverse_is_exact(toy):
     manifest, h5 = toy
     train = [w for w, _ in open_zoo(manifest, view="state_dict", split="train", where={"status": "ok"})]
-    normalized = list(open_zoo(manifest, view="state_dict", split="train", normalize=True,
-                               where={"status": "ok"}))
+    normalized = list(open_zoo(manifest, view="state_dict", split="train", normalize=True, where={"status": "ok"}))
     values = torch.cat([w["layers.2.weight"].reshape(-1) for w, _ in normalized])
     assert abs(values.mean()) < 0.1 and 0.5 < values.std() < 2  # standardized up to the power-of-two scale
     assert list(manifest.parent.glob("toy.norm-*.json"))  # cached beside the manifest
@@ -175,15 +217,28 @@ TINY_MODELS = {
     "mlp": {"name": "mlp", "in_dim": 5, "out_dim": 3, "width": 7, "depth": 2, "bias": True},
     "resnet18": {"name": "resnet", "depth": 18, "width": 2, "num_classes": 3, "bias": True},
     "resnet50": {"name": "resnet", "depth": 50, "width": 2, "num_classes": 3},
-    "vit": {"name": "vit", "image_size": 8, "patch_size": 4, "channels": 3, "num_classes": 3, "width": 8,
-            "depth": 2, "head_dim": 4},
+    "vit": {
+        "name": "vit",
+        "image_size": 8,
+        "patch_size": 4,
+        "channels": 3,
+        "num_classes": 3,
+        "width": 8,
+        "depth": 2,
+        "head_dim": 4,
+    },
     "gpt": {"name": "gpt", "vocab_size": 11, "context": 6, "depth": 2, "width": 8, "head_dim": 4, "bias": True},
 }
 
 
 def cnn_state_dict() -> dict:
-    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                              torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 2, 5))
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 2 * 2, 5),
+    )
     return cnn.state_dict()
 
 
@@ -209,8 +264,9 @@ def test_tokens_are_units_and_invert_to_the_bit(arch, token_size):
     assert torch.equal(tokens[first_tokens][mask[first_tokens]], unit)
     padded = Tokens(token_size, max_tokens=len(tokens) + 3)(weights)
     assert len(padded["tokens"]) == len(tokens) + 3 and not padded["mask"][-3:].any()
-    assert all(torch.equal(a, b) for a, b in zip(view.inverse(padded["tokens"], layout_of(weights)).values(),
-                                                 floats.values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(view.inverse(padded["tokens"], layout_of(weights)).values(), floats.values())
+    )
 
 
 def test_tokens_view_round_trips_normalized_stream_samples(toy):
@@ -221,8 +277,10 @@ def test_tokens_view_round_trips_normalized_stream_samples(toy):
     out, meta = next(iter(open_zoo(manifest, view="tokens")))  # the default Tokens()
     back = Tokens().inverse(out["tokens"], meta["layout"])
     assert all(torch.equal(back[k], originals[meta["id"] + str(meta["epoch"])][k]) for k in back)
-    for dataset in (open_zoo(manifest, view=view, normalize=normalizer, where={"status": "ok"}),
-                    ZooH5Dataset(h5, view=view, normalize=normalizer, where={"status": "ok"})):
+    for dataset in (
+        open_zoo(manifest, view=view, normalize=normalizer, where={"status": "ok"}),
+        ZooH5Dataset(h5, view=view, normalize=normalizer, where={"status": "ok"}),
+    ):
         for out, meta in dataset:
             weights = normalizer.inverse(view.inverse(out["tokens"], meta["layout"], torch.float64), meta)
             bad = [k for k in weights if not torch.equal(weights[k], originals[meta["id"] + str(meta["epoch"])][k])]
@@ -252,7 +310,7 @@ def test_epoch_pairs_follow_each_model_through_training(toy):
     _, h5 = toy
     pairs = ZooH5Dataset(h5, view="state_dict", pairs=True, split="test", targets=["metrics.test_acc"])
     assert len(pairs) == len(ZooH5Dataset(h5, split="test")) // len(EPOCHS) * (len(EPOCHS) - 1)
-    for (w0, t0, m0), (w1, t1, m1) in pairs:
+    for (_w0, t0, m0), (_w1, t1, m1) in pairs:
         assert m0["id"] == m1["id"] and EPOCHS.index(m1["epoch"]) == EPOCHS.index(m0["epoch"]) + 1
         assert t1["metrics.test_acc"] > t0["metrics.test_acc"]
     chosen = ZooH5Dataset(h5, pairs=True, epochs=[0, 10])

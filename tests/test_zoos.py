@@ -26,8 +26,11 @@ from zoo.train.rundir import run_dir
 
 # zoo: (models, the smallest cell: smallest width, largest batch / a cheap corner)
 ZOOS = {
-    **{f"{data}_resnet{depth}": (192, ["model.width=2", "data.batch_size=1024"])
-       for data in ("svhn", "cifar10", "cifar100", "tinyimagenet") for depth in (18, 50)},
+    **{
+        f"{data}_resnet{depth}": (192, ["model.width=2", "data.batch_size=1024"])
+        for data in ("svhn", "cifar10", "cifar100", "tinyimagenet")
+        for depth in (18, 50)
+    },
     "cifar10_vit": (147, ["model.width=12", "data.batch_size=1024"]),
     "cifar100_vit": (147, ["model.width=12", "data.batch_size=1024"]),
     "owt_gpt2": (264, ["model.width=32", "data.batch_size=1024"]),
@@ -178,7 +181,7 @@ def test_training_batches_are_augmented_per_sample_and_epoch_eval_batches_only_n
     assert torch.equal(torch.cat([h for h, _ in halves]), a), "augmentation does not depend on the batch size"
     epoch[0] = 1
     assert not torch.equal(next(iter(batches(10)))[0], a)
-    (e, ye), = Batches(x, y, 10, transform=transform)
+    ((e, ye),) = Batches(x, y, 10, transform=transform)
     assert torch.equal(e, (x.float() - 100) / 50) and torch.equal(ye, y)
 
 
@@ -213,8 +216,7 @@ def test_vit_and_resnet_widths_scale_parameters():
 # -- every zoo: one cell trains ---------------------------------------------------------------------
 @pytest.mark.parametrize("name", ZOOS)
 def test_zoo_smoke_cell_trains(name, files, tmp_path):
-    overrides = [f"zoo={name}", "+smoke=on", f"paths.root={tmp_path}", f"paths.data={files}", "seed=0",
-                 *ZOOS[name][1]]
+    overrides = [f"zoo={name}", "+smoke=on", f"paths.root={tmp_path}", f"paths.data={files}", "seed=0", *ZOOS[name][1]]
     (cfg,) = cell_configs(overrides)
     result = train_model(cfg)
     run = run_dir(cfg)
@@ -233,9 +235,17 @@ def test_micro_batches_accumulate_to_the_same_training(files, tmp_path):
     for a model without BatchNorm, up to float rounding; the model id does not change."""
     finals = {}
     for micro in ("null", "2"):
-        overrides = ["zoo=cifar10_vit", "+smoke=on", f"paths.root={tmp_path / micro}", f"paths.data={files}",
-                     "model.width=12", "data.n_train=12", "data.batch_size=4", "seed=0",
-                     f"runtime.micro_batch_size={micro}"]
+        overrides = [
+            "zoo=cifar10_vit",
+            "+smoke=on",
+            f"paths.root={tmp_path / micro}",
+            f"paths.data={files}",
+            "model.width=12",
+            "data.n_train=12",
+            "data.batch_size=4",
+            "seed=0",
+            f"runtime.micro_batch_size={micro}",
+        ]
         (cfg,) = cell_configs(overrides)
         assert train_model(cfg).state == "ok"
         finals[micro] = (cfg.id, load_file(run_dir(cfg).checkpoints()[1]), run_dir(cfg).metrics()[-1])
@@ -247,8 +257,15 @@ def test_micro_batches_accumulate_to_the_same_training(files, tmp_path):
 
 
 def test_cell_cli_trains_the_indexed_cell(files, tmp_path):
-    overrides = ["zoo=convection_pinn", "+smoke=on", f"paths.root={tmp_path}", f"paths.data={files}",
-                 "data.beta=1,2", "optim.lr=1e-3", "seed=0"]
+    overrides = [
+        "zoo=convection_pinn",
+        "+smoke=on",
+        f"paths.root={tmp_path}",
+        f"paths.data={files}",
+        "data.beta=1,2",
+        "optim.lr=1e-3",
+        "seed=0",
+    ]
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.cell", "1", *overrides], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     cfgs = cell_configs(overrides)
@@ -280,13 +297,19 @@ def test_plan_measures_parameters_flops_and_memory(plans):
     assert "(resnet50-w256-b1024-s" in line and "need runtime.micro_batch_size=" in line
     micro = int(line.split("micro_batch_size=")[1].split()[0])
     assert all(c.memory(micro) <= 40 * 2**30 for c in plans["cifar10_resnet50"].cells)
-    assert not any(c.memory(2 * micro) <= 40 * 2**30 for c in plans["cifar10_resnet50"].cells
-                   if c.cfg.model.width == 256 and c.cfg.data.batch_size == 1024)
+    assert not any(
+        c.memory(2 * micro) <= 40 * 2**30
+        for c in plans["cifar10_resnet50"].cells
+        if c.cfg.model.width == 256 and c.cfg.data.batch_size == 1024
+    )
 
 
 def test_plan_cli_prints_models_and_split_sbatch_arrays():
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.plan", "zoo=convection_pinn", "seed=0",
-                           "cluster.max_array_size=60"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli.plan", "zoo=convection_pinn", "seed=0", "cluster.max_array_size=60"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "models: 140" in lines
@@ -297,8 +320,9 @@ def test_plan_cli_prints_models_and_split_sbatch_arrays():
 
 
 def test_plan_cli_names_a_bad_zoo():
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.plan", "zoo=cifar11_resnet18"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli.plan", "zoo=cifar11_resnet18"], capture_output=True, text=True
+    )
     assert proc.returncode != 0 and "cifar11_resnet18" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -18,8 +18,10 @@ def write_cifar10(root: Path, per_file: int = 3, n_test: int = 5) -> dict[str, n
     folder = root / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
     out = {}
-    for split, files, n in (("train", [f"data_batch_{i}.bin" for i in range(1, 6)], per_file),
-                            ("test", ["test_batch.bin"], n_test)):
+    for split, files, n in (
+        ("train", [f"data_batch_{i}.bin" for i in range(1, 6)], per_file),
+        ("test", ["test_batch.bin"], n_test),
+    ):
         xs, ys = [], []
         for file in files:
             x, y = images(n), RNG.integers(0, 10, n, dtype=np.uint8)
@@ -39,7 +41,8 @@ def write_cifar100(root: Path, n_train: int = 8, n_test: int = 5) -> dict[str, n
         x = images(n)
         fine, coarse = RNG.integers(0, 100, n, dtype=np.uint8), RNG.integers(0, 20, n, dtype=np.uint8)
         (folder / f"{split}.bin").write_bytes(
-            b"".join(bytes([c, f]) + img.tobytes() for c, f, img in zip(coarse, fine, x)))
+            b"".join(bytes([c, f]) + img.tobytes() for c, f, img in zip(coarse, fine, x))
+        )
         out[f"x_{split}"], out[f"y_{split}"] = x, fine.astype(np.int64)
     return out
 
@@ -51,8 +54,10 @@ def write_svhn(root: Path, n_train: int = 8, n_test: int = 5) -> dict[str, np.nd
     for split, n in (("train", n_train), ("test", n_test)):
         x, digit = images(n), RNG.integers(0, 10, n)
         digit[0] = 0
-        savemat(root / "svhn" / f"{split}_32x32.mat",
-                {"X": x.transpose(2, 3, 1, 0), "y": np.where(digit == 0, 10, digit).astype(np.uint8)[:, None]})
+        savemat(
+            root / "svhn" / f"{split}_32x32.mat",
+            {"X": x.transpose(2, 3, 1, 0), "y": np.where(digit == 0, 10, digit).astype(np.uint8)[:, None]},
+        )
         out[f"x_{split}"], out[f"y_{split}"] = x, digit
     return out
 

@@ -27,6 +27,7 @@ def search_path_overrides() -> list[str]:
     dirs = [d for d in os.environ.get(USER_CONFIG_ENV, "").split(os.pathsep) if d]
     return [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in dirs)}]"] if dirs else []
 
+
 # `${slug:${optim.lr}}` puts a number into `zoo.prefix` without a dot (0.001 -> 0p001): model ids
 # key shard samples, and webdataset splits a key at its first dot.
 OmegaConf.register_new_resolver("slug", lambda value: format(value, "g").replace(".", "p"), replace=True)
@@ -44,12 +45,23 @@ def reference_accumulation(depth: int, width: int, batch_size: int) -> int:
 # conf/optim/sgd_reference_onecycle.yaml: `${reference_accumulation:${model.depth},${model.width},${data.batch_size}}`
 OmegaConf.register_new_resolver("reference_accumulation", reference_accumulation, replace=True)
 
-POSITIVE_INTS = ("model.width", "model.depth", "data.batch_size", "data.eval_batch_size", "trainer.max_epochs",
-                 "apply.batch_size", "apply.bn_samples", "apply.max_iter", "apply.last_k", "apply.prune.finetune_steps",
-                 "apply.transfer.epochs", "apply.transfer.batch_size")
+POSITIVE_INTS = (
+    "model.width",
+    "model.depth",
+    "data.batch_size",
+    "data.eval_batch_size",
+    "trainer.max_epochs",
+    "apply.batch_size",
+    "apply.bn_samples",
+    "apply.max_iter",
+    "apply.last_k",
+    "apply.prune.finetune_steps",
+    "apply.transfer.epochs",
+    "apply.transfer.batch_size",
+)
 POSITIVE_FLOATS = ("optim.lr",)
 FRACTIONS = ("apply.val_fraction", "apply.prune.margin")  # strictly between 0 and 1
-AT_LEAST_TWO = ("apply.n_points",)   # points on a path, both ends included
+AT_LEAST_TWO = ("apply.n_points",)  # points on a path, both ends included
 
 
 class ConfigError(ValueError):
@@ -102,8 +114,9 @@ def population_setting(cfg: DictConfig) -> str | int:
         return "auto"
     if isinstance(value, int) and value > 0:
         return value
-    raise ConfigError(f"runtime.population={value!r} is not auto, off or a positive integer: fix the override "
-                      "or its conf/ file")
+    raise ConfigError(
+        f"runtime.population={value!r} is not auto, off or a positive integer: fix the override or its conf/ file"
+    )
 
 
 def task_memory(cfg: DictConfig) -> int | None:

@@ -28,8 +28,13 @@ def imports(path: Path) -> set[str]:
             found |= {a.name for a in n.names}
         elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
             found |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
-    return {m for m in found if m.startswith("zoo.") and (ROOT.parent / (m.replace(".", "/") + ".py")).exists()
-            or (ROOT.parent / m.replace(".", "/")).is_dir()}
+    return {
+        m
+        for m in found
+        if m.startswith("zoo.")
+        and (ROOT.parent / (m.replace(".", "/") + ".py")).exists()
+        or (ROOT.parent / m.replace(".", "/")).is_dir()
+    }
 
 
 def graph() -> dict[str, set[str]]:

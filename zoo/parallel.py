@@ -41,8 +41,7 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=exit_with_parent)
 
 
-def run_parallel(fn: Callable, items: Sequence, workers: int | None, desc: str,
-                 name: Callable = str) -> list:
+def run_parallel(fn: Callable, items: Sequence, workers: int | None, desc: str, name: Callable = str) -> list:
     """`fn(item)` for every item in `workers` spawned processes (-1 or None: one per core);
     returns the items that raised, each named on the console with its error."""
     workers = min(os.cpu_count() if workers in (-1, None) else workers, max(len(items), 1))

@@ -14,12 +14,14 @@ from zoo.train.rundir import run_dir
 
 def stages(apps) -> list[tuple[str, list[str]]]:
     """After training, in order; each CLI takes the same overrides as `zoo-train -m`."""
-    return [("landscape", ["zoo.cli.landscape"]),
-            ("phases", ["zoo.cli.phases"]),
-            *((f"apply {app}", ["zoo.cli.apply", f"app={app}"]) for app in apps),
-            ("pack", ["zoo.cli.pack"]),
-            ("verify", ["zoo.cli.pack", "verify"]),
-            ("hdf5", ["zoo.cli.pack", "hdf5"])]
+    return [
+        ("landscape", ["zoo.cli.landscape"]),
+        ("phases", ["zoo.cli.phases"]),
+        *((f"apply {app}", ["zoo.cli.apply", f"app={app}"]) for app in apps),
+        ("pack", ["zoo.cli.pack"]),
+        ("verify", ["zoo.cli.pack", "verify"]),
+        ("hdf5", ["zoo.cli.pack", "hdf5"]),
+    ]
 
 
 def run_stage(name: str, argv: list[str]) -> int:
@@ -36,8 +38,10 @@ def run_pipeline(overrides: list[str]) -> int:
     start = time.perf_counter()
     cfgs = cell_configs(overrides)
     todo = [cfg for cfg in cfgs if not run_dir(cfg).is_done()]
-    print(f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models, {len(todo)} to train "
-          f"(runs in {run_dir(cfgs[0]).path.parent})", flush=True)
+    print(
+        f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models, {len(todo)} to train (runs in {run_dir(cfgs[0]).path.parent})",
+        flush=True,
+    )
     if todo and population_setting(cfgs[0]) != "off" and slurm_settings(overrides) is None:
         # Same-shaped cells as vectorized populations: same run dirs, ~6x faster on the demo.
         print("\n== train: populations (runtime.population=off trains one by one)", flush=True)
@@ -56,8 +60,12 @@ def run_pipeline(overrides: list[str]) -> int:
         code = run_stage(stage, [*argv, *overrides])
         timings[stage] = time.perf_counter() - start
         if code:
-            print(f"\nzoo-run: stage {stage} failed (exit {code}): fix what it says and rerun zoo-run "
-                  "(finished work is kept)", *causes, sep="\n")
+            print(
+                f"\nzoo-run: stage {stage} failed (exit {code}): fix what it says and rerun zoo-run "
+                "(finished work is kept)",
+                *causes,
+                sep="\n",
+            )
             return code
     print("\nstatus:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     print("wall time per stage:", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))

@@ -36,7 +36,7 @@ from zoo.train.pinn import pinn_terms
 from zoo.train.run import checkpoint_epochs
 from zoo.train.tasks import accumulation, task_of
 
-SHARD_OVERHEAD = 4096          # bytes per shard sample beyond its weights: meta.json and tar headers
+SHARD_OVERHEAD = 4096  # bytes per shard sample beyond its weights: meta.json and tar headers
 OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # state tensors per parameter in last.ckpt
 
 
@@ -45,9 +45,9 @@ class Cell:
     cfg: DictConfig
     params: int
     weight_bytes: int
-    flops: float        # one training run
-    steps: int          # optimizer steps of one training run
-    step_samples: int   # samples per (micro-)batch
+    flops: float  # one training run
+    steps: int  # optimizer steps of one training run
+    step_samples: int  # samples per (micro-)batch
     fixed_bytes: float  # memory of a training step: weights, gradients, optimizer state (PINN: all) ...
     sample_bytes: float  # ... plus the activations of each sample of the micro-batch
     checkpoints: int
@@ -80,6 +80,7 @@ class Work:
     the run trains `train_samples` samples in `steps` steps of `step_samples` (micro-batch) and
     evaluates `eval_samples` inputs. For a PINN a training "sample" is its whole point set (every
     step is full-batch) and an evaluation sample is one test point."""
+
     batch: Callable[[int], tuple]
     train_samples: float
     step_samples: int
@@ -103,9 +104,20 @@ def plan_zoo(overrides: list[str]) -> Plan:
             eval_flops = _forward_flops(model, (((1, 2), torch.float32),))
         else:  # per sample, from a batch of 2; evaluation is the training forward pass
             eval_flops, flops, per_sample = (v / 2 for v in _step(model, _shapes(work.batch(2)), task, beta))
-        cells.append(Cell(cfg, params, weight_bytes, flops * work.train_samples + eval_flops * work.eval_samples,
-                          work.steps, work.step_samples, fixed, per_sample, len(checkpoint_epochs(cfg)),
-                          population[cfg.id]))
+        cells.append(
+            Cell(
+                cfg,
+                params,
+                weight_bytes,
+                flops * work.train_samples + eval_flops * work.eval_samples,
+                work.steps,
+                work.step_samples,
+                fixed,
+                per_sample,
+                len(checkpoint_epochs(cfg)),
+                population[cfg.id],
+            )
+        )
     return Plan(list(overrides), cells)
 
 
@@ -116,8 +128,7 @@ def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
         return {cfg.id: 1 for cfg in cfgs}
     if cfgs[0].cluster.gpus_per_task:  # the tasks train on GPUs (`sbatch_lines` says so): group for them
         cfgs = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
-    return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=task_memory(cfgs[0]))
-            for cfg in group}
+    return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=task_memory(cfgs[0])) for cfg in group}
 
 
 def _work(cfg: DictConfig) -> Work:
@@ -126,25 +137,45 @@ def _work(cfg: DictConfig) -> Work:
     if task == "pinn":
         sizes = PINN_SMOKE if data.get("smoke") else data
         steps = data.steps_per_epoch * epochs
-        points = (meta(sizes["n_collocation"], 2), meta(sizes["grid_x"], 2), meta(sizes["grid_x"], 1),
-                  meta(sizes["grid_t"], 2), meta(sizes["grid_t"], 2))
-        return Work(lambda n: points, steps + 1, 1, steps,  # + 1: the loss at init
-                    sizes["grid_x"] * sizes["grid_t"] * (epochs + 1))
+        points = (
+            meta(sizes["n_collocation"], 2),
+            meta(sizes["grid_x"], 2),
+            meta(sizes["grid_x"], 1),
+            meta(sizes["grid_t"], 2),
+            meta(sizes["grid_t"], 2),
+        )
+        return Work(
+            lambda n: points,
+            steps + 1,
+            1,
+            steps,  # + 1: the loss at init
+            sizes["grid_x"] * sizes["grid_t"] * (epochs + 1),
+        )
     step_samples = data.batch_size // accumulation(cfg)
     if task == "lm":
         windows = SMOKE_WINDOWS if data.get("smoke") else data.tokens_per_epoch // data.context
         evals = SMOKE_WINDOWS if data.get("smoke") else data.eval_tokens // data.context
         tokens = functools.partial(meta, dtype=torch.long)
-        return Work(lambda n: (tokens(n, data.context), tokens(n, data.context)), windows * epochs, step_samples,
-                    -(-windows // data.batch_size) * epochs, evals * (epochs + 2))
+        return Work(
+            lambda n: (tokens(n, data.context), tokens(n, data.context)),
+            windows * epochs,
+            step_samples,
+            -(-windows // data.batch_size) * epochs,
+            evals * (epochs + 2),
+        )
     n_train, n_test = SPLIT_SIZES[data.name]
     n_train = data.get("n_train") or n_train
     if data.get("smoke"):
         n_train, n_test = min(n_train, SMOKE_SAMPLES), min(n_test, SMOKE_SAMPLES)
     shape = (data.channels, data.image_size, data.image_size) if "image_size" in data else (data.in_dim,)
     # per epoch: train on n_train, evaluate n_test; at epoch 0 also evaluate n_train
-    return Work(lambda n: (meta(n, *shape), meta(n, dtype=torch.long)), n_train * epochs, step_samples,
-                -(-n_train // data.batch_size) * epochs, n_test * (epochs + 1) + n_train)
+    return Work(
+        lambda n: (meta(n, *shape), meta(n, dtype=torch.long)),
+        n_train * epochs,
+        step_samples,
+        -(-n_train // data.batch_size) * epochs,
+        n_test * (epochs + 1) + n_train,
+    )
 
 
 def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
@@ -237,11 +268,17 @@ def sbatch_lines(plan: Plan) -> list[str]:
     """The sbatch commands that train the zoo: one array task per cell, `--time` the profile's `timeout_min`."""
     cluster, name = plan.cluster, plan.cells[0].cfg.zoo.name
     minutes = cluster.timeout_min
-    runtime = [f"runtime.accelerator={'gpu' if cluster.gpus_per_task else 'cpu'}",
-               f"runtime.threads={cluster.cpus_per_task}"]
-    options = [f"--job-name=zoo-{name}", f"--partition={cluster.partition}",
-               f"--cpus-per-task={cluster.cpus_per_task}", f"--mem={cluster.mem_gb}G",
-               f"--time={minutes // 60}:{minutes % 60:02d}:00"]
+    runtime = [
+        f"runtime.accelerator={'gpu' if cluster.gpus_per_task else 'cpu'}",
+        f"runtime.threads={cluster.cpus_per_task}",
+    ]
+    options = [
+        f"--job-name=zoo-{name}",
+        f"--partition={cluster.partition}",
+        f"--cpus-per-task={cluster.cpus_per_task}",
+        f"--mem={cluster.mem_gb}G",
+        f"--time={minutes // 60}:{minutes % 60:02d}:00",
+    ]
     if cluster.gpus_per_task:
         options.append(f"--gres=gpu:{cluster.gpus_per_task}")
     lines = []
@@ -284,10 +321,18 @@ def format_plan(plan: Plan) -> str:
     ]
     slow = sum(h * 60 > cluster.timeout_min for h in hours)
     if slow:
-        lines.append(f"note: {slow} model(s) take longer than timeout_min={cluster.timeout_min} (estimated): "
-                     "they resume from last.ckpt when their task is requeued or resubmitted")
-    return "\n".join([*lines, "sbatch (one cell per array task; `zoo-train -m ... hydra/launcher=slurm` submits "
-                       "such arrays through submitit):", *(f"  {line}" for line in sbatch_lines(plan))])
+        lines.append(
+            f"note: {slow} model(s) take longer than timeout_min={cluster.timeout_min} (estimated): "
+            "they resume from last.ckpt when their task is requeued or resubmitted"
+        )
+    return "\n".join(
+        [
+            *lines,
+            "sbatch (one cell per array task; `zoo-train -m ... hydra/launcher=slurm` submits "
+            "such arrays through submitit):",
+            *(f"  {line}" for line in sbatch_lines(plan)),
+        ]
+    )
 
 
 def _population_line(plan: Plan) -> str:
@@ -295,8 +340,10 @@ def _population_line(plan: Plan) -> str:
     alone = sum(plan.hours(c, population=False) for c in plan.cells)
     if round(groups) == len(plan.cells):
         return "populations: none (every model trains alone; runtime.population or its architecture)"
-    return (f"populations: {len(plan.cells)} models in {round(groups)} populations "
-            f"(runtime.population={plan.cells[0].cfg.runtime.population}); one by one: {alone:,.3g} device-hours")
+    return (
+        f"populations: {len(plan.cells)} models in {round(groups)} populations "
+        f"(runtime.population={plan.cells[0].cfg.runtime.population}); one by one: {alone:,.3g} device-hours"
+    )
 
 
 def memory_line(plan: Plan) -> str:

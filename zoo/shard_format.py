@@ -18,16 +18,32 @@ EXTENSIONS = ("meta.json", "weights.safetensors")  # the members of a sample, no
 MAX_KEY = 100 - len(".weights.safetensors")  # a ustar member name holds 100 characters
 SHARD_NAME = re.compile(r"(?P<pack>[A-Za-z0-9_][A-Za-z0-9_.-]*?)-\d{6}\.tar")  # pack: `<zoo>-<generation>`
 # The keys of every meta.json, the same at every epoch (a schema other tools can infer).
-META_FIELDS = ("zoo", "id", "epoch", "arch", "grid", "config", "n_params", "layout", "metrics", "landscape",
-               "phase", "status", "sha256", "version")
+META_FIELDS = (
+    "zoo",
+    "id",
+    "epoch",
+    "arch",
+    "grid",
+    "config",
+    "n_params",
+    "layout",
+    "metrics",
+    "landscape",
+    "phase",
+    "status",
+    "sha256",
+    "version",
+)
 
 
 def sample_key(model_id: str, epoch: int) -> str:
     key = f"{model_id}_e{epoch:04d}"
     # webdataset splits key and extension at the first dot; tar names must stay flat and short
     if "." in key or "/" in key or len(key) > MAX_KEY:
-        raise ValueError(f"model id {model_id!r} cannot key a shard sample: it must have no '.' or '/' "
-                         f"and at most {MAX_KEY - 6} characters; shorten `zoo.prefix`")
+        raise ValueError(
+            f"model id {model_id!r} cannot key a shard sample: it must have no '.' or '/' "
+            f"and at most {MAX_KEY - 6} characters; shorten `zoo.prefix`"
+        )
     return key
 
 
@@ -37,10 +53,18 @@ def shard_name(zoo_name: str, generation: str, index: int) -> str:
 
 # safetensors dtype codes → torch dtypes, and torch dtype names as written in `meta["layout"]`.
 DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
+
 
 def read_header(data: bytes | bytearray) -> tuple[dict, int]:
     """The safetensors header (`{name: {dtype, shape, data_offsets}}`, without `__metadata__`)
@@ -50,7 +74,7 @@ def read_header(data: bytes | bytearray) -> tuple[dict, int]:
     if len(data) < 8 or size > len(data) - 8:
         raise ValueError(f"not a safetensors buffer ({len(data)} bytes, header size {size})")
     try:
-        header = json.loads(bytes(data[8:8 + size]))
+        header = json.loads(bytes(data[8 : 8 + size]))
     except (ValueError, RecursionError) as err:
         raise ValueError(f"safetensors header is not JSON ({type(err).__name__})") from None
     if not isinstance(header, dict):
@@ -70,12 +94,18 @@ def _span(name: str, info, available: int) -> tuple[int, int, str]:
     shape, offsets = info.get("shape"), info.get("data_offsets")
     if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
         raise ValueError(f"tensor {name!r}: shape must be a list of non-negative integers")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= available):
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(_is_int(n) for n in offsets)
+        and 0 <= offsets[0] <= offsets[1] <= available
+    ):
         raise ValueError(f"tensor {name!r}: data_offsets must be two integers within the {available} data bytes")
     if offsets[1] - offsets[0] != torch.Size(shape).numel() * DTYPES[info["dtype"]].itemsize:
-        raise ValueError(f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape and "
-                         "dtype need another number")
+        raise ValueError(
+            f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes, its shape and "
+            "dtype need another number"
+        )
     return offsets[0], offsets[1], name
 
 
@@ -88,5 +118,7 @@ def layout(data: bytes | bytearray, order: list[str]) -> list[dict]:
     header, _ = read_header(data)
     if sorted(order) != sorted(header):
         raise ValueError(f"tensor names {sorted(header)} do not match the model's {sorted(order)}")
-    return [{"name": n, "shape": header[n]["shape"], "dtype": str(DTYPES[header[n]["dtype"]]).removeprefix("torch.")}
-            for n in order]
+    return [
+        {"name": n, "shape": header[n]["shape"], "dtype": str(DTYPES[header[n]["dtype"]]).removeprefix("torch.")}
+        for n in order
+    ]

@@ -30,6 +30,7 @@ RUN_ONLY = ("workers",)
 class Item:
     """One unit of a stage's work: `runs` (run dirs) at `epochs`, computed with `settings` (the
     stage's config section) on the data under `data_root`, written to `out`."""
+
     stage: str
     runs: tuple[str, ...]
     epochs: tuple[int, ...]
@@ -69,8 +70,15 @@ def run_item(compute: Callable[[Item], dict], item: Item) -> Item:
     return item
 
 
-def run_stage(compute: Callable[[Item], dict], items: Sequence[Item], *, stage: str, workers: int = -1,
-              slurm: Mapping | None = None, cfg: DictConfig | None = None) -> dict[str, int]:
+def run_stage(
+    compute: Callable[[Item], dict],
+    items: Sequence[Item],
+    *,
+    stage: str,
+    workers: int = -1,
+    slurm: Mapping | None = None,
+    cfg: DictConfig | None = None,
+) -> dict[str, int]:
     """Every item not done, in `workers` local processes, or as SLURM arrays with `slurm` (the
     resolved `hydra.launcher` settings; `cfg` names the zoo). `compute` must be a module-level
     function (it is pickled by name). Returns counts {"items", "computed", "failed"}."""

@@ -26,7 +26,9 @@ def cell_table(cfgs: Iterable[DictConfig]) -> str:
         states = Counter(state for state, _ in cells[key])
         accs = [acc for state, acc in cells[key] if state == "ok" and acc is not None]
         mean = f"{sum(accs) / len(accs):.3f}" if accs else "-"
-        rows.append([*map(str, key), str(len(cells[key])), " ".join(f"{s}:{n}" for s, n in sorted(states.items())), mean])
+        rows.append(
+            [*map(str, key), str(len(cells[key])), " ".join(f"{s}:{n}" for s, n in sorted(states.items())), mean]
+        )
     return format_table(header, rows)
 
 
@@ -46,8 +48,10 @@ def failure_causes(cfgs: Iterable[DictConfig]) -> list[str]:
         state, reason = run.status()
         if state == "failed":
             causes[reason.splitlines()[0] if reason else "no reason recorded"].append(run)
-    return [f"{len(runs)} model(s) failed: {cause} (traceback: {runs[0].path / 'error.log'})"
-            for cause, runs in sorted(causes.items(), key=lambda kv: -len(kv[1]))]
+    return [
+        f"{len(runs)} model(s) failed: {cause} (traceback: {runs[0].path / 'error.log'})"
+        for cause, runs in sorted(causes.items(), key=lambda kv: -len(kv[1]))
+    ]
 
 
 def status_counts(cfgs: Iterable[DictConfig]) -> Counter:

@@ -83,5 +83,10 @@ def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[Di
 def _is_plain_value(override: Override) -> bool:
     # Config groups are addressed with `/`, never `.`; top-level plain keys (seed) are listed.
     key = override.key_or_group
-    return (not override.is_add() and not override.is_delete() and not override.is_force_add()
-            and ("." in key or key in PLAIN_TOP_LEVEL_KEYS) and not key.startswith("hydra"))
+    return (
+        not override.is_add()
+        and not override.is_delete()
+        and not override.is_force_add()
+        and ("." in key or key in PLAIN_TOP_LEVEL_KEYS)
+        and not key.startswith("hydra")
+    )

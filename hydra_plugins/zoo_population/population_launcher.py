@@ -36,6 +36,13 @@ class PopulationLauncher(Launcher):
         Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         cfgs = compose_cells([list(o) for o in job_overrides])
         results = train_cells(cfgs, self.n_jobs)
-        return [JobReturn(overrides=list(o), cfg=cfg, task_name=self.config.hydra.job.name,
-                          status=JobStatus.COMPLETED, _return_value=r.state)
-                for o, cfg, r in zip(job_overrides, cfgs, results)]
+        return [
+            JobReturn(
+                overrides=list(o),
+                cfg=cfg,
+                task_name=self.config.hydra.job.name,
+                status=JobStatus.COMPLETED,
+                _return_value=r.state,
+            )
+            for o, cfg, r in zip(job_overrides, cfgs, results)
+        ]

@@ -22,12 +22,12 @@ def lerp(a: Weights, b: Weights, t: float) -> dict[str, torch.Tensor]:
 def average(states: Sequence[Weights]) -> dict[str, torch.Tensor]:
     """The uniform average: a uniform soup, or the average of a run's last checkpoints."""
     first = states[0]
-    return {n: torch.stack([s[n] for s in states]).mean(0) if first[n].is_floating_point() else first[n]
-            for n in first}
+    return {n: torch.stack([s[n] for s in states]).mean(0) if first[n].is_floating_point() else first[n] for n in first}
 
 
-def greedy_soup(states: Sequence[Weights], scores: Sequence[float],
-                score: Callable[[Weights], float]) -> tuple[dict, list[int], float]:
+def greedy_soup(
+    states: Sequence[Weights], scores: Sequence[float], score: Callable[[Weights], float]
+) -> tuple[dict, list[int], float]:
     """Wortsman et al. 2022: rank the ingredients by their `scores` (held-out accuracy), start from
     the best, add each next one if the average does not `score` lower. Returns the soup, the
     indices of its ingredients and its score — never below the best ingredient's, by construction."""

@@ -78,8 +78,10 @@ def resnet_spec(weights: Weights) -> Spec:
     stream = "stem"
     _layer(spec, weights, "stem.0", stream, None)
     _layer(spec, weights, "stem.1", stream)
-    blocks = sorted({m.group(1) for n in weights if (m := re.match(r"(layers\.\d+\.\d+)\.", n))},
-                    key=lambda b: tuple(int(i) for i in b.split(".")[1:]))
+    blocks = sorted(
+        {m.group(1) for n in weights if (m := re.match(r"(layers\.\d+\.\d+)\.", n))},
+        key=lambda b: tuple(int(i) for i in b.split(".")[1:]),
+    )
     for block in blocks:
         convs = sorted({m.group(1) for n in weights if (m := re.match(rf"{re.escape(block)}\.conv(\d)\.", n))})
         projected = f"{block}.shortcut.0.weight" in weights
@@ -131,8 +133,13 @@ def transformer_spec(weights: Weights, n_heads: int | None = None) -> Spec:
     return _complete(spec, weights, "transformer")
 
 
-SPECS = {"mlp": sequential_spec, "sequential": sequential_spec, "resnet": resnet_spec,
-         "vit": transformer_spec, "gpt": transformer_spec}
+SPECS = {
+    "mlp": sequential_spec,
+    "sequential": sequential_spec,
+    "resnet": resnet_spec,
+    "vit": transformer_spec,
+    "gpt": transformer_spec,
+}
 
 
 def spec_for(arch: str, weights: Weights, heads: int | None = None) -> Spec:
@@ -153,8 +160,10 @@ def _layer(spec: Spec, weights: Weights, module: str, out: str | None, inp: str 
 def _complete(spec: Spec, weights: Weights, arch: str) -> Spec:
     missing = [n for n in weights if n not in spec]
     if missing:
-        raise ValueError(f"{missing[0]}: not part of the {arch} layout this spec understands "
-                         f"({len(missing)} tensor(s) unplaced); is this state dict a zoo.models {arch}?")
+        raise ValueError(
+            f"{missing[0]}: not part of the {arch} layout this spec understands "
+            f"({len(missing)} tensor(s) unplaced); is this state dict a zoo.models {arch}?"
+        )
     return spec
 
 
@@ -174,8 +183,10 @@ def sizes(spec: Spec, weights: Weights) -> dict[str, int]:
             segs = segments(entry)
             for p in segs:
                 if p is not None and weights[name].shape[axis] % (out[p] * len(segs)):
-                    raise ValueError(f"{name}: axis {axis} has {weights[name].shape[axis]} entries, which do not "
-                                     f"split into {len(segs)} segment(s) of the {out[p]} units of permutation {p}")
+                    raise ValueError(
+                        f"{name}: axis {axis} has {weights[name].shape[axis]} entries, which do not "
+                        f"split into {len(segs)} segment(s) of the {out[p]} units of permutation {p}"
+                    )
     for n_heads, *perms in spec.heads:
         for p in perms:
             if out[p] % n_heads:
@@ -194,8 +205,9 @@ def permute_segments(t: torch.Tensor, axis: int, entry: Axis, perms: Mapping[str
     segs = segments(entry)
     if len(segs) == 1:
         return t if segs[0] is None else permute_axis(t, axis, perms[segs[0]])
-    return torch.cat([c if p is None else permute_axis(c, axis, perms[p])
-                      for c, p in zip(t.chunk(len(segs), axis), segs)], axis)
+    return torch.cat(
+        [c if p is None else permute_axis(c, axis, perms[p]) for c, p in zip(t.chunk(len(segs), axis), segs)], axis
+    )
 
 
 def apply(spec: Spec, perms: Mapping[str, torch.Tensor], weights: Weights) -> dict[str, torch.Tensor]:

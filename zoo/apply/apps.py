@@ -36,11 +36,12 @@ State = dict[str, torch.Tensor]
 @dataclass
 class Bench:
     """Where merged models are measured: one architecture and fixed batches."""
+
     model: nn.Module  # the architecture; its weights are replaced at every evaluation
-    spec: Spec        # its permutation symmetries (`zoo.align.permutation.spec_for`)
-    train: Batches    # recompute BatchNorm statistics; the train-loss barrier
-    val: Batches      # held out: chooses
-    test: Batches     # held out: reports
+    spec: Spec  # its permutation symmetries (`zoo.align.permutation.spec_for`)
+    train: Batches  # recompute BatchNorm statistics; the train-loss barrier
+    val: Batches  # held out: chooses
+    test: Batches  # held out: reports
     max_iter: int = 100  # weight matching
     task: Task = Classify()
 
@@ -60,8 +61,9 @@ class Bench:
         return model
 
 
-def averaging(bench: Bench, runs: Sequence[dict[int, State]], last_k: int = 3,
-              reference_epoch: int | None = None) -> dict:
+def averaging(
+    bench: Bench, runs: Sequence[dict[int, State]], last_k: int = 3, reference_epoch: int | None = None
+) -> dict:
     """`runs`: per seed, its checkpoints by epoch (the last is the final model).
 
     Beside ours, the reference study's variants (ptmz/model_averaging/): all seeds aligned to
@@ -73,8 +75,11 @@ def averaging(bench: Bench, runs: Sequence[dict[int, State]], last_k: int = 3,
     acc = [bench.acc(s) for s in finals]
     epochs = sorted(runs[0])[-last_k:]
     epoch_avg = [bench.acc(average([run[e] for e in epochs])) for run in runs]
-    out = {"test_acc": statistics.mean(acc), "epochs_averaged": epochs,
-           "epoch_avg_gain": statistics.mean(e - a for e, a in zip(epoch_avg, acc))}
+    out = {
+        "test_acc": statistics.mean(acc),
+        "epochs_averaged": epochs,
+        "epoch_avg_gain": statistics.mean(e - a for e, a in zip(epoch_avg, acc)),
+    }
     aligned = {}  # (i, j): seed j aligned to seed i
     for suffix, prepare in (("", lambda a, b: b), ("_aligned", bench.align)):
         gains = []
@@ -82,8 +87,9 @@ def averaging(bench: Bench, runs: Sequence[dict[int, State]], last_k: int = 3,
             aligned[i, j] = prepare(finals[i], finals[j])
             gains.append(bench.acc(average([finals[i], aligned[i, j]])) - (acc[i] + acc[j]) / 2)
         out[f"seed_avg_gain{suffix}"] = statistics.mean(gains)
-        out[f"seed_avg_all_gain{suffix}"] = (
-            bench.acc(average([finals[0], *(aligned[0, j] for j in range(1, len(finals)))])) - statistics.mean(acc))
+        out[f"seed_avg_all_gain{suffix}"] = bench.acc(
+            average([finals[0], *(aligned[0, j] for j in range(1, len(finals)))])
+        ) - statistics.mean(acc)
     if reference_epoch is not None:
         window = list(range(reference_epoch - 4, reference_epoch + 1))
         gains = [bench.acc(average([run[e] for e in window])) - bench.acc(run[reference_epoch]) for run in runs]
@@ -100,8 +106,7 @@ def lmc(bench: Bench, finals: Sequence[State], n_points: int = 21) -> dict:
         seconds = time.perf_counter() - start
         pair = {"seeds": [i, j], "align_seconds": round(seconds, 3)}
         for suffix, b in (("", finals[j]), ("_aligned", aligned)):
-            curve = linear_path(bench.module(finals[i]), bench.module(b), bench.train, bench.task,
-                                bench.test, n_points)
+            curve = linear_path(bench.module(finals[i]), bench.module(b), bench.train, bench.task, bench.test, n_points)
             pair[f"curve{suffix}"] = curve
             for key in ("loss_train", "loss_test", "err_test"):
                 pair[f"barrier_{key}{suffix}"] = barrier(curve[key])

@@ -40,8 +40,14 @@ def prunable(model: nn.Module) -> list[str]:
 def magnitude_masks(state: State, names: Sequence[str], sparsity: float, keep: Masks | None = None) -> Masks:
     """Global magnitude pruning: of the n weights `names` hold, exactly round((1 - sparsity) n) survive,
     the largest in |w| among those `keep` (a previous round's masks) still holds."""
-    scores = torch.cat([state[n].abs().flatten().float() if keep is None
-                        else state[n].abs().flatten().float().masked_fill(~keep[n].flatten(), -1) for n in names])
+    scores = torch.cat(
+        [
+            state[n].abs().flatten().float()
+            if keep is None
+            else state[n].abs().flatten().float().masked_fill(~keep[n].flatten(), -1)
+            for n in names
+        ]
+    )
     n_keep = round((1 - sparsity) * len(scores))
     if keep is not None and n_keep > sum(int(keep[n].sum()) for n in names):
         raise ValueError(f"sparsity {sparsity} is below the previous round's: ticket sparsities must increase")
@@ -49,7 +55,7 @@ def magnitude_masks(state: State, names: Sequence[str], sparsity: float, keep: M
     flat[scores.topk(n_keep).indices] = True
     masks, start = {}, 0
     for n in names:
-        masks[n] = flat[start:start + state[n].numel()].view(state[n].shape)
+        masks[n] = flat[start : start + state[n].numel()].view(state[n].shape)
         start += state[n].numel()
     return masks
 
@@ -74,8 +80,9 @@ def safe_sparsity(dense_acc: float, accs: Sequence[float], sparsities: Sequence[
 
 def finetune(b: Bench, cfg: DictConfig, data, state: State, masks: Masks, steps: int) -> State:
     """`steps` steps of the model's own recipe (optimizer, lr schedule, batch size) from `state`, masks kept."""
-    model = train_steps(b.module(state), data, cfg.optim, steps=steps, batch_size=cfg.data.batch_size,
-                        seed=cfg.seed, masks=masks)
+    model = train_steps(
+        b.module(state), data, cfg.optim, steps=steps, batch_size=cfg.data.batch_size, seed=cfg.seed, masks=masks
+    )
     return model.state_dict()
 
 
@@ -88,8 +95,16 @@ def lottery_tickets(b: Bench, cfg: DictConfig, data, early: State, final: State,
     names, reinit = prunable(b.model), fresh_init(cfg).state_dict()
 
     def retrain(state: State, masks: Masks) -> State:
-        model = train_steps(b.module(state), data, cfg.optim, steps=epochs * per_epoch, batch_size=bs,
-                            seed=cfg.seed, masks=masks, schedule_offset=rewind * per_epoch)
+        model = train_steps(
+            b.module(state),
+            data,
+            cfg.optim,
+            steps=epochs * per_epoch,
+            batch_size=bs,
+            seed=cfg.seed,
+            masks=masks,
+            schedule_offset=rewind * per_epoch,
+        )
         return model.state_dict()
 
     out, trained, keep = {"ticket_acc": [], "reinit_acc": []}, final, None
@@ -117,15 +132,23 @@ def cell(b: Bench, cfg: DictConfig, runs: Sequence[dict[int, State]], settings: 
         masks = [magnitude_masks(final, names, s) for s in sparsities]
         pruned = [b.acc(masked(final, m)) for m in masks]
         tuned = [b.acc(finetune(b, cfg, data, masked(final, m), m, settings["finetune_steps"])) for m in masks]
-        model = {"dense_acc": dense, "acc_pruned": pruned, "acc_finetuned": tuned,
-                 "safe_sparsity": safe_sparsity(dense, pruned, sparsities, margin),
-                 "safe_sparsity_finetuned": safe_sparsity(dense, tuned, sparsities, margin)}
+        model = {
+            "dense_acc": dense,
+            "acc_pruned": pruned,
+            "acc_finetuned": tuned,
+            "safe_sparsity": safe_sparsity(dense, pruned, sparsities, margin),
+            "safe_sparsity_finetuned": safe_sparsity(dense, tuned, sparsities, margin),
+        }
         if settings.get("ticket_cell"):
             tickets = settings["tickets"]
             model |= lottery_tickets(b, cfg, data, run[tickets["rewind_epoch"]], final, tickets)
         models.append(model)
-    means = {k: [statistics.mean(v) for v in zip(*(m[k] for m in models))] if isinstance(models[0][k], list)
-             else statistics.mean(m[k] for m in models) for k in models[0]}
+    means = {
+        k: [statistics.mean(v) for v in zip(*(m[k] for m in models))]
+        if isinstance(models[0][k], list)
+        else statistics.mean(m[k] for m in models)
+        for k in models[0]
+    }
     tickets = {"ticket_sparsities": list(settings["tickets"]["sparsities"])} if settings.get("ticket_cell") else {}
     return {"sparsities": sparsities, **tickets, **means, "per_model": models}
 
@@ -158,11 +181,22 @@ def figures(rows: Sequence[dict], results: Sequence[dict], out: Path, zoo: str) 
                     tickets[row["phase"]]["_ticket"].append((result["ticket_sparsities"], m["ticket_acc"]))
     xlabel = "sparsity (fraction of weights pruned)"
     if curves:
-        phase_curves(dict(curves), "test accuracy", out / "prune_curves.png", xlabel=xlabel, unit="models",
-                     styles=(("", "--", "pruned"), ("_finetuned", "-", "pruned + fine-tuned")),
-                     title=f"{zoo}: global magnitude pruning, mean per phase")
+        phase_curves(
+            dict(curves),
+            "test accuracy",
+            out / "prune_curves.png",
+            xlabel=xlabel,
+            unit="models",
+            styles=(("", "--", "pruned"), ("_finetuned", "-", "pruned + fine-tuned")),
+            title=f"{zoo}: global magnitude pruning, mean per phase",
+        )
     if tickets:
-        phase_curves(dict(tickets), "test accuracy", out / "prune_tickets.png", xlabel=xlabel, unit="models",
-                     styles=(("", "--", "random re-init, same mask"), ("_ticket", "-", "lottery ticket (rewound)")),
-                     title=f"{zoo}: lottery tickets vs random re-initialisation, mean per phase")
-
+        phase_curves(
+            dict(tickets),
+            "test accuracy",
+            out / "prune_tickets.png",
+            xlabel=xlabel,
+            unit="models",
+            styles=(("", "--", "random re-init, same mask"), ("_ticket", "-", "lottery ticket (rewound)")),
+            title=f"{zoo}: lottery tickets vs random re-initialisation, mean per phase",
+        )

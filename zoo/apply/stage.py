@@ -39,8 +39,13 @@ from zoo.train.tasks import task_of
 APPS = ("averaging", "lmc", "soup", "prune", "transfer")
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
 METRICS = {
-    "averaging": ("epoch_avg_gain", "seed_avg_gain", "seed_avg_gain_aligned", "seed_avg_all_gain_aligned",
-                  "ref_epoch_avg_gain"),
+    "averaging": (
+        "epoch_avg_gain",
+        "seed_avg_gain",
+        "seed_avg_gain_aligned",
+        "seed_avg_all_gain_aligned",
+        "ref_epoch_avg_gain",
+    ),
     "lmc": ("barrier_loss_train", "barrier_loss_train_aligned", "barrier_err_test", "barrier_err_test_aligned"),
     "soup": ("uniform_soup_gain", "uniform_soup_gain_aligned", "greedy_soup_gain", "greedy_soup_gain_aligned"),
     "prune": prune.METRICS,
@@ -66,8 +71,9 @@ def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
         raise ValueError(f"unknown app={app!r}; choose one of {list(APPS)}")
     validate(cfgs[0])
     if app in ("prune", "transfer") and cfgs[0].data.get("task", "classify") != "classify":
-        raise ConfigError(f"zoo {cfgs[0].zoo.name} is a {cfgs[0].data.task} zoo: app={app} supports classification "
-                          f"zoos only for now")
+        raise ConfigError(
+            f"zoo {cfgs[0].zoo.name} is a {cfgs[0].data.task} zoo: app={app} supports classification zoos only for now"
+        )
     tickets = _ticket_cells(cfgs) if app == "prune" else set()
     items = []
     for key, members in sorted_cells(cfgs):
@@ -77,18 +83,26 @@ def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
             settings = OmegaConf.to_container(first.apply, resolve=True)
             if app == "prune":
                 settings["prune"]["ticket_cell"] = key in tickets
-            items.append(Item(f"apply-{app}", tuple(str(run_dir(c).path) for c in ok),
-                              tuple(needed_epochs(first, app, settings)),
-                              str(apply_dir(first, app) / f"{cell_name(first)}.json"),
-                              settings, str(Path(first.paths.data).resolve())))
+            items.append(
+                Item(
+                    f"apply-{app}",
+                    tuple(str(run_dir(c).path) for c in ok),
+                    tuple(needed_epochs(first, app, settings)),
+                    str(apply_dir(first, app) / f"{cell_name(first)}.json"),
+                    settings,
+                    str(Path(first.paths.data).resolve()),
+                )
+            )
     return items
 
 
 def _ticket_cells(cfgs: Sequence[DictConfig]) -> set[tuple]:
     """The cells that get lottery tickets, by the phases zoo-phases wrote (if it ran)."""
     phases = read_json(zoo_dir_of(cfgs[0]) / "phases.json", {})
-    return prune.ticket_cells({key: phases.get(members[0].id) for key, members in sorted_cells(cfgs)},
-                              cfgs[0].apply.prune.tickets.cells_per_phase)
+    return prune.ticket_cells(
+        {key: phases.get(members[0].id) for key, members in sorted_cells(cfgs)},
+        cfgs[0].apply.prune.tickets.cells_per_phase,
+    )
 
 
 def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
@@ -98,15 +112,19 @@ def bench(cfg: DictConfig, settings: dict, data_root: str) -> apps.Bench:
     n_val = int(n_test * settings["val_fraction"])
     model = build({**cfg.model, "init": "default"})
     return apps.Bench(
-        model, spec_for(cfg.model.name, model.state_dict(), heads=heads(cfg.model)),
+        model,
+        spec_for(cfg.model.name, model.state_dict(), heads=heads(cfg.model)),
         train=task.batches(data, "train", bs, settings["bn_samples"], settings["seed"]),
         val=task.batches(data, "test", bs, n_val, settings["seed"]),
         test=task.batches(data, "test", bs, n_test - n_val, settings["seed"], offset=n_val),
-        max_iter=settings["max_iter"], task=task)
+        max_iter=settings["max_iter"],
+        task=task,
+    )
 
 
-def compute(app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping, cfg: DictConfig,
-            data_root: str) -> dict:
+def compute(
+    app: str, b: apps.Bench, runs: Sequence[dict[int, apps.State]], settings: Mapping, cfg: DictConfig, data_root: str
+) -> dict:
     """`app` on one cell: `runs` holds each seed's checkpoints by epoch (lmc, soup, transfer use the last);
     `cfg` is the config of its first seed (the zoo's recipe), `data_root` where the data sets are."""
     if app == "averaging":
@@ -133,9 +151,11 @@ def needed_epochs(cfg: DictConfig, app: str, settings: Mapping) -> list[int]:
     if (ref := settings.get("reference_epoch")) is not None:
         window = list(range(ref - 4, ref + 1))
         if missing := sorted(set(window) - set(saved)):
-            raise ValueError(f"apply.reference_epoch={ref} averages epochs {window}, but epochs {missing} are not "
-                             "in checkpoint.epochs: add them and retrain, or set apply.reference_epoch=null")
-    return sorted({*saved[-settings["last_k"]:], *window})
+            raise ValueError(
+                f"apply.reference_epoch={ref} averages epochs {window}, but epochs {missing} are not "
+                "in checkpoint.epochs: add them and retrain, or set apply.reference_epoch=null"
+            )
+    return sorted({*saved[-settings["last_k"] :], *window})
 
 
 def compute_cell(item: Item) -> dict:
@@ -143,14 +163,23 @@ def compute_cell(item: Item) -> dict:
     runs = [RunDir(p) for p in item.runs]
     cfg = runs[0].config()
     app = item.stage.removeprefix("apply-")
-    return {"models": item.models, "epoch": cfg.trainer.max_epochs,
-            **compute(app, bench(cfg, item.settings, item.data_root),
-                      [{e: checkpoint(r, e) for e in item.epochs} for r in runs], item.settings, cfg,
-                      item.data_root)}
+    return {
+        "models": item.models,
+        "epoch": cfg.trainer.max_epochs,
+        **compute(
+            app,
+            bench(cfg, item.settings, item.data_root),
+            [{e: checkpoint(r, e) for e in item.epochs} for r in runs],
+            item.settings,
+            cfg,
+            item.data_root,
+        ),
+    }
 
 
-def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | None = None,
-                 where: Mapping | None = None) -> list[dict]:
+def apply_packed(
+    source, app: str, data_root: str | Path, settings: Mapping | None = None, where: Mapping | None = None
+) -> list[dict]:
     """`app` over the cells of a packed zoo (a manifest, a shard directory or URLs: whatever
     `zoo.load.open_zoo` reads), in this process; one row per cell with at least two `ok` seeds:
     its axes, phase, models and the app's result. `settings` default to conf/apply/default.yaml.
@@ -165,22 +194,39 @@ def apply_packed(source, app: str, data_root: str | Path, settings: Mapping | No
             runs[meta["id"]][meta["epoch"]] = weights
             metas[meta["id"]] = meta
     if not metas:
-        raise ValueError(f"{source}: no sample with status ok matches where={where or {}}; nothing to apply "
-                         f"{app} to. Widen `where` or check the zoo with `zoo-pack verify`")
+        raise ValueError(
+            f"{source}: no sample with status ok matches where={where or {}}; nothing to apply "
+            f"{app} to. Widen `where` or check the zoo with `zoo-pack verify`"
+        )
     axes = next(iter(metas.values()))["config"]["zoo"]["axes"]
     by_cell = defaultdict(list)
     for model_id, meta in sorted(metas.items(), key=lambda kv: kv[1]["grid"]["seed"]):
         by_cell[tuple(meta["grid"][a] for a in axes)].append(model_id)
-    tickets = prune.ticket_cells({key: metas[ids[0]]["phase"] for key, ids in by_cell.items()},
-                                 settings["prune"]["tickets"]["cells_per_phase"]) if app == "prune" else set()
+    tickets = (
+        prune.ticket_cells(
+            {key: metas[ids[0]]["phase"] for key, ids in by_cell.items()},
+            settings["prune"]["tickets"]["cells_per_phase"],
+        )
+        if app == "prune"
+        else set()
+    )
     rows = []
     for key, ids in sorted(by_cell.items()):
         if len(ids) >= 2:
             meta, cfg = metas[ids[0]], OmegaConf.create(metas[ids[0]]["config"])
             cell_settings = {**settings, "prune": {**settings["prune"], "ticket_cell": key in tickets}}
-            rows.append(dict(zip(axes, key)) | {"phase": meta["phase"], "models": ids}
-                        | compute(app, bench(cfg, settings, str(data_root)), [runs[i] for i in ids], cell_settings,
-                                  cfg, str(data_root)))
+            rows.append(
+                dict(zip(axes, key))
+                | {"phase": meta["phase"], "models": ids}
+                | compute(
+                    app,
+                    bench(cfg, settings, str(data_root)),
+                    [runs[i] for i in ids],
+                    cell_settings,
+                    cfg,
+                    str(data_root),
+                )
+            )
     return rows
 
 
@@ -200,8 +246,10 @@ def table(cfgs: Sequence[DictConfig], app: str, results: Sequence[tuple]) -> lis
     app's metrics."""
     first = cfgs[0]
     phases = read_json(zoo_dir_of(first) / "phases.json", {})
-    return [dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)}
-            | {m: result.get(m) for m in METRICS[app]} for key, members, result in results]
+    return [
+        dict(zip(first.zoo.axes, key)) | {"phase": phases.get(members[0].id)} | {m: result.get(m) for m in METRICS[app]}
+        for key, members, result in results
+    ]
 
 
 def lmc_curves(rows: Sequence[dict], results: Sequence[tuple], key: str) -> dict[str, dict[str, list]]:
@@ -231,7 +279,9 @@ def by_phase(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
 def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Mapping | None = None) -> dict:
     """Compute every missing cell — in `workers` local processes, or as SLURM arrays with `slurm`
     (hydra.launcher settings) — then write the tables and figures; returns counts and both tables."""
-    counts = run_stage(compute_cell, apply_items(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0])
+    counts = run_stage(
+        compute_cell, apply_items(cfgs, app), stage=f"apply-{app}", workers=workers, slurm=slurm, cfg=cfgs[0]
+    )
     results = cell_results(cfgs, app)
     rows = table(cfgs, app, results)
     summary = by_phase(rows, METRICS[app])
@@ -241,14 +291,31 @@ def run_apply(cfgs: Sequence[DictConfig], app: str, workers: int = -1, slurm: Ma
         write_csv(summary, out / "by_phase.csv")
         phase_bars(summary, METRICS[app], figures / f"{app}_by_phase.png", title=f"{cfgs[0].zoo.name}: {app} per phase")
     if app == "lmc" and summary:
-        phase_curves(lmc_curves(rows, results, "err_test"), "test error", figures / "lmc_curves.png",
-                     title=f"{cfgs[0].zoo.name}: linear paths between seeds, mean per phase")
+        phase_curves(
+            lmc_curves(rows, results, "err_test"),
+            "test error",
+            figures / "lmc_curves.png",
+            title=f"{cfgs[0].zoo.name}: linear paths between seeds, mean per phase",
+        )
     if app == "prune" and summary:
         prune.figures(rows, [result for _, _, result in results], figures, cfgs[0].zoo.name)
     x, y = cfgs[0].zoo.axes
     for metric in METRICS[app]:
         if any(r[metric] is not None for r in rows):
-            heatmap(rows, x, y, metric, figures / f"{app}_{metric}.png", title=f"{cfgs[0].zoo.name}: {describe(metric)}",
-                    label="phase", diverging="gain" in metric)
-    return {"cells": counts["items"], "computed": counts["computed"], "failed": counts["failed"],
-            "rows": rows, "by_phase": summary}
+            heatmap(
+                rows,
+                x,
+                y,
+                metric,
+                figures / f"{app}_{metric}.png",
+                title=f"{cfgs[0].zoo.name}: {describe(metric)}",
+                label="phase",
+                diverging="gain" in metric,
+            )
+    return {
+        "cells": counts["items"],
+        "computed": counts["computed"],
+        "failed": counts["failed"],
+        "rows": rows,
+        "by_phase": summary,
+    }

@@ -44,9 +44,18 @@ def recipe(params, optim: Mapping, steps: int, offset: int = 0):
     return opt, schedule
 
 
-def train_steps(model: nn.Module, data: TensorData, optim: Mapping, *, steps: int, batch_size: int, seed: int,
-                trainable: Sequence[nn.Parameter] | None = None, masks: Masks | None = None,
-                schedule_offset: int = 0) -> nn.Module:
+def train_steps(
+    model: nn.Module,
+    data: TensorData,
+    optim: Mapping,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    trainable: Sequence[nn.Parameter] | None = None,
+    masks: Masks | None = None,
+    schedule_offset: int = 0,
+) -> nn.Module:
     """`steps` optimizer steps of cross-entropy on shuffled training batches of `data`, in place.
 
     `optim` is a zoo model's optim section: its lr schedule spans `schedule_offset + steps` steps and
@@ -61,7 +70,7 @@ def train_steps(model: nn.Module, data: TensorData, optim: Mapping, *, steps: in
         apply_masks(model, masks)
     step, epoch = 0, 0
     while step < steps:
-        for x, y in data.batches("train", batch_size, shuffle=True, seed=seed, epoch=lambda: epoch):
+        for x, y in data.batches("train", batch_size, shuffle=True, seed=seed, epoch=lambda: epoch):  # noqa: B023 - read within this epoch
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

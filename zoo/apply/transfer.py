@@ -35,9 +35,11 @@ def target_data(cfg: DictConfig, settings: Mapping, data_root: str):
     """The target task of a zoo trained on `cfg.data`: (data, its data section)."""
     targets, source = settings["target"], cfg.data.name
     if source not in targets:
-        raise ConfigError(f"apply.transfer.target has no target task for data.name={source} (zoo {cfg.zoo.name}): "
-                          f"add apply.transfer.target.{source}: {{...}}, overrides of the zoo's data section "
-                          f"(e.g. {{name: cifar100, num_classes: 100}})")
+        raise ConfigError(
+            f"apply.transfer.target has no target task for data.name={source} (zoo {cfg.zoo.name}): "
+            f"add apply.transfer.target.{source}: {{...}}, overrides of the zoo's data section "
+            f"(e.g. {{name: cifar100, num_classes: 100}})"
+        )
     section = {**OmegaConf.to_container(cfg.data, resolve=True), **targets[source]}
     return datasets.load(section, data_root), section
 
@@ -66,8 +68,15 @@ def protocol(cfg: DictConfig, final: State, data, num_classes: int, settings: Ma
     def trained(model: nn.Module, probe: bool = False) -> float:
         model = new_head(model, num_classes, seed)
         head = model.get_submodule(head_name(model))
-        train_steps(model, data, cfg.optim, steps=steps, batch_size=settings["batch_size"], seed=cfg.seed,
-                    trainable=list(head.parameters()) if probe else None)
+        train_steps(
+            model,
+            data,
+            cfg.optim,
+            steps=steps,
+            batch_size=settings["batch_size"],
+            seed=cfg.seed,
+            trainable=list(head.parameters()) if probe else None,
+        )
         return evaluate(model, data.batches("test", settings["batch_size"]))["acc"]
 
     def pretrained() -> nn.Module:
@@ -75,10 +84,15 @@ def protocol(cfg: DictConfig, final: State, data, num_classes: int, settings: Ma
         model.load_state_dict(final)
         return model
 
-    out = {"probe_acc": trained(pretrained(), probe=True), "finetune_acc": trained(pretrained()),
-           "scratch_acc": trained(fresh_init(cfg))}
-    return out | {"probe_gain": out["probe_acc"] - out["scratch_acc"],
-                  "finetune_gain": out["finetune_acc"] - out["scratch_acc"]}
+    out = {
+        "probe_acc": trained(pretrained(), probe=True),
+        "finetune_acc": trained(pretrained()),
+        "scratch_acc": trained(fresh_init(cfg)),
+    }
+    return out | {
+        "probe_gain": out["probe_acc"] - out["scratch_acc"],
+        "finetune_gain": out["finetune_acc"] - out["scratch_acc"],
+    }
 
 
 def cell(cfg: DictConfig, finals: Sequence[State], settings: Mapping, data_root: str) -> dict:

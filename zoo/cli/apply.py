@@ -3,12 +3,14 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-apply", "app=averaging|lmc|soup [key=value ...]",
+    "zoo-apply",
+    "app=averaging|lmc|soup [key=value ...]",
     "Merge the seeds of every grid cell of the sweep the overrides select (those of `zoo-train -m`),\n"
     "as trained and after weight matching: averaging (checkpoints and seeds), lmc (loss barrier on the\n"
     "line between seeds), soup (uniform and greedy soups). Tables per cell and per phase, figures over\n"
     "the phase map (settings in conf/apply/). With hydra/launcher=slurm the cells go out as job arrays.",
-    ["zoo-apply app=lmc zoo=demo", "zoo-apply app=soup zoo=demo model.width=64,128"])
+    ["zoo-apply app=lmc zoo=demo", "zoo-apply app=soup zoo=demo model.width=64,128"],
+)
 
 
 def run(args: list[str]) -> int:

@@ -4,10 +4,12 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-cell", "INDEX [key=value ...]",
+    "zoo-cell",
+    "INDEX [key=value ...]",
     "Train cell INDEX (0-based, in zoo.sweep.cell_configs order) of the sweep the overrides select:\n"
     "what one SLURM array task of zoo-plan's sbatch lines runs.",
-    ["zoo-cell 0 zoo=demo", "zoo-cell $SLURM_ARRAY_TASK_ID zoo=cifar10_resnet18 cluster=example_gpu"])
+    ["zoo-cell 0 zoo=demo", "zoo-cell $SLURM_ARRAY_TASK_ID zoo=cifar10_resnet18 cluster=example_gpu"],
+)
 
 
 def run(args: list[str]) -> int:

@@ -17,7 +17,7 @@ OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "ZOO_DEBUG"
 COMMON_FLAGS = {
     "--config-dir DIR": f"also search DIR for configs, before the shipped ones (DIR/zoo/mine.yaml is zoo=mine; "
-                        f"or {USER_CONFIG_ENV}=DIR)",
+    f"or {USER_CONFIG_ENV}=DIR)",
     "--debug": f"full tracebacks instead of one-line errors (or {DEBUG_ENV}=1)",
     "-h, --help": "this help",
 }
@@ -30,11 +30,11 @@ class UsageError(ValueError):
 @dataclass
 class Script:
     name: str
-    usage: str                    # the arguments after the name
+    usage: str  # the arguments after the name
     summary: str
     examples: Sequence[str]
     flags: dict[str, str] = field(default_factory=dict)  # the script's own --flags: their help
-    own_flags_only: bool = True   # False: other `-x` flags pass through (zoo-train: Hydra's)
+    own_flags_only: bool = True  # False: other `-x` flags pass through (zoo-train: Hydra's)
 
     def help(self) -> str:
         flags = {**self.flags, **COMMON_FLAGS}
@@ -44,8 +44,13 @@ class Script:
         lines += ["", "overrides: Hydra's key=value (a=1,2 sweeps); config groups (group=option):"]
         groups = config_groups()
         lines += [f"  {group:<{max(map(len, groups)) + 2}}{' '.join(options)}" for group, options in groups.items()]
-        lines += ["", "examples:", *(f"  {e}" for e in self.examples), "",
-                  "exit codes: 0 done, 1 some work failed, 2 usage or config error, 130 interrupted"]
+        lines += [
+            "",
+            "examples:",
+            *(f"  {e}" for e in self.examples),
+            "",
+            "exit codes: 0 done, 1 some work failed, 2 usage or config error, 130 interrupted",
+        ]
         return "\n".join(lines)
 
 
@@ -78,8 +83,9 @@ def take_config_dirs(argv: list[str]) -> list[str]:
         if not os.path.isdir(d):
             raise UsageError(f"--config-dir {d}: no such folder")
     if dirs:
-        os.environ[USER_CONFIG_ENV] = os.pathsep.join([*map(os.path.abspath, dirs),
-                                                      *filter(None, [os.environ.get(USER_CONFIG_ENV)])])
+        os.environ[USER_CONFIG_ENV] = os.pathsep.join(
+            [*map(os.path.abspath, dirs), *filter(None, [os.environ.get(USER_CONFIG_ENV)])]
+        )
     return rest
 
 

@@ -3,11 +3,13 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-landscape", "[key=value ...]",
+    "zoo-landscape",
+    "[key=value ...]",
     "Hessian (top eigenvalue, trace) of every finished model, CKA and mode connectivity of every seed\n"
     "pair of a grid cell, for the sweep the overrides select (those of `zoo-train -m`; settings in\n"
     "conf/landscape/). With hydra/launcher=slurm the items go out as SLURM job arrays.",
-    ["zoo-landscape zoo=demo", "zoo-landscape zoo=demo landscape.bezier.steps=200 landscape.workers=2"])
+    ["zoo-landscape zoo=demo", "zoo-landscape zoo=demo landscape.bezier.steps=200 landscape.workers=2"],
+)
 
 
 def run(args: list[str]) -> int:

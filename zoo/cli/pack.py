@@ -12,13 +12,18 @@ from zoo.cli import front
 
 COMMANDS = ("pack", "verify", "hdf5")
 SCRIPT = front.Script(
-    "zoo-pack", "[pack|verify|hdf5] [key=value ...]",
+    "zoo-pack",
+    "[pack|verify|hdf5] [key=value ...]",
     "pack (default): webdataset shards + manifests/<zoo>.json of every trained model of a zoo;\n"
     "verify: check every shard and sample hash against a manifest (exit code 1 on a problem);\n"
     "hdf5: one HDF5 file of the packed zoo. Settings in conf/pack.yaml; the overrides of `zoo-train -m`\n"
     "select the zoo and its sweep (pack.all_runs=true also packs run dirs of other sub-grids).",
-    ["zoo-pack zoo=demo", "zoo-pack verify manifest=manifests/demo.json [shards=DIR or URL pattern]",
-     "zoo-pack hdf5 zoo=demo pack.hdf5_dtype=float16"])
+    [
+        "zoo-pack zoo=demo",
+        "zoo-pack verify manifest=manifests/demo.json [shards=DIR or URL pattern]",
+        "zoo-pack hdf5 zoo=demo pack.hdf5_dtype=float16",
+    ],
+)
 
 
 def compose(script: front.Script, args: list[str]):
@@ -47,14 +52,25 @@ def run(args: list[str]) -> int:
         ids = None if p.all_runs else [c.id for c in cell_configs(overrides, config_name="pack")]
         others = [] if ids is None else outside(cfg.paths.runs, cfg.zoo.name, ids)
         if others:
-            print(f"{len(others)} run dir(s) in {Path(cfg.paths.runs) / cfg.zoo.name / 'models'} are not models of "
-                  f"this sweep (another sub-grid or override): left out (pack.all_runs=true packs them too)")
-        manifest = pack_zoo(cfg.paths.runs, cfg.zoo.name, p.out, p.manifest, model_ids=ids,
-                            max_shard_bytes=p.max_shard_bytes, max_shard_count=p.max_shard_count,
-                            include_failed=p.include_failed)
+            print(
+                f"{len(others)} run dir(s) in {Path(cfg.paths.runs) / cfg.zoo.name / 'models'} are not models of "
+                f"this sweep (another sub-grid or override): left out (pack.all_runs=true packs them too)"
+            )
+        manifest = pack_zoo(
+            cfg.paths.runs,
+            cfg.zoo.name,
+            p.out,
+            p.manifest,
+            model_ids=ids,
+            max_shard_bytes=p.max_shard_bytes,
+            max_shard_count=p.max_shard_count,
+            include_failed=p.include_failed,
+        )
         counts = manifest["counts"]
-        print(f"packed {counts['packed_models']}/{counts['models']} models, {counts['samples']} samples into "
-              f"{len(manifest['shards'])} shards in {p.out} ({size(p.out)}); manifest {p.manifest}")
+        print(
+            f"packed {counts['packed_models']}/{counts['models']} models, {counts['samples']} samples into "
+            f"{len(manifest['shards'])} shards in {p.out} ({size(p.out)}); manifest {p.manifest}"
+        )
         return front.OK
     if command == "hdf5":
         path = export_hdf5(p.manifest, p.hdf5, dtype=p.hdf5_dtype)

@@ -3,12 +3,24 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-phases", "[metrics_csv=PATH] [key=value ...]",
+    "zoo-phases",
+    "[metrics_csv=PATH] [key=value ...]",
     "Label every grid cell of a zoo with its loss-landscape phase (I, II, III, IV-A, IV-B; thresholds in\n"
     "conf/phases/) from its landscape metrics; write phases.csv, phases.json and the figures. With\n"
     "metrics_csv=PATH, re-label any table with the columns (the zoo's axes, train_loss, mc_loss_train, cka).",
-    ["zoo-phases zoo=demo", "zoo-phases zoo=demo phases.train_loss=0.1", "zoo-phases metrics_csv=table.csv zoo=demo"])
-SHOWN = ("n_models", "train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train", "phase")
+    ["zoo-phases zoo=demo", "zoo-phases zoo=demo phases.train_loss=0.1", "zoo-phases metrics_csv=table.csv zoo=demo"],
+)
+SHOWN = (
+    "n_models",
+    "train_loss",
+    "test_acc",
+    "test_rel_l2",
+    "hessian_top",
+    "hessian_trace",
+    "cka",
+    "mc_loss_train",
+    "phase",
+)
 
 
 def run(args: list[str]) -> None:
@@ -31,8 +43,7 @@ def run(args: list[str]) -> None:
         axes = list(cfgs[0].zoo.axes)
     columns = [*axes, *(c for c in SHOWN if c in rows[0])]
     print(format_table(columns, [[r[c] if r[c] is not None else "-" for c in columns] for r in rows]))
-    print("\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}"
-                                        for p in (*PHASES, None)))
+    print("\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}" for p in (*PHASES, None)))
     print(f"phase table: {out}\nfigures: {out.parent / 'figures' if not csv else out.parent}")
 
 

@@ -3,10 +3,12 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-plan", "zoo=NAME [cluster=PROFILE] [key=value ...]",
+    "zoo-plan",
+    "zoo=NAME [cluster=PROFILE] [key=value ...]",
     "The dry run of a zoo, before anything trains: models, parameters, checkpoint bytes, FLOPs,\n"
     "device-hours on the cluster profile (conf/cluster/), memory per task, and the sbatch arrays.",
-    ["zoo-plan zoo=demo", "zoo-plan zoo=cifar10_resnet18 cluster=example_gpu model.width=16,64"])
+    ["zoo-plan zoo=demo", "zoo-plan zoo=cifar10_resnet18 cluster=example_gpu model.width=16,64"],
+)
 
 
 def run(args: list[str]) -> None:

@@ -3,11 +3,16 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-run", "[key=value ...]",
+    "zoo-run",
+    "[key=value ...]",
     "The whole pipeline of a zoo (default: the offline demo zoo): train, landscape, phases, the merging\n"
     "apps (apply.apps), pack, verify, HDF5. Every stage skips finished work and resumes the rest.",
-    ["zoo-run", "zoo-run zoo=demo model.width=8,16 trainer.max_epochs=3 'apply.apps=[lmc]'",
-     "zoo-run zoo=mine --config-dir ./myconf hydra/launcher=slurm cluster=local"])
+    [
+        "zoo-run",
+        "zoo-run zoo=demo model.width=8,16 trainer.max_epochs=3 'apply.apps=[lmc]'",
+        "zoo-run zoo=mine --config-dir ./myconf hydra/launcher=slurm cluster=local",
+    ],
+)
 
 
 def run(args: list[str]) -> int:

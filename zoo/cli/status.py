@@ -3,11 +3,13 @@
 from zoo.cli import front
 
 SCRIPT = front.Script(
-    "zoo-status", "[--failed] [key=value ...]",
+    "zoo-status",
+    "[--failed] [key=value ...]",
     "How far a zoo is: ok / diverged / failed / running / pending / missing per grid cell and in total,\n"
     "from the run dirs and squeue. Takes the overrides of `zoo-train -m` that selected the zoo.",
     ["zoo-status zoo=demo", "zoo-status zoo=cifar10_resnet18 cluster=example_gpu --failed"],
-    flags={"--failed": "list every failed model and how to resubmit it"})
+    flags={"--failed": "list every failed model and how to resubmit it"},
+)
 
 
 def run(args: list[str]) -> None:

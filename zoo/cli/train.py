@@ -7,15 +7,20 @@ from zoo.cli import front
 from zoo.config import CONF_DIR, search_path_overrides
 
 SCRIPT = front.Script(
-    "zoo-train", "[-m] [key=value ...]",
+    "zoo-train",
+    "[-m] [key=value ...]",
     "Train one model (its run dir under runs/<zoo>/models/<id>/), or with -m every cell of a zoo's grid\n"
     "(command-line sweeps replace the zoo's axis values). Finished models are skipped, killed ones\n"
     "resume. Hydra's own flags (-m, --cfg job, --info, --hydra-help) work as in any Hydra app.",
-    ["zoo-train model.width=64 data.batch_size=32 seed=3", "zoo-train -m zoo=demo model.width=8,16 trainer.max_epochs=3",
-     "zoo-train -m zoo=demo hydra/launcher=population",
-     "zoo-train -m zoo=cifar10_resnet18 hydra/launcher=slurm cluster=example_gpu"],
+    [
+        "zoo-train model.width=64 data.batch_size=32 seed=3",
+        "zoo-train -m zoo=demo model.width=8,16 trainer.max_epochs=3",
+        "zoo-train -m zoo=demo hydra/launcher=population",
+        "zoo-train -m zoo=cifar10_resnet18 hydra/launcher=slurm cluster=example_gpu",
+    ],
     flags={"-m, --multirun": "train every cell of the sweep (the zoo's grid and command-line sweeps)"},
-    own_flags_only=False)
+    own_flags_only=False,
+)
 
 
 def train(cfg) -> str:

@@ -44,15 +44,17 @@ def outputs(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
     return features(model, batch[0]).flatten(1)
 
 
-def minibatch_cka(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
-                  featurize: Featurize = outputs) -> float:
+def minibatch_cka(
+    model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]], featurize: Featurize = outputs
+) -> float:
     """Linear CKA between the two models' features (`featurize(model, batch)`: (n, d), by default the
     outputs), accumulated over batches. Every batch needs more than 3 samples (rows)."""
     return cka_estimates(model_a, model_b, batches, featurize)["cka_unbiased"]
 
 
-def cka_estimates(model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]],
-                  featurize: Featurize = outputs) -> dict[str, float]:
+def cka_estimates(
+    model_a: nn.Module, model_b: nn.Module, batches: Iterable[Sequence[Tensor]], featurize: Featurize = outputs
+) -> dict[str, float]:
     """Both estimates from one pass over the batches:
 
     `cka_unbiased`: unbiased HSIC summed over batches (`minibatch_cka`, ours);

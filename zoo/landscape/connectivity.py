@@ -38,25 +38,40 @@ class BezierCurve(nn.Module):
         s = torch.linspace(0, 1, n_bends)[1:-1]
         self.ends = [torch.stack([pa, pb]) for pa, pb in zip(a, b)]
         self.bends = nn.ParameterList(  # (n_bends - 2, *shape) per parameter
-            [pa + (pb - pa) * s.to(pa).reshape(-1, *[1] * pa.dim()) for pa, pb in zip(a, b)])
+            [pa + (pb - pa) * s.to(pa).reshape(-1, *[1] * pa.dim()) for pa, pb in zip(a, b)]
+        )
         self.n_bends = n_bends
 
     def params(self, t: float) -> dict[str, Tensor]:
         """The model parameters at curve position t in [0, 1]."""
         n = self.n_bends - 1
         w = torch.tensor([math.comb(n, i) * t**i * (1 - t) ** (n - i) for i in range(n + 1)])
-        return {name: torch.tensordot(w.to(e), torch.cat([e[:1], bend, e[1:]]), 1)
-                for name, e, bend in zip(self.names, self.ends, self.bends)}
+        return {
+            name: torch.tensordot(w.to(e), torch.cat([e[:1], bend, e[1:]]), 1)
+            for name, e, bend in zip(self.names, self.ends, self.bends)
+        }
 
     def forward(self, x: Tensor, t: float) -> Tensor:
         return functional_call(self.model, self.params(t), (x,))
 
 
-def bezier_curve(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
-                 task: Task, *, n_bends: int = 3, steps: int = 1000, lr: float = 1e-2,
-                 optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
-                 schedule: str = "cosine", l2: float = 0.0, compound_lr: bool = False,
-                 seed: int = 0) -> BezierCurve:
+def bezier_curve(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    train_batches: Batches,
+    task: Task,
+    *,
+    n_bends: int = 3,
+    steps: int = 1000,
+    lr: float = 1e-2,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    l2: float = 0.0,
+    compound_lr: bool = False,
+    seed: int = 0,
+) -> BezierCurve:
     """Train the bends to minimize E_{t~U(0,1)} L(θ(t)) + l2/2·‖θ(t)‖² (L: the task's loss): one random t
     per step, cycling batches.
 
@@ -117,8 +132,9 @@ def _passes(batches: Batches) -> Iterator[tuple[Tensor, ...]]:
         yield from batches
 
 
-def evaluate_curve(curve: BezierCurve, task: Task, train_batches: Batches,
-                   test_batches: Batches | None = None, n_points: int = 21) -> dict[str, list[float]]:
+def evaluate_curve(
+    curve: BezierCurve, task: Task, train_batches: Batches, test_batches: Batches | None = None, n_points: int = 21
+) -> dict[str, list[float]]:
     """Loss and error at n_points evenly spaced t (endpoints included) on train (and test) batches.
 
     BatchNorm statistics (if the task has any) are recomputed from the train batches at every t.
@@ -134,8 +150,9 @@ def evaluate_curve(curve: BezierCurve, task: Task, train_batches: Batches,
     return out
 
 
-def evaluate_params(model: nn.Module, params: dict[str, Tensor], task: Task, train_batches: Batches,
-                    splits: dict[str, Batches]) -> dict[str, float]:
+def evaluate_params(
+    model: nn.Module, params: dict[str, Tensor], task: Task, train_batches: Batches, splits: dict[str, Batches]
+) -> dict[str, float]:
     """`loss_<split>` and `err_<split>` (`task.measure`) of `model` at `params` (its parameters by
     name), BatchNorm statistics first recomputed from `train_batches` (a merged model's own would be
     wrong) where the task has BatchNorm."""
@@ -163,11 +180,16 @@ def _recompute_batchnorm(model: nn.Module, params: dict[str, Tensor], inputs: Se
             seen += len(x)
 
 
-def linear_path(model_a: nn.Module, model_b: nn.Module, train_batches: Batches, task: Task,
-                test_batches: Batches | None = None, n_points: int = 21) -> dict[str, list[float]]:
+def linear_path(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    train_batches: Batches,
+    task: Task,
+    test_batches: Batches | None = None,
+    n_points: int = 21,
+) -> dict[str, list[float]]:
     """`evaluate_curve` along the straight segment between the two models."""
-    return evaluate_curve(BezierCurve(model_a, model_b, n_bends=2), task, train_batches,
-                          test_batches, n_points)
+    return evaluate_curve(BezierCurve(model_a, model_b, n_bends=2), task, train_batches, test_batches, n_points)
 
 
 def mode_connectivity(values: Sequence[float]) -> float:
@@ -177,15 +199,27 @@ def mode_connectivity(values: Sequence[float]) -> float:
     return mid - peak
 
 
-def connectivity_metrics(model_a: nn.Module, model_b: nn.Module, train_batches: Batches,
-                         test_batches: Batches, task: Task, *, n_points: int = 21,
-                         **bezier_kwargs) -> dict:
+def connectivity_metrics(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    train_batches: Batches,
+    test_batches: Batches,
+    task: Task,
+    *,
+    n_points: int = 21,
+    **bezier_kwargs,
+) -> dict:
     """mc of loss and error, train and test, on the trained Bezier curve (`mc_*`) and the linear
     path (`linear_mc_*`), plus both raw curves (`curve`, `linear`: dicts of lists) for plotting."""
     curve = bezier_curve(model_a, model_b, train_batches, task, **bezier_kwargs)
-    curves = {"curve": evaluate_curve(curve, task, train_batches, test_batches, n_points),
-              "linear": linear_path(model_a, model_b, train_batches, task, test_batches, n_points)}
-    metrics = {f"{prefix}mc_{key}": mode_connectivity(values)
-               for prefix, name in (("", "curve"), ("linear_", "linear"))
-               for key, values in curves[name].items() if key != "t"}
+    curves = {
+        "curve": evaluate_curve(curve, task, train_batches, test_batches, n_points),
+        "linear": linear_path(model_a, model_b, train_batches, task, test_batches, n_points),
+    }
+    metrics = {
+        f"{prefix}mc_{key}": mode_connectivity(values)
+        for prefix, name in (("", "curve"), ("linear_", "linear"))
+        for key, values in curves[name].items()
+        if key != "t"
+    }
     return {**metrics, **curves}

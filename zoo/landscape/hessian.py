@@ -19,10 +19,20 @@ HVP = Callable[[Tensor], Tensor]
 MIN_PROBES = 10  # before trusting the sample standard deviation in the stopping rule
 
 
-def hessian_metrics(model: nn.Module, task: Any, batches: Sequence[tuple[Tensor, ...]],
-                    *, top_n: int = 1, max_iter: int = 100, tol: float = 1e-3,
-                    trace_tol: float = 1e-2, deflate: int = 32, probe_batch: int = 1,
-                    which: str = "algebraic", seed: int = 0) -> dict:
+def hessian_metrics(
+    model: nn.Module,
+    task: Any,
+    batches: Sequence[tuple[Tensor, ...]],
+    *,
+    top_n: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    trace_tol: float = 1e-2,
+    deflate: int = 32,
+    probe_batch: int = 1,
+    which: str = "algebraic",
+    seed: int = 0,
+) -> dict:
     """Hessian metrics of the sample-weighted mean over `batches` of the task's loss
     (`task.loss(net, batch)`, mean-reduced, weighted by `task.size(batch)`; zoo.train.tasks).
 
@@ -46,8 +56,7 @@ def hessian_metrics(model: nn.Module, task: Any, batches: Sequence[tuple[Tensor,
         if which not in ("algebraic", "magnitude"):
             raise ValueError(f"unknown which={which!r}; choose 'algebraic' or 'magnitude'")
         Q, T = _lanczos(hvp, like, top_n, max(deflate, top_n), max_iter, tol, gen, which == "magnitude")
-        trace, trace_std, n_probes = _deflated_trace(hvp, Q, T.trace().item(), max_iter,
-                                                     trace_tol, probe_batch, gen)
+        trace, trace_std, n_probes = _deflated_trace(hvp, Q, T.trace().item(), max_iter, trace_tol, probe_batch, gen)
     evals, evecs = torch.linalg.eigh(T)
     ranked = evals[_ranked(evals, which == "magnitude")]
     return {
@@ -70,8 +79,9 @@ def _hvp_fn(model: nn.Module, task: Any, batches) -> tuple[HVP, Tensor]:
 
     def hvp(V: Tensor) -> Tensor:
         batched = len(V) > 1
-        hv = torch.autograd.grad(grad, params, V if batched else V[0], retain_graph=True,
-                                 is_grads_batched=batched, materialize_grads=True)
+        hv = torch.autograd.grad(
+            grad, params, V if batched else V[0], retain_graph=True, is_grads_batched=batched, materialize_grads=True
+        )
         return torch.cat([h.reshape(len(V), -1) for h in hv], 1)
 
     return hvp, grad.detach()
@@ -82,8 +92,16 @@ def _ranked(theta: Tensor, magnitude: bool) -> Tensor:
     return theta.abs().argsort() if magnitude else torch.arange(len(theta))
 
 
-def _lanczos(hvp: HVP, like: Tensor, top_n: int, min_iter: int, max_iter: int, tol: float,
-             gen: torch.Generator, magnitude: bool = False) -> tuple[Tensor, Tensor]:
+def _lanczos(
+    hvp: HVP,
+    like: Tensor,
+    top_n: int,
+    min_iter: int,
+    max_iter: int,
+    tol: float,
+    gen: torch.Generator,
+    magnitude: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Orthonormal Krylov basis Q (m, P) and tridiagonal T = Q H Q^T (float64, m x m)."""
     q = torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device)
     Q, alphas, betas = [q / q.norm()], [], []
@@ -113,8 +131,9 @@ def _tridiagonal(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
     return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
 
 
-def _deflated_trace(hvp: HVP, Q: Tensor, trace_q: float, max_iter: int, trace_tol: float,
-                    probe_batch: int, gen: torch.Generator) -> tuple[float, float, int]:
+def _deflated_trace(
+    hvp: HVP, Q: Tensor, trace_q: float, max_iter: int, trace_tol: float, probe_batch: int, gen: torch.Generator
+) -> tuple[float, float, int]:
     """trace_q + mean of u^T H u over Rademacher probes projected off Q, with its standard error."""
     z = torch.zeros(0, dtype=torch.float64)
     while len(z) < max_iter:

@@ -52,8 +52,14 @@ def landscape_items(cfgs: Sequence[DictConfig]) -> list[Item]:
 
     def item(members: Sequence[DictConfig], out: Path) -> Item:
         first = members[0]
-        return Item("landscape", tuple(str(run_dir(c).path) for c in members), measured_epochs(first), str(out),
-                    OmegaConf.to_container(first.landscape, resolve=True), str(Path(first.paths.data).resolve()))
+        return Item(
+            "landscape",
+            tuple(str(run_dir(c).path) for c in members),
+            measured_epochs(first),
+            str(out),
+            OmegaConf.to_container(first.landscape, resolve=True),
+            str(Path(first.paths.data).resolve()),
+        )
 
     items = [item([c], run_dir(c).path / "landscape.json") for c in ok]
     for seeds in cells(ok).values():
@@ -64,12 +70,14 @@ def landscape_items(cfgs: Sequence[DictConfig]) -> list[Item]:
 
 # -- measuring one item (runs in a worker process) -------------------------------------------
 
+
 def checkpoint(run: RunDir, epoch: int) -> dict[str, torch.Tensor]:
     """The state dict a run saved at `epoch`."""
     path = run.ckpt_path(epoch)
     if not path.exists():
-        raise FileNotFoundError(f"{path} missing: add epoch {epoch} to checkpoint.epochs and retrain, "
-                                f"or measure another epoch")
+        raise FileNotFoundError(
+            f"{path} missing: add epoch {epoch} to checkpoint.epochs and retrain, or measure another epoch"
+        )
     return load_file(path)
 
 
@@ -85,8 +93,9 @@ def train_loader(data, batch_size: int, seed: int) -> datasets.Batches:
     on every pass (the reference study measures Hessian and Bezier curves on its train loader);
     classification data only."""
     passes = itertools.count()
-    return datasets.Batches(*data.split("train"), batch_size, shuffle=True, seed=seed, epoch=passes.__next__,
-                            transform=data.transform)
+    return datasets.Batches(
+        *data.split("train"), batch_size, shuffle=True, seed=seed, epoch=passes.__next__, transform=data.transform
+    )
 
 
 def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictConfig) -> dict:
@@ -98,16 +107,30 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
     else:  # ours: a fixed, seeded, unaugmented subset
         batches = task.batches(data, h.split, h.batch_size, h.n_samples, h.seed)
     start = time.perf_counter()
-    m = hessian_metrics(_model(run, cfg, epoch), task, batches, top_n=h.top_n,
-                        max_iter=h.max_iter, tol=h.tol, trace_tol=h.trace_tol,
-                        which=h.get("which", "algebraic"), seed=h.seed)
-    return {"hessian_top": m["top_eigenvalues"][0], "hessian_top_eigenvalues": m["top_eigenvalues"],
-            "hessian_trace": m["trace"], "hessian_trace_std": m["trace_std"], "hessian_n_hvp": m["n_hvp"],
-            "seconds": round(time.perf_counter() - start, 3)}
+    m = hessian_metrics(
+        _model(run, cfg, epoch),
+        task,
+        batches,
+        top_n=h.top_n,
+        max_iter=h.max_iter,
+        tol=h.tol,
+        trace_tol=h.trace_tol,
+        which=h.get("which", "algebraic"),
+        seed=h.seed,
+    )
+    return {
+        "hessian_top": m["top_eigenvalues"][0],
+        "hessian_top_eigenvalues": m["top_eigenvalues"],
+        "hessian_trace": m["trace"],
+        "hessian_trace_std": m["trace_std"],
+        "hessian_n_hvp": m["n_hvp"],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
-def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfig], epoch: int, data,
-                  land: DictConfig) -> dict:
+def _pair_metrics(
+    runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfig], epoch: int, data, land: DictConfig
+) -> dict:
     from zoo.landscape.cka import cka_estimates
     from zoo.landscape.connectivity import connectivity_metrics
 
@@ -115,7 +138,7 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
     a, b = (_model(r, c, epoch) for r, c in zip(runs, cfgs))
     start = time.perf_counter()
     ck = land.cka
-    cka_batches = task.batches(data, ck.split, ck.batch_size)[:ck.get("n_batches")]  # None: all
+    cka_batches = task.batches(data, ck.split, ck.batch_size)[: ck.get("n_batches")]  # None: all
     estimates = cka_estimates(a, b, cka_batches, lambda m, batch: task.features(m, batch, ck.layer))
     result = {"cka": estimates[f"cka_{ck.get('estimator', 'unbiased')}"], **estimates}
     bz = land.bezier
@@ -126,9 +149,20 @@ def _pair_metrics(runs: tuple[RunDir, RunDir], cfgs: tuple[DictConfig, DictConfi
         train = task.batches(data, "train", bz.batch_size)
     steps = bz.epochs * len(train) if bz.get("epochs") else bz.steps
     options = {k: bz[k] for k in ("momentum", "schedule", "l2", "compound_lr") if k in bz}
-    result |= connectivity_metrics(a, b, train, test, task, n_bends=bz.n_bends, steps=steps,
-                                   lr=bz.lr, optimizer=bz.optimizer, n_points=bz.n_points, seed=bz.seed,
-                                   **options)
+    result |= connectivity_metrics(
+        a,
+        b,
+        train,
+        test,
+        task,
+        n_bends=bz.n_bends,
+        steps=steps,
+        lr=bz.lr,
+        optimizer=bz.optimizer,
+        n_points=bz.n_points,
+        seed=bz.seed,
+        **options,
+    )
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
 
@@ -140,8 +174,12 @@ def measure(item: Item) -> dict:
     data = datasets.load(cfgs[0].data, item.data_root)
     land = OmegaConf.create(dict(item.settings))
     pair = len(runs) == 2
-    return {str(epoch): _pair_metrics(runs, cfgs, epoch, data, land) if pair
-            else _model_metrics(runs[0], cfgs[0], epoch, data, land) for epoch in item.epochs}
+    return {
+        str(epoch): _pair_metrics(runs, cfgs, epoch, data, land)
+        if pair
+        else _model_metrics(runs[0], cfgs[0], epoch, data, land)
+        for epoch in item.epochs
+    }
 
 
 def run_landscape(cfgs: Sequence[DictConfig], workers: int = -1, slurm: dict | None = None) -> dict[str, int]:

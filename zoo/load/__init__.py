@@ -13,5 +13,21 @@ from zoo.load.targets import Targets
 from zoo.load.tokens import Tokens
 from zoo.load.views import decode_safetensors, flat, layers, unflatten
 
-__all__ = ["open_zoo", "ZooH5Dataset", "Permute", "permute", "Noise", "Erase", "Chain", "Normalizer", "Targets",
-           "Tokens", "split_of", "ShardError", "flat", "layers", "unflatten", "decode_safetensors"]
+__all__ = [
+    "open_zoo",
+    "ZooH5Dataset",
+    "Permute",
+    "permute",
+    "Noise",
+    "Erase",
+    "Chain",
+    "Normalizer",
+    "Targets",
+    "Tokens",
+    "split_of",
+    "ShardError",
+    "flat",
+    "layers",
+    "unflatten",
+    "decode_safetensors",
+]

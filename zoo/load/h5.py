@@ -32,11 +32,23 @@ class ZooH5Dataset(Dataset):
     each model (sequence prediction θ_e → θ_e', ModelZooDataset's task="sequence_prediction").
     """
 
-    def __init__(self, path: str | Path, *, view: str = "flat", epochs=None, where: Mapping | None = None,
-                 split: str | None = None, splits=(0.7, 0.15, 0.15), split_seed: int = 0,
-                 targets: list[str] | Targets | None = None, normalize: bool | Normalizer = False,
-                 finite: bool = False, max_abs: float | None = None, transform: Transform | None = None,
-                 pairs: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        view: str = "flat",
+        epochs=None,
+        where: Mapping | None = None,
+        split: str | None = None,
+        splits=(0.7, 0.15, 0.15),
+        split_seed: int = 0,
+        targets: list[str] | Targets | None = None,
+        normalize: bool | Normalizer = False,
+        finite: bool = False,
+        max_abs: float | None = None,
+        transform: Transform | None = None,
+        pairs: bool = False,
+    ):
         views.check(view)
         self.path = Path(path)
         self._h5, self._pid = None, None
@@ -82,13 +94,18 @@ def refuse_outside_data(h5: h5py.File, path: Path) -> None:
     """ShardError if the file would read data from elsewhere: external links, external or virtual datasets."""
     link = h5.visititems_links(lambda name, target: name if isinstance(target, h5py.ExternalLink) else None)
     if link is not None:
-        raise ShardError(f"{path}: {link!r} is an external link to {h5.get(link, getlink=True).filename!r}; "
-                         "refused: an export holds its own data. Re-export it with `zoo-pack hdf5`")
-    outside = h5.visititems(lambda name, obj: name if isinstance(obj, h5py.Dataset)
-                            and (obj.external or obj.is_virtual) else None)
+        raise ShardError(
+            f"{path}: {link!r} is an external link to {h5.get(link, getlink=True).filename!r}; "
+            "refused: an export holds its own data. Re-export it with `zoo-pack hdf5`"
+        )
+    outside = h5.visititems(
+        lambda name, obj: name if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual) else None
+    )
     if outside is not None:
-        raise ShardError(f"{path}: dataset {outside!r} stores its data in other files; refused: "
-                         "an export holds its own data. Re-export it with `zoo-pack hdf5`")
+        raise ShardError(
+            f"{path}: dataset {outside!r} stores its data in other files; refused: "
+            "an export holds its own data. Re-export it with `zoo-pack hdf5`"
+        )
 
 
 def _rows(group: h5py.Group, where: Where) -> list[int] | range:

@@ -38,7 +38,7 @@ def welford(stats: dict, name: str, t: torch.Tensor) -> None:
     total = s["count"] + n
     delta = mean - s["mean"]
     s["mean"] += delta * n / total
-    s["m2"] += m2 + delta ** 2 * s["count"] * n / total
+    s["m2"] += m2 + delta**2 * s["count"] * n / total
     s["count"] = total
 
 
@@ -51,10 +51,14 @@ def layer_stats(samples) -> dict[str, dict]:
                 welford(stats, name, t)
     bad = [name for name, s in stats.items() if not math.isfinite(s["mean"] + s["m2"])]
     if bad:
-        raise ValueError(f"normalization statistics of {bad} are not finite: the training samples hold NaN/inf "
-                         "weights; select finite ones with finite=True or where={'status': 'ok'}")
-    return {name: {"count": s["count"], "mean": s["mean"], "std": math.sqrt(s["m2"] / s["count"])}
-            for name, s in stats.items()}
+        raise ValueError(
+            f"normalization statistics of {bad} are not finite: the training samples hold NaN/inf "
+            "weights; select finite ones with finite=True or where={'status': 'ok'}"
+        )
+    return {
+        name: {"count": s["count"], "mean": s["mean"], "std": math.sqrt(s["m2"] / s["count"])}
+        for name, s in stats.items()
+    }
 
 
 class Normalizer:
@@ -63,23 +67,35 @@ class Normalizer:
     def __init__(self, stats: Mapping[str, Mapping], dtype: torch.dtype = torch.float32):
         self.stats, self.dtype = dict(stats), dtype
         self.mean = {n: float(torch.tensor(s["mean"], dtype=torch.float32)) for n, s in self.stats.items()}
-        self.scale = {n: 2.0 ** round(math.log2(s["std"])) if s["std"] > 0 and math.isfinite(s["std"]) else 1.0
-                      for n, s in self.stats.items()}
+        self.scale = {
+            n: 2.0 ** round(math.log2(s["std"])) if s["std"] > 0 and math.isfinite(s["std"]) else 1.0
+            for n, s in self.stats.items()
+        }
 
     def __call__(self, weights: Mapping[str, torch.Tensor], meta: Mapping | None = None) -> dict[str, torch.Tensor]:
-        return {name: ((t.double() - self.mean[self._known(name)]) / self.scale[name]).to(self.dtype)
-                if t.is_floating_point() else t for name, t in weights.items()}
+        return {
+            name: ((t.double() - self.mean[self._known(name)]) / self.scale[name]).to(self.dtype)
+            if t.is_floating_point()
+            else t
+            for name, t in weights.items()
+        }
 
     def inverse(self, weights: Mapping[str, torch.Tensor], meta: Mapping | None = None) -> dict[str, torch.Tensor]:
         """Weights back in their own scale, in the dtypes of `meta["layout"]` (float32 without meta)."""
         dtypes = {s["name"]: getattr(torch, s["dtype"]) for s in (meta or {}).get("layout", [])}
-        return {name: (t.double() * self.scale[self._known(name)] + self.mean[name]).to(dtypes.get(name, torch.float32))
-                if t.is_floating_point() else t for name, t in weights.items()}
+        return {
+            name: (t.double() * self.scale[self._known(name)] + self.mean[name]).to(dtypes.get(name, torch.float32))
+            if t.is_floating_point()
+            else t
+            for name, t in weights.items()
+        }
 
     def _known(self, name: str) -> str:
         if name not in self.stats:
-            raise KeyError(f"no normalization statistics for tensor {name!r} (known: {sorted(self.stats)}); "
-                           "compute them over samples of this architecture")
+            raise KeyError(
+                f"no normalization statistics for tensor {name!r} (known: {sorted(self.stats)}); "
+                "compute them over samples of this architecture"
+            )
         return name
 
 
@@ -97,8 +113,16 @@ def cache_path(source, selection: Mapping) -> Path | None:
     return path.with_name(f"{path.stem}.norm-{digest}.json")
 
 
-def training_stats(source, *, split_args: Mapping, epochs=None, where: Mapping | None = None,
-                   finite: bool = False, max_abs: float | None = None, shards=None) -> dict[str, dict]:
+def training_stats(
+    source,
+    *,
+    split_args: Mapping,
+    epochs=None,
+    where: Mapping | None = None,
+    finite: bool = False,
+    max_abs: float | None = None,
+    shards=None,
+) -> dict[str, dict]:
     """Per-layer statistics over the training split of `source` (all of it if `split_args` is empty), cached."""
     from zoo.load.stream import open_zoo  # stream imports this module
 
@@ -108,8 +132,19 @@ def training_stats(source, *, split_args: Mapping, epochs=None, where: Mapping |
     if path is not None and path.exists():
         return json.loads(path.read_text())
     split = {"split": "train", **split_args} if split_args else {}
-    stats = layer_stats(w for w, _ in open_zoo(source, view="state_dict", epochs=epochs, where=where,
-                                               finite=finite, max_abs=max_abs, shards=shards, **split))
+    stats = layer_stats(
+        w
+        for w, _ in open_zoo(
+            source,
+            view="state_dict",
+            epochs=epochs,
+            where=where,
+            finite=finite,
+            max_abs=max_abs,
+            shards=shards,
+            **split,
+        )
+    )
     if not stats:
         raise ValueError(f"{source}: no samples in the training split to compute normalization statistics from")
     if path is not None:

@@ -11,8 +11,12 @@ import torch
 from zoo.align.permutation import apply, heads, random_perms, spec_for
 
 
-def permute(weights: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
-            arch: str = "sequential", n_heads: int | None = None) -> dict[str, torch.Tensor]:
+def permute(
+    weights: Mapping[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+    arch: str = "sequential",
+    n_heads: int | None = None,
+) -> dict[str, torch.Tensor]:
     """A copy of `weights` with the hidden units of every layer randomly permuted (transformers:
     attention heads too, given their count)."""
     spec = spec_for(arch, weights, heads=n_heads)

@@ -115,7 +115,7 @@ def _read_into(stream: BinaryIO, buf: bytearray, start: int) -> int:
         if hasattr(stream, "readinto"):
             return stream.readinto(view[start:]) or 0
         data = stream.read(len(buf) - start)  # webdataset's `pipe:` streams only have read()
-        view[start:start + len(data)] = data
+        view[start : start + len(data)] = data
         return len(data)
 
 
@@ -153,8 +153,10 @@ def open_shard(url: str, size: int | None = None) -> BinaryIO:
         if not stat.S_ISREG(st.st_mode):
             raise ShardError(f"{url}: not a regular file (a FIFO, device or directory); refused")
         if size is not None and st.st_size != size:
-            raise ShardError(f"{url}: {st.st_size} bytes, its manifest lists {size}: the shard is from another "
-                             f"pack or was cut; {REPACK}")
+            raise ShardError(
+                f"{url}: {st.st_size} bytes, its manifest lists {size}: the shard is from another "
+                f"pack or was cut; {REPACK}"
+            )
     return gopen(url)
 
 
@@ -164,12 +166,16 @@ def check_shard(reader: CountingReader, url: str, entry: Mapping) -> None:
     if reader.bytes != entry["bytes"]:
         raise ShardError(f"{url}: {reader.bytes} bytes read, its manifest lists {entry['bytes']}; {REPACK}")
     if reader.sha is not None and reader.sha.hexdigest() != entry["sha256"]:
-        raise ShardError(f"{url}: sha256 differs from its manifest's: the shard is corrupt or from another pack; "
-                         f"{REPACK}")
+        raise ShardError(
+            f"{url}: sha256 differs from its manifest's: the shard is corrupt or from another pack; {REPACK}"
+        )
 
 
-def open_shards(urls: Iterable[dict], handler: Callable[[Exception], bool] = reraise_exception,
-                entries: Mapping[str, Mapping] | None = None) -> Iterator[dict]:
+def open_shards(
+    urls: Iterable[dict],
+    handler: Callable[[Exception], bool] = reraise_exception,
+    entries: Mapping[str, Mapping] | None = None,
+) -> Iterator[dict]:
     """webdataset stage: `{"url"}` → `{"url", "stream"}` (open_shard; sizes from the manifest `entries`)."""
     for source in urls:
         url = source["url"]
@@ -181,8 +187,12 @@ def open_shards(urls: Iterable[dict], handler: Callable[[Exception], bool] = rer
                 break
 
 
-def tar_members(sources: Iterable[dict], handler: Callable[[Exception], bool] = reraise_exception,
-                entries: Mapping[str, Mapping] | None = None, check_hash: bool = False) -> Iterator[dict]:
+def tar_members(
+    sources: Iterable[dict],
+    handler: Callable[[Exception], bool] = reraise_exception,
+    entries: Mapping[str, Mapping] | None = None,
+    check_hash: bool = False,
+) -> Iterator[dict]:
     """webdataset stage: opened shards (`{"url", "stream"}`) → `{"fname", "data", "__url__"}`, then `{}`
     at the end of each shard so that no sample spans two shards.
 

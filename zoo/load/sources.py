@@ -29,8 +29,10 @@ def read_manifest(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a JSON manifest; re-download it or re-run zoo-pack") from None
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise ValueError(f"{path}: manifest schema_version {found!r}, this zoo "
-                         f"package reads {SCHEMA_VERSION}; upgrade the package or re-run zoo-pack")
+        raise ValueError(
+            f"{path}: manifest schema_version {found!r}, this zoo "
+            f"package reads {SCHEMA_VERSION}; upgrade the package or re-run zoo-pack"
+        )
     problem = _manifest_problem(manifest)
     if problem:
         raise ValueError(f"{path}: {problem}; re-download the manifest or re-run zoo-pack")
@@ -46,8 +48,9 @@ def _manifest_problem(manifest: dict) -> str | None:
     for s in shards:
         if not isinstance(s.get("name"), str) or not SHARD_NAME.fullmatch(s["name"]):
             return "a shard name is not a flat `<zoo>-<generation>-NNNNNN.tar` file name"
-        if not all(isinstance(s.get(k), int) and s[k] >= 0 for k in ("bytes", "samples")) \
-                or not isinstance(s.get("sha256"), str):
+        if not all(isinstance(s.get(k), int) and s[k] >= 0 for k in ("bytes", "samples")) or not isinstance(
+            s.get("sha256"), str
+        ):
             return f"shard {s['name']}: `bytes` and `samples` must be counts, `sha256` a string"
     if len({s["name"] for s in shards}) != len(shards):
         return "a shard is listed twice"
@@ -68,15 +71,22 @@ def manifest_location(manifest_path: str | Path, manifest: dict) -> str | Path:
         return location.rstrip("/")
     root = Path(manifest_path).resolve().parent.parent
     where = (Path(manifest_path).resolve().parent / location).resolve()
-    if "://" in location or ":" in location.split("/")[0] or PurePosixPath(location).is_absolute() \
-            or not where.is_relative_to(root):
-        raise ValueError(f"{manifest_path}: its shard location leaves the folder {root} (absolute, `..` or a "
-                         "non-http scheme); refused. Pass shards=<dir or URL pattern> where the shards are")
+    if (
+        "://" in location
+        or ":" in location.split("/")[0]
+        or PurePosixPath(location).is_absolute()
+        or not where.is_relative_to(root)
+    ):
+        raise ValueError(
+            f"{manifest_path}: its shard location leaves the folder {root} (absolute, `..` or a "
+            "non-http scheme); refused. Pass shards=<dir or URL pattern> where the shards are"
+        )
     return where
 
 
-def locate(manifest_path: str | Path, manifest: dict,
-           shards: str | Path | None = None) -> tuple[dict[str, str], list[str]]:
+def locate(
+    manifest_path: str | Path, manifest: dict, shards: str | Path | None = None
+) -> tuple[dict[str, str], list[str]]:
     """`({shard name: url}, extra)`: the manifest's shards that exist under `shards` (default: the
     manifest's `location`), and the files or URLs there that the manifest does not list."""
     names = [s["name"] for s in manifest["shards"]]
@@ -84,8 +94,11 @@ def locate(manifest_path: str | Path, manifest: dict,
     if isinstance(where, str) and where.startswith(URL_SCHEMES) and shards is None:
         files = {name: f"{where}/{name}" for name in names}
     elif Path(where).is_dir():
-        files = {p.name: str(p) for p in sorted(Path(where).iterdir())
-                 if not p.is_dir() and not p.name.startswith(".") and p.name != CARD}  # not a pack's lock, temp files, card
+        files = {
+            p.name: str(p)
+            for p in sorted(Path(where).iterdir())
+            if not p.is_dir() and not p.name.startswith(".") and p.name != CARD
+        }  # not a pack's lock, temp files, card
     elif shards is None:
         files = {}  # the manifest's own location is gone: every shard is missing
     else:  # a URL pattern: match by the name after the last slash
@@ -104,8 +117,10 @@ def shard_urls(source: str | Path | list[str], shards: str | Path | None = None)
         missing = [s["name"] for s in manifest["shards"] if s["name"] not in found]
         if missing:
             where = shards or manifest_location(source, manifest)
-            raise FileNotFoundError(f"{len(missing)} shard(s) of {source} not found in {where}, e.g. {missing[0]}; "
-                                    "pass shards=<dir or URL pattern> where they are")
+            raise FileNotFoundError(
+                f"{len(missing)} shard(s) of {source} not found in {where}, e.g. {missing[0]}; "
+                "pass shards=<dir or URL pattern> where they are"
+            )
         return [found[s["name"]] for s in manifest["shards"]], {found[s["name"]]: s for s in manifest["shards"]}
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         return directory_shards(Path(source)), {}
@@ -120,6 +135,8 @@ def directory_shards(folder: Path) -> list[str]:
         raise FileNotFoundError(f"no *.tar shards in {folder}")
     packs = sorted({m.group("pack") if (m := SHARD_NAME.fullmatch(Path(u).name)) else Path(u).name for u in urls})
     if len(packs) > 1:
-        raise ValueError(f"{folder} holds the shards of {len(packs)} packs ({', '.join(packs[:3])}); "
-                         "read it through its manifest (open_zoo('manifests/<zoo>.json')) or re-run zoo-pack")
+        raise ValueError(
+            f"{folder} holds the shards of {len(packs)} packs ({', '.join(packs[:3])}); "
+            "read it through its manifest (open_zoo('manifests/<zoo>.json')) or re-run zoo-pack"
+        )
     return urls

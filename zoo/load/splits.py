@@ -23,8 +23,10 @@ NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
 
 def check_ratios(splits: Sequence[float]) -> None:
     if len(splits) not in NAMES or any(r < 0 for r in splits) or abs(sum(splits) - 1) > 1e-6:
-        raise ValueError(f"splits={tuple(splits)}: give 2 (train, test) or 3 (train, val, test) non-negative "
-                         "ratios that sum to 1, or a mapping {split name: where-clause}")
+        raise ValueError(
+            f"splits={tuple(splits)}: give 2 (train, test) or 3 (train, val, test) non-negative "
+            "ratios that sum to 1, or a mapping {split name: where-clause}"
+        )
 
 
 def unit_hash(model_id: str, seed: int) -> float:
@@ -49,8 +51,7 @@ def split_of(meta: Mapping, splits: Sequence[float] | Mapping[str, Mapping], see
 class InSplit:
     """Picklable predicate on a sample's meta: is its model in split `name`?"""
 
-    def __init__(self, name: str, splits: Sequence[float] | Mapping[str, Mapping] = (0.7, 0.15, 0.15),
-                 seed: int = 0):
+    def __init__(self, name: str, splits: Sequence[float] | Mapping[str, Mapping] = (0.7, 0.15, 0.15), seed: int = 0):
         names = ("train", *splits) if isinstance(splits, Mapping) else NAMES.get(len(splits), ())
         if not isinstance(splits, Mapping):
             check_ratios(splits)

@@ -30,12 +30,26 @@ from zoo.shard_format import EXTENSIONS
 Transform = Callable[[dict[str, torch.Tensor], dict], dict[str, torch.Tensor]]
 
 
-def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None, where: Mapping | None = None,
-             split: str | None = None, splits=(0.7, 0.15, 0.15), split_seed: int = 0,
-             targets: list[str] | Targets | None = None, normalize: bool | Normalizer = False,
-             finite: bool = False, max_abs: float | None = None,
-             shuffle: int = 0, seed: int = 0, transform: Transform | None = None, shards: str | Path | None = None,
-             check_hash: bool = False, handler: Callable[[Exception], bool] = reraise_exception) -> wds.DataPipeline:
+def open_zoo(
+    source: str | Path | list[str],
+    *,
+    view: str = "flat",
+    epochs=None,
+    where: Mapping | None = None,
+    split: str | None = None,
+    splits=(0.7, 0.15, 0.15),
+    split_seed: int = 0,
+    targets: list[str] | Targets | None = None,
+    normalize: bool | Normalizer = False,
+    finite: bool = False,
+    max_abs: float | None = None,
+    shuffle: int = 0,
+    seed: int = 0,
+    transform: Transform | None = None,
+    shards: str | Path | None = None,
+    check_hash: bool = False,
+    handler: Callable[[Exception], bool] = reraise_exception,
+) -> wds.DataPipeline:
     """Stream the samples of a packed zoo as `(weights, meta)`, or `(weights, targets, meta)` with `targets`.
 
     source: a manifest (`manifests/<zoo>.json`), a directory of shards, or webdataset URLs
@@ -68,8 +82,11 @@ def open_zoo(source: str | Path | list[str], *, view: str = "flat", epochs=None,
     urls, entries = shard_urls(source, shards)
     split_args = {"splits": splits, "split_seed": split_seed} if split is not None else {}
     if normalize is True:
-        normalize = Normalizer(training_stats(source, split_args=split_args, epochs=epochs, where=where,
-                                              finite=finite, max_abs=max_abs, shards=shards))
+        normalize = Normalizer(
+            training_stats(
+                source, split_args=split_args, epochs=epochs, where=where, finite=finite, max_abs=max_abs, shards=shards
+            )
+        )
     if targets is not None and not isinstance(targets, Targets):
         targets = Targets.for_source(source, targets)
     prepare = Prepare(view, transform, normalize or None, targets, WeightFilter(finite, max_abs) or None)
@@ -135,8 +152,14 @@ class Prepare:
 
     Shared by `open_zoo` and `ZooH5Dataset`; picklable for DataLoader workers."""
 
-    def __init__(self, view: str, transform: Transform | None = None, normalizer: Normalizer | None = None,
-                 targets: Targets | None = None, keep: WeightFilter | None = None):
+    def __init__(
+        self,
+        view: str,
+        transform: Transform | None = None,
+        normalizer: Normalizer | None = None,
+        targets: Targets | None = None,
+        keep: WeightFilter | None = None,
+    ):
         self.view, self.transform, self.normalizer, self.targets, self.keep = view, transform, normalizer, targets, keep
 
     def __call__(self, weights: dict[str, torch.Tensor], meta: dict):

@@ -57,12 +57,16 @@ class Targets:
             if value is None:
                 return torch.tensor(-1)
             if value not in self.classes[key]:
-                raise ValueError(f"target {key!r} of sample {meta['id']} epoch {meta['epoch']} is {value!r}, not one "
-                                 f"of its classes {self.classes[key]}; pass classes={{{key!r}: [...]}}")
+                raise ValueError(
+                    f"target {key!r} of sample {meta['id']} epoch {meta['epoch']} is {value!r}, not one "
+                    f"of its classes {self.classes[key]}; pass classes={{{key!r}: [...]}}"
+                )
             return torch.tensor(self.classes[key].index(value))
         if isinstance(value, str):
-            raise ValueError(f"target {key!r} is text ({value!r}) and has no class list; "
-                             f"pass classes={{{key!r}: [...]}} to use it as a categorical target")
+            raise ValueError(
+                f"target {key!r} is text ({value!r}) and has no class list; "
+                f"pass classes={{{key!r}: [...]}} to use it as a categorical target"
+            )
         if isinstance(value, Mapping | list):
             raise ValueError(f"target {key!r} is not a scalar ({type(value).__name__}); name one of its fields")
         return torch.tensor(math.nan if value is None else float(value), dtype=torch.float32)

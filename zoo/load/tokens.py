@@ -83,20 +83,21 @@ class Tokens:
             raise ValueError(f"{n} tokens, more than max_tokens={self.max_tokens}; raise max_tokens or token_size")
         return {k: torch.cat([v, v.new_zeros((self.max_tokens - n, *v.shape[1:]))]) for k, v in out.items()}
 
-    def inverse(self, tokens: torch.Tensor, layout: list[Mapping], dtype: torch.dtype | None = None
-                ) -> dict[str, torch.Tensor]:
+    def inverse(
+        self, tokens: torch.Tensor, layout: list[Mapping], dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
         """The floating-point tensors of `layout` (a `meta["layout"]`) back from `tokens` (padding ignored),
         in their own dtypes, or in `dtype` (e.g. the float64 of normalized weights, for `Normalizer.inverse`)."""
         weights, start = {}, 0
         for layer in token_layers(layout):
             units, size = _units(layer[0][1]), _unit_size(layer)
             chunks = -(-size // self.token_size)
-            rows = tokens[start:start + units * chunks].reshape(units, chunks * self.token_size)[:, :size]
+            rows = tokens[start : start + units * chunks].reshape(units, chunks * self.token_size)[:, :size]
             start += units * chunks
             offset = 0
             for name, shape, own in layer:
                 width = torch.Size(shape).numel() // units
-                weights[name] = rows[:, offset:offset + width].reshape(shape).to(own if dtype is None else dtype)
+                weights[name] = rows[:, offset : offset + width].reshape(shape).to(own if dtype is None else dtype)
                 offset += width
         if start > len(tokens):
             raise ValueError(f"{len(tokens)} tokens, the layout needs {start} (token_size={self.token_size})")

@@ -26,8 +26,12 @@ def decode(data: bytearray, meta: Mapping) -> dict[str, torch.Tensor]:
     header, start = read_header(data)
     order = meta.get("layout")
     names = [s.get("name") for s in order if isinstance(s, Mapping)] if isinstance(order, list) else None
-    if names is None or len(names) != len(order) or not all(isinstance(n, str) for n in names) \
-            or sorted(names) != sorted(header):
+    if (
+        names is None
+        or len(names) != len(order)
+        or not all(isinstance(n, str) for n in names)
+        or sorted(names) != sorted(header)
+    ):
         raise ValueError("meta.json's layout does not list the tensors of the weights")
     buffer = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
     weights = {}
@@ -36,7 +40,7 @@ def decode(data: bytearray, meta: Mapping) -> dict[str, torch.Tensor]:
         begin, end = info["data_offsets"]
         if (start + begin) % DTYPES[info["dtype"]].itemsize:
             raise ValueError(f"tensor {name!r} is not aligned to its dtype")
-        weights[name] = buffer[start + begin:start + end].view(DTYPES[info["dtype"]]).view(info["shape"])
+        weights[name] = buffer[start + begin : start + end].view(DTYPES[info["dtype"]]).view(info["shape"])
     return weights
 
 
@@ -63,7 +67,8 @@ def flat(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def _adjacent_float32(parts: list[torch.Tensor]) -> bool:
     return all(p.dtype == torch.float32 for p in parts) and all(
         a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.data_ptr() + a.nbytes == b.data_ptr()
-        for a, b in zip(parts, parts[1:]))
+        for a, b in zip(parts, parts[1:])
+    )
 
 
 def layers(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,7 +88,7 @@ def unflatten(vector: torch.Tensor, spec: list[dict]) -> dict[str, torch.Tensor]
         if not dtype.is_floating_point:
             continue
         numel = torch.Size(s["shape"]).numel()
-        weights[s["name"]] = vector[offset:offset + numel].view(s["shape"]).to(dtype)
+        weights[s["name"]] = vector[offset : offset + numel].view(s["shape"]).to(dtype)
         offset += numel
     if offset != len(vector):
         raise ValueError(f"vector has {len(vector)} values, the layout {offset}")

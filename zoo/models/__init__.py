@@ -1,7 +1,7 @@
 """Model registry: `build(model_cfg)` turns a config section into an initialized module."""
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ def from_meta(meta: Mapping, weights: Mapping[str, torch.Tensor] | torch.Tensor)
         state, offset = model.state_dict(), 0
         for name, tensor in state.items():
             if tensor.is_floating_point():
-                state[name] = weights[offset:offset + tensor.numel()].view_as(tensor).to(tensor.dtype)
+                state[name] = weights[offset : offset + tensor.numel()].view_as(tensor).to(tensor.dtype)
                 offset += tensor.numel()
         weights = state
     model.load_state_dict(weights)

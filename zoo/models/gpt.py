@@ -17,8 +17,16 @@ class GPT(nn.Module):
     dict holds each weight once).
     """
 
-    def __init__(self, vocab_size: int = 50304, context: int = 256, depth: int = 6, width: int = 384,
-                 head_dim: int = 64, bias: bool = False, tie_weights: bool = True):
+    def __init__(
+        self,
+        vocab_size: int = 50304,
+        context: int = 256,
+        depth: int = 6,
+        width: int = 384,
+        head_dim: int = 64,
+        bias: bool = False,
+        tie_weights: bool = True,
+    ):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, width)
         self.wpe = nn.Embedding(context, width)

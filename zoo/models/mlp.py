@@ -10,8 +10,9 @@ class MLP(nn.Module):
     every checkpoint and shard, and permutation augmentation relies on the order.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, width: int = 16, depth: int = 2,
-                 bias: bool = False, activation: str = "relu"):
+    def __init__(
+        self, in_dim: int, out_dim: int, width: int = 16, depth: int = 2, bias: bool = False, activation: str = "relu"
+    ):
         super().__init__()
         act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leakyrelu": nn.LeakyReLU}[activation]
         dims = [in_dim] + [width] * depth

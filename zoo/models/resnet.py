@@ -58,14 +58,14 @@ class ResNet(nn.Module):
     reference's key names onto these.
     """
 
-    def __init__(self, depth: int = 18, width: int = 16, num_classes: int = 10,
-                 in_channels: int = 3, bias: bool = False):
+    def __init__(
+        self, depth: int = 18, width: int = 16, num_classes: int = 10, in_channels: int = 3, bias: bool = False
+    ):
         super().__init__()
         if depth not in CONFIGS:
             raise ValueError(f"unknown ResNet depth={depth}; choose one of {sorted(CONFIGS)}")
         block, counts = CONFIGS[depth]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=bias),
-                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=bias), nn.BatchNorm2d(width), nn.ReLU())
         stages, c_in = [], width
         for i, n in enumerate(counts):
             c, blocks = width * 2**i, []

@@ -35,8 +35,9 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(width, bias=bias)
         self.attn = SelfAttention(width, heads, bias, causal)
         self.ln2 = nn.LayerNorm(width, bias=bias)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_width, bias=bias), nn.GELU(),
-                                 nn.Linear(mlp_width, width, bias=bias))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_width, bias=bias), nn.GELU(), nn.Linear(mlp_width, width, bias=bias)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))

@@ -27,8 +27,17 @@ def feature(value) -> dict:
         return {"struct": [{"name": k, **feature(v)} for k, v in sorted(value.items())]}
     if isinstance(value, list):
         return {"list": feature(value[0]) if value else {"dtype": "null"}}
-    dtype = ("null" if value is None else "bool" if isinstance(value, bool) else "int64" if isinstance(value, int)
-             else "float64" if isinstance(value, float) else "string")
+    dtype = (
+        "null"
+        if value is None
+        else "bool"
+        if isinstance(value, bool)
+        else "int64"
+        if isinstance(value, int)
+        else "float64"
+        if isinstance(value, float)
+        else "string"
+    )
     return {"dtype": dtype}
 
 
@@ -36,8 +45,10 @@ def _yaml(value, indent: int = 0) -> str:
     """YAML of plain dicts, lists and scalars (JSON scalars are YAML), without a YAML dependency."""
     pad = " " * indent
     if isinstance(value, dict):
-        return "".join(f"{pad}{k}:" + (f"\n{_yaml(v, indent + 2)}" if isinstance(v, (dict, list)) and v
-                                       else f" {json.dumps(v)}\n") for k, v in value.items())
+        return "".join(
+            f"{pad}{k}:" + (f"\n{_yaml(v, indent + 2)}" if isinstance(v, (dict, list)) and v else f" {json.dumps(v)}\n")
+            for k, v in value.items()
+        )
     lines = []
     for item in value:
         body = _yaml(item, indent + 2) if isinstance(item, (dict, list)) else f"{pad}  {json.dumps(item)}\n"
@@ -48,31 +59,45 @@ def _yaml(value, indent: int = 0) -> str:
 def dataset_card(manifest: Mapping, meta: Mapping) -> str:
     """The card's text: YAML header from the manifest and one sample's meta, then a short description."""
     zoo, counts = manifest["zoo"], manifest["counts"]
-    features = [{"name": "meta.json", **feature(dict(meta))}, {"name": "weights.safetensors", "dtype": "binary"},
-                {"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]  # webdataset's
+    features = [
+        {"name": "meta.json", **feature(dict(meta))},
+        {"name": "weights.safetensors", "dtype": "binary"},
+        {"name": "__key__", "dtype": "string"},
+        {"name": "__url__", "dtype": "string"},
+    ]  # webdataset's
     header = {
         "license": LICENSE,
         "pretty_name": f"zoo {zoo}",
         "tags": ["model-zoo", "weight-space-learning", "loss-landscape", "webdataset"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{zoo}-*.tar"}]}],
-        "dataset_info": {"features": features, "splits": [{"name": "train", "num_examples": counts["samples"],
-                                                           "num_bytes": sum(s["bytes"] for s in manifest["shards"])}]},
+        "dataset_info": {
+            "features": features,
+            "splits": [
+                {
+                    "name": "train",
+                    "num_examples": counts["samples"],
+                    "num_bytes": sum(s["bytes"] for s in manifest["shards"]),
+                }
+            ],
+        },
     }
     phases = counts.get("phase", {})
     rows = "\n".join(f"| {p} | {phases[p]} |" for p in (*PHASES, UNLABELED) if phases.get(p))
-    grid = "\n".join(f"- `{axis}`: {', '.join(map(str, values))}" for axis, values in manifest["grid"]["values"].items())
+    grid = "\n".join(
+        f"- `{axis}`: {', '.join(map(str, values))}" for axis, values in manifest["grid"]["values"].items()
+    )
     return f"""---
 {_yaml(header)}---
 
 # Model zoo `{zoo}`
 
-{counts['samples']} samples (one per model and checkpoint epoch) of {counts['packed_models']} trained models
-({counts['models']} in the zoo), written by `zoo-pack`. Each sample is `meta.json` (the model's id, grid values,
+{counts["samples"]} samples (one per model and checkpoint epoch) of {counts["packed_models"]} trained models
+({counts["models"]} in the zoo), written by `zoo-pack`. Each sample is `meta.json` (the model's id, grid values,
 full config, metrics at that epoch, loss-landscape metrics, phase) and `weights.safetensors` (the checkpoint).
 `meta.json`'s `landscape` has the same fields in every sample: `measured` says whether that checkpoint was
 measured, the other fields are NaN where it was not.
 
-Grid (phase-diagram axes: {', '.join(f'`{a}`' for a in manifest['grid']['axes'])}):
+Grid (phase-diagram axes: {", ".join(f"`{a}`" for a in manifest["grid"]["axes"])}):
 
 {grid}
 

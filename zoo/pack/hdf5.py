@@ -67,8 +67,9 @@ class GroupWriter:
             shapes[i] = np.array(s["shape"], dtype=np.int64)
         group["layout/offsets"] = np.cumsum([0, *sizes], dtype=np.int64)
         cols = -(-n // -(-n // 2**16))  # rows split into equal chunks of up to 64k values (256 kB)
-        self.weights = group.create_dataset("weights", (0, n), maxshape=(None, n), dtype=dtype,
-                                            chunks=(max(1, min(64, 2**16 // cols)), cols))
+        self.weights = group.create_dataset(
+            "weights", (0, n), maxshape=(None, n), dtype=dtype, chunks=(max(1, min(64, 2**16 // cols)), cols)
+        )
         self.meta = group.require_group("meta")
         self.rows, self.pending = 0, []
 
@@ -129,8 +130,10 @@ def export_hdf5(source, out_path: str | Path, *, dtype: str = "float32", shards:
         with h5py.File(sink, "w") as h5:
             _write(h5, samples, dtype, sink)
         if sink.error is not None:
-            raise OSError(f"cannot write {out_path} ({sink.error.strerror or sink.error}); free space or raise "
-                          "the file size limit, then run it again")
+            raise OSError(
+                f"cannot write {out_path} ({sink.error.strerror or sink.error}); free space or raise "
+                "the file size limit, then run it again"
+            )
         os.fsync(f.fileno())
     return out_path
 

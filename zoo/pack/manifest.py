@@ -21,6 +21,7 @@ UNLABELED = "unlabeled"
 @dataclass(frozen=True)
 class ModelRecord:
     """What the manifest counts of one model."""
+
     id: str
     status: str
     phase: str | None
@@ -35,13 +36,18 @@ def grid_values(records: list[ModelRecord], axes: list[str]) -> dict[str, list]:
     values = {}
     for key in dict.fromkeys(keys):
         distinct = {json.dumps(r.grid[key], sort_keys=True): r.grid[key] for r in records if key in r.grid}
-        values[key] = sorted(distinct.values(), key=lambda v: (0, v, "") if isinstance(v, (int, float)) and not
-                             isinstance(v, bool) else (1, 0, json.dumps(v)))
+        values[key] = sorted(
+            distinct.values(),
+            key=lambda v: (
+                (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, json.dumps(v))
+            ),
+        )
     return values
 
 
-def build_manifest(*, zoo_name: str, axes: list[str], records: list[ModelRecord], shards: list[dict],
-                   location: str) -> dict:
+def build_manifest(
+    *, zoo_name: str, axes: list[str], records: list[ModelRecord], shards: list[dict], location: str
+) -> dict:
     packed = [r for r in records if r.packed]
     phases = Counter(r.phase or UNLABELED for r in records)
     return {

@@ -24,6 +24,7 @@ FAILED = ("diverged", "failed")
 @dataclass(frozen=True)
 class Model:
     """One model to pack: what the manifest counts, and its samples, read when they are written."""
+
     id: str
     status: str  # ok | diverged | failed | running | missing
     phase: str | None
@@ -32,9 +33,17 @@ class Model:
     samples: Callable[[], Iterator[Sample]]
 
 
-def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir: str | Path,
-                manifest_path: str | Path, max_shard_bytes: int, max_shard_count: int,
-                include_failed: bool) -> dict:
+def pack_models(
+    models: list[Model],
+    *,
+    zoo_name: str,
+    axes: list[str],
+    out_dir: str | Path,
+    manifest_path: str | Path,
+    max_shard_bytes: int,
+    max_shard_count: int,
+    include_failed: bool,
+) -> dict:
     """Write the samples of the models to pack into shards, then the manifest; returns the manifest.
     One pack at a time per shard folder and zoo (a lock file there); the manifest commits the pack.
 
@@ -54,8 +63,13 @@ def pack_models(models: list[Model], *, zoo_name: str, axes: list[str], out_dir:
     with hold(Path(out_dir) / f".{zoo_name}.lock", wait=True, what=f"the pack of {zoo_name} in {out_dir}"):
         shards = write_shards(samples(), out_dir, zoo_name, max_bytes=max_shard_bytes, max_count=max_shard_count)
         records = [ModelRecord(m.id, m.status, m.phase, m.grid, m.checkpoints, m.id in packed) for m in models]
-        manifest = build_manifest(zoo_name=zoo_name, axes=axes, records=records, shards=shards,
-                                  location=relative_location(out_dir, manifest_path))
+        manifest = build_manifest(
+            zoo_name=zoo_name,
+            axes=axes,
+            records=records,
+            shards=shards,
+            location=relative_location(out_dir, manifest_path),
+        )
         try:
             write_json(manifest_path, manifest)  # the commit: readers switch from the old shards to these
         except BaseException:  # e.g. a full disk: the old manifest and its shards stay as they were
@@ -75,9 +89,17 @@ def listed_shards(manifest_path: str | Path) -> set[str]:
         return set()
 
 
-def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest_path: str | Path, *,
-             model_ids: Sequence[str] | None = None, max_shard_bytes: int = 256 * 2**20, max_shard_count: int = 256,
-             include_failed: bool = False) -> dict:
+def pack_zoo(
+    runs_root: str | Path,
+    zoo_name: str,
+    out_dir: str | Path,
+    manifest_path: str | Path,
+    *,
+    model_ids: Sequence[str] | None = None,
+    max_shard_bytes: int = 256 * 2**20,
+    max_shard_count: int = 256,
+    include_failed: bool = False,
+) -> dict:
     """Pack the models `model_ids` (the sweep's; None: every run dir) of `runs_root/<zoo>/models/`
     into `out_dir/<zoo>-<generation>-%06d.tar` and write the manifest. Models of the sweep that never started
     are counted as `missing`; run dirs outside the sweep (another sub-grid or override) are left out.
@@ -86,8 +108,10 @@ def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest
     """
     found = {run.id: run for run in list_runs(runs_root, zoo_name)}
     if not found:
-        raise FileNotFoundError(f"no models in {zoo_dir(runs_root, zoo_name) / 'models'}; train the zoo first "
-                                f"(`zoo-train -m zoo={zoo_name}`) or set paths.runs")
+        raise FileNotFoundError(
+            f"no models in {zoo_dir(runs_root, zoo_name) / 'models'}; train the zoo first "
+            f"(`zoo-train -m zoo={zoo_name}`) or set paths.runs"
+        )
     ids = list(found) if model_ids is None else list(model_ids)
     runs = [found.get(i) or RunDir(zoo_dir(runs_root, zoo_name) / "models" / i) for i in ids]
     phases = read_json(zoo_dir(runs_root, zoo_name) / "phases.json", {})
@@ -97,10 +121,26 @@ def pack_zoo(runs_root: str | Path, zoo_name: str, out_dir: str | Path, manifest
         config = OmegaConf.to_container(run.config()) if run.config_path.exists() else {}
         axes = axes or list(config.get("zoo", {}).get("axes", []))
         phase = phases.get(run.id)
-        models.append(Model(id=run.id, status=run.status()[0], phase=phase, grid=config.get("grid", {}),
-                            checkpoints=len(run.checkpoints()), samples=partial(run_samples, run, zoo_name, phase, fields)))
-    return pack_models(models, zoo_name=zoo_name, axes=axes, out_dir=out_dir, manifest_path=manifest_path,
-                       max_shard_bytes=max_shard_bytes, max_shard_count=max_shard_count, include_failed=include_failed)
+        models.append(
+            Model(
+                id=run.id,
+                status=run.status()[0],
+                phase=phase,
+                grid=config.get("grid", {}),
+                checkpoints=len(run.checkpoints()),
+                samples=partial(run_samples, run, zoo_name, phase, fields),
+            )
+        )
+    return pack_models(
+        models,
+        zoo_name=zoo_name,
+        axes=axes,
+        out_dir=out_dir,
+        manifest_path=manifest_path,
+        max_shard_bytes=max_shard_bytes,
+        max_shard_count=max_shard_count,
+        include_failed=include_failed,
+    )
 
 
 def outside(runs_root: str | Path, zoo_name: str, model_ids: Sequence[str]) -> list[str]:

@@ -25,17 +25,28 @@ def model_config(params: Mapping) -> dict | None:
     """The `zoo.models` config of a reference params.json; None for a type we have no twin of."""
     kind = params.get("model::type")
     if kind in RESNETS:
-        return {"name": "resnet", "depth": RESNETS[kind], "width": params["model::width"],
-                "num_classes": params["model::o_dim"], "in_channels": params.get("model::channels_in", 3),
-                "bias": False}  # the reference's convs never have a bias; its fc always has one (as ours)
+        return {
+            "name": "resnet",
+            "depth": RESNETS[kind],
+            "width": params["model::width"],
+            "num_classes": params["model::o_dim"],
+            "in_channels": params.get("model::channels_in", 3),
+            "bias": False,
+        }  # the reference's convs never have a bias; its fc always has one (as ours)
     if kind == "MLP":
         hidden = params["model::h_dim"]
         hidden = hidden if isinstance(hidden, list) else [hidden]
         if len(set(hidden)) != 1:
             raise ValueError(f"model::h_dim={hidden}: zoo.models.MLP has one width for all hidden layers")
-        return {"name": "mlp", "in_dim": params["model::i_dim"], "out_dim": params["model::o_dim"],
-                "width": hidden[0], "depth": len(hidden), "bias": params.get("model::use_bias", True),
-                "activation": params.get("model::nlin", "leakyrelu")}  # dropout: inactive at eval, not kept
+        return {
+            "name": "mlp",
+            "in_dim": params["model::i_dim"],
+            "out_dim": params["model::o_dim"],
+            "width": hidden[0],
+            "depth": len(hidden),
+            "bias": params.get("model::use_bias", True),
+            "activation": params.get("model::nlin", "leakyrelu"),
+        }  # dropout: inactive at eval, not kept
     return None
 
 
@@ -63,10 +74,15 @@ def to_zoo(state: Mapping[str, torch.Tensor], model_cfg: Mapping, where: str) ->
     with torch.device("meta"):  # names and shapes only: no memory, no init
         expected = {n: t.shape for n, t in build({**model_cfg, "init": "default"}).state_dict().items()}
     missing, unexpected = set(expected) - set(renamed), set(renamed) - set(expected)
-    wrong = [f"{n} {tuple(renamed[n].shape)} != {tuple(s)}" for n, s in expected.items()
-             if n in renamed and renamed[n].shape != s]
+    wrong = [
+        f"{n} {tuple(renamed[n].shape)} != {tuple(s)}"
+        for n, s in expected.items()
+        if n in renamed and renamed[n].shape != s
+    ]
     if missing or unexpected or wrong:
-        raise ValueError(f"{where}: does not fit zoo.models.{model_cfg['name']} {dict(model_cfg)} "
-                         f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}, shapes {wrong[:3]}); "
-                         "is params.json the one this checkpoint was trained with?")
+        raise ValueError(
+            f"{where}: does not fit zoo.models.{model_cfg['name']} {dict(model_cfg)} "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}, shapes {wrong[:3]}); "
+            "is params.json the one this checkpoint was trained with?"
+        )
     return {n: renamed[n] for n in expected}

@@ -33,18 +33,40 @@ class Sample:
         return [(f"{self.key}.meta.json", meta), (f"{self.key}.weights.safetensors", self.weights)]
 
 
-def make_sample(*, zoo_name: str, model_id: str, epoch: int, arch: str, grid: Mapping, config: Mapping,
-                status: str, phase: str | None, metrics: Mapping | None, landscape: Mapping | None,
-                weights: bytes, order: list[str], landscape_fields: Mapping[str, int | None] | None = None) -> Sample:
+def make_sample(
+    *,
+    zoo_name: str,
+    model_id: str,
+    epoch: int,
+    arch: str,
+    grid: Mapping,
+    config: Mapping,
+    status: str,
+    phase: str | None,
+    metrics: Mapping | None,
+    landscape: Mapping | None,
+    weights: bytes,
+    order: list[str],
+    landscape_fields: Mapping[str, int | None] | None = None,
+) -> Sample:
     """The sample of one checkpoint; `order` lists the tensor names in module order; `landscape_fields`
     what the zoo's landscape stage measured (see `stable_landscape`)."""
     spec = layout(weights, order)
     meta = {
-        "zoo": zoo_name, "id": model_id, "epoch": epoch, "arch": arch, "grid": dict(grid), "config": dict(config),
+        "zoo": zoo_name,
+        "id": model_id,
+        "epoch": epoch,
+        "arch": arch,
+        "grid": dict(grid),
+        "config": dict(config),
         "n_params": sum(torch.Size(s["shape"]).numel() for s in spec if getattr(torch, s["dtype"]).is_floating_point),
-        "layout": spec, "metrics": metrics, "landscape": stable_landscape(landscape, landscape_fields or {}),
-        "phase": phase or UNLABELED, "status": status,
-        "sha256": hashlib.sha256(weights).hexdigest(), "version": zoo.__version__,
+        "layout": spec,
+        "metrics": metrics,
+        "landscape": stable_landscape(landscape, landscape_fields or {}),
+        "phase": phase or UNLABELED,
+        "status": status,
+        "sha256": hashlib.sha256(weights).hexdigest(),
+        "version": zoo.__version__,
     }
     return Sample(sample_key(model_id, epoch), meta, weights)
 
@@ -90,8 +112,9 @@ def untimed(row: Mapping | None, *drop: str) -> dict | None:
     return None if row is None else {k: v for k, v in row.items() if k not in ("seconds", *drop)}
 
 
-def run_samples(run: RunDir, zoo_name: str, phase: str | None,
-                landscape_fields: Mapping[str, int | None] | None = None) -> Iterator[Sample]:
+def run_samples(
+    run: RunDir, zoo_name: str, phase: str | None, landscape_fields: Mapping[str, int | None] | None = None
+) -> Iterator[Sample]:
     """The samples of one run dir, epoch by epoch; one checkpoint in memory at a time."""
     config = OmegaConf.to_container(run.config())
     metrics = {row["epoch"]: untimed(row, "epoch") for row in run.metrics()}
@@ -100,7 +123,17 @@ def run_samples(run: RunDir, zoo_name: str, phase: str | None,
     status = run.status()[0]
     for epoch, path in run.checkpoints().items():
         yield make_sample(
-            zoo_name=zoo_name, model_id=run.id, epoch=epoch, arch=config["model"]["name"], grid=config["grid"],
-            config=config, status=status, phase=phase, metrics=metrics.get(epoch),
-            landscape=untimed(landscape.get(str(epoch))), weights=path.read_bytes(), order=order,
-            landscape_fields=landscape_fields)
+            zoo_name=zoo_name,
+            model_id=run.id,
+            epoch=epoch,
+            arch=config["model"]["name"],
+            grid=config["grid"],
+            config=config,
+            status=status,
+            phase=phase,
+            metrics=metrics.get(epoch),
+            landscape=untimed(landscape.get(str(epoch))),
+            weights=path.read_bytes(),
+            order=order,
+            landscape_fields=landscape_fields,
+        )

@@ -63,8 +63,9 @@ def _member_bytes(members: list[tuple[str, bytes]]) -> int:
     return sum(BLOCK + -(-len(data) // BLOCK) * BLOCK for _, data in members)
 
 
-def write_shards(samples: Iterable[Sample], out_dir: str | Path, zoo_name: str, *,
-                 max_bytes: int, max_count: int) -> list[dict]:
+def write_shards(
+    samples: Iterable[Sample], out_dir: str | Path, zoo_name: str, *, max_bytes: int, max_count: int
+) -> list[dict]:
     """Write `samples` in order into new shards; returns `[{name, bytes, samples, sha256}]` per shard.
 
     A shard closes before a sample that would push it past `max_bytes` or `max_count`
@@ -100,8 +101,9 @@ def write_shards(samples: Iterable[Sample], out_dir: str | Path, zoo_name: str, 
         raise
 
 
-def _write_tar(f, pending: Sample, samples: Iterator[Sample], max_bytes: int,
-               max_count: int) -> tuple[dict, Sample | None]:
+def _write_tar(
+    f, pending: Sample, samples: Iterator[Sample], max_bytes: int, max_count: int
+) -> tuple[dict, Sample | None]:
     """One shard from `pending` on: its entry, and the first sample left for the next shard."""
     out, count = _HashingWriter(f), 0
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:

@@ -58,8 +58,10 @@ def verify_shard(url: str, entry: dict, zoo_name: str) -> tuple[int, list[str]]:
     if stream.bytes != entry["bytes"]:
         problems.append(f"{name}: {stream.bytes} bytes read, the manifest lists {entry['bytes']}")
     if stream.sha.hexdigest() != entry["sha256"]:
-        problems.append(f"{name}: sha256 {stream.sha.hexdigest()} differs from the manifest's {entry['sha256']}; "
-                        "the shard is corrupt or from another pack: re-download it or re-run zoo-pack")
+        problems.append(
+            f"{name}: sha256 {stream.sha.hexdigest()} differs from the manifest's {entry['sha256']}; "
+            "the shard is corrupt or from another pack: re-download it or re-run zoo-pack"
+        )
     return count, problems
 
 

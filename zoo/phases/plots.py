@@ -15,18 +15,46 @@ from matplotlib.patches import Patch  # noqa: E402
 from zoo.atomic import atomic_write  # noqa: E402
 from zoo.phases.rules import PHASES  # noqa: E402
 
-PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#1f77b4", "IV-B": "#2ca02c",
-                None: "#bbbbbb"}
+PHASE_COLORS = {
+    "I": "#d62728",
+    "II": "#ff7f0e",
+    "III": "#9467bd",
+    "IV-A": "#1f77b4",
+    "IV-B": "#2ca02c",
+    None: "#bbbbbb",
+}
 NO_PHASE = "no phase"  # a cell with a diverged seed, or not measured
 GRAY_NOTE = "gray: not measured (a seed diverged or failed, or the cell has one seed)"
-AXES = {"model.width": "width (hidden units or channels)", "data.batch_size": "batch size (samples)",
-        "optim.lr": "learning rate", "data.beta": "convection speed β", "seed": "seed"}
+AXES = {
+    "model.width": "width (hidden units or channels)",
+    "data.batch_size": "batch size (samples)",
+    "optim.lr": "learning rate",
+    "data.beta": "convection speed β",
+    "seed": "seed",
+}
 # Words for the parts of a metric's column name, e.g. barrier_err_test_aligned.
-WORDS = {"train": "on the train set", "test": "on the test set", "loss": "loss", "err": "error", "acc": "accuracy",
-         "aligned": "after weight matching", "gain": "test-accuracy gain (merged − mean of its models)", "barrier": "barrier",
-         "hessian": "Hessian", "top": "top eigenvalue", "trace": "trace", "cka": "CKA between seeds",
-         "mc": "mode connectivity", "linear": "linear path:", "epoch": "checkpoint",
-         "seed": "seed", "avg": "averaging", "uniform": "uniform", "greedy": "greedy", "soup": "soup"}
+WORDS = {
+    "train": "on the train set",
+    "test": "on the test set",
+    "loss": "loss",
+    "err": "error",
+    "acc": "accuracy",
+    "aligned": "after weight matching",
+    "gain": "test-accuracy gain (merged − mean of its models)",
+    "barrier": "barrier",
+    "hessian": "Hessian",
+    "top": "top eigenvalue",
+    "trace": "trace",
+    "cka": "CKA between seeds",
+    "mc": "mode connectivity",
+    "linear": "linear path:",
+    "epoch": "checkpoint",
+    "seed": "seed",
+    "avg": "averaging",
+    "uniform": "uniform",
+    "greedy": "greedy",
+    "soup": "soup",
+}
 UNITS = {"acc": "fraction", "err": "fraction", "gain": "fraction", "loss": "cross-entropy", "mc": "cross-entropy"}
 
 
@@ -81,8 +109,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def heatmap(rows: Sequence[dict], x: str, y: str, metric: str, path: Path, *, title: str = "",
-            label: str | None = None, diverging: bool = False) -> Path:
+def heatmap(
+    rows: Sequence[dict],
+    x: str,
+    y: str,
+    metric: str,
+    path: Path,
+    *,
+    title: str = "",
+    label: str | None = None,
+    diverging: bool = False,
+) -> Path:
     """`metric` per cell, annotated with its value (and the row's `label` column, e.g. its phase);
     NaN (e.g. diverged) cells are gray, said in a note. `diverging`: a red-blue scale centred on 0,
     for gains. A map whose cells are all equal is drawn in one mid colour and says so."""
@@ -114,8 +151,10 @@ def heatmap(rows: Sequence[dict], x: str, y: str, metric: str, path: Path, *, ti
     ax.set_title(heading + (f"\n(every cell = {number(finite[0], scale)})" if constant else ""), fontsize=9)
     notes = [GRAY_NOTE] if np.isnan(values).any() else []
     if "mc" in metric.split("_"):
-        notes.append("mc = ½(L(seed A) + L(seed B)) − L(the curve point farthest from that mean): "
-                     "> 0 a valley between the seeds, < 0 a barrier")
+        notes.append(
+            "mc = ½(L(seed A) + L(seed B)) − L(the curve point farthest from that mean): "
+            "> 0 a valley between the seeds, < 0 a barrier"
+        )
     if label == "phase":
         notes.append("second line: the cell's loss-landscape phase")
     if notes:
@@ -146,15 +185,18 @@ def phase_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, titl
 
 def phase_definitions(loss_threshold: float, mc_epsilon: float, cka_threshold: float) -> str:
     """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with."""
-    return (f"phases (Yang et al. 2021) from the final train loss L, mode connectivity mc between seeds\n"
-            f"(< 0: barrier) and CKA between seeds:  I: L > {loss_threshold:g}, mc < 0;  II: L > {loss_threshold:g}, "
-            f"mc ≥ 0;\nIII: L ≤ {loss_threshold:g}, mc < −{mc_epsilon:g};  IV-A: L ≤ {loss_threshold:g}, "
-            f"mc ≥ −{mc_epsilon:g}, CKA < {cka_threshold:g};  IV-B: same, CKA ≥ {cka_threshold:g}.\n"
-            f"{NO_PHASE}: a seed diverged or was not measured; gray: no cell at this grid point")
+    return (
+        f"phases (Yang et al. 2021) from the final train loss L, mode connectivity mc between seeds\n"
+        f"(< 0: barrier) and CKA between seeds:  I: L > {loss_threshold:g}, mc < 0;  II: L > {loss_threshold:g}, "
+        f"mc ≥ 0;\nIII: L ≤ {loss_threshold:g}, mc < −{mc_epsilon:g};  IV-A: L ≤ {loss_threshold:g}, "
+        f"mc ≥ −{mc_epsilon:g}, CKA < {cka_threshold:g};  IV-B: same, CKA ≥ {cka_threshold:g}.\n"
+        f"{NO_PHASE}: a seed diverged or was not measured; gray: no cell at this grid point"
+    )
 
 
-def phase_map(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "phases",
-              thresholds: dict | None = None) -> Path:
+def phase_map(
+    rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "phases", thresholds: dict | None = None
+) -> Path:
     """Categorical map of the `phase` column, a legend of the phases present and, given the
     `thresholds` (loss_threshold, mc_epsilon, cka_threshold), the phase definitions."""
     order = [*PHASES, None]
@@ -166,8 +208,12 @@ def phase_map(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = 
         if k == k:  # not NaN: a cell of the grid
             ax.text(j, i, order[int(k)] or "–", ha="center", va="center", fontsize=8, color="white")
     present = [p for p in order if any(r.get("phase") == p for r in rows)]
-    ax.legend(handles=[Patch(color=PHASE_COLORS[p], label=p or NO_PHASE) for p in present],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), title="phase")
+    ax.legend(
+        handles=[Patch(color=PHASE_COLORS[p], label=p or NO_PHASE) for p in present],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="phase",
+    )
     _axes(ax, xs, ys, x, y)
     ax.set_title(title, fontsize=9)
     if thresholds:
@@ -175,9 +221,16 @@ def phase_map(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = 
     return _save(fig, path)
 
 
-def phase_curves(curves: dict, ylabel: str, path: Path, *, title: str = "",
-                 xlabel: str = "t (interpolation between the two seeds: 0 = seed A, 1 = seed B)", unit: str = "pairs",
-                 styles=(("", "--", "as trained"), ("_aligned", "-", "aligned (weight matching)"))) -> Path:
+def phase_curves(
+    curves: dict,
+    ylabel: str,
+    path: Path,
+    *,
+    title: str = "",
+    xlabel: str = "t (interpolation between the two seeds: 0 = seed A, 1 = seed B)",
+    unit: str = "pairs",
+    styles=(("", "--", "as trained"), ("_aligned", "-", "aligned (weight matching)")),
+) -> Path:
     """Mean curve per phase (`{phase: {suffix: [(x, values), ...]}}`, one line style per suffix of
     `styles` (suffix, style, legend), e.g. dashed as measured, solid after alignment), in the
     phase's colour."""
@@ -186,8 +239,13 @@ def phase_curves(curves: dict, ylabel: str, path: Path, *, title: str = "",
         for k, (suffix, style, _) in enumerate(styles):
             t = curves[phase][suffix][0][0]
             mean = np.mean([values for _, values in curves[phase][suffix]], axis=0)
-            ax.plot(t, mean, style, color=PHASE_COLORS[phase],
-                    label=f"{phase} ({len(curves[phase][suffix])} {unit})" if k == len(styles) - 1 else None)
+            ax.plot(
+                t,
+                mean,
+                style,
+                color=PHASE_COLORS[phase],
+                label=f"{phase} ({len(curves[phase][suffix])} {unit})" if k == len(styles) - 1 else None,
+            )
     for _, style, legend in styles:
         ax.plot([], [], f"k{style}", label=legend)
     ax.set_xlabel(xlabel)

@@ -26,8 +26,7 @@ def _value(metrics: Mapping[str, float], key: str) -> float:
     return value
 
 
-def classify(metrics: Mapping[str, float], *, loss_threshold: float, mc_epsilon: float,
-             cka_threshold: float) -> str:
+def classify(metrics: Mapping[str, float], *, loss_threshold: float, mc_epsilon: float, cka_threshold: float) -> str:
     """One of `I, II, III, IV-A, IV-B` from `train_loss`, `mc` and (for IV) `cka`."""
     train_loss, mc = _value(metrics, "train_loss"), _value(metrics, "mc")
     if train_loss > loss_threshold:

@@ -21,10 +21,26 @@ from zoo.train.tasks import task_of
 
 TRAIN_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_KEYS = ("hessian_top", "hessian_trace")
-PAIR_KEYS = ("cka", "cka_unbiased", "cka_biased", "mc_loss_train", "mc_err_train", "mc_loss_test", "mc_err_test",
-             "linear_mc_loss_train")
-PLOTTED = ("train_loss", "test_acc", "test_rel_l2", "hessian_top", "hessian_trace", "cka", "mc_loss_train",
-           "linear_mc_loss_train")
+PAIR_KEYS = (
+    "cka",
+    "cka_unbiased",
+    "cka_biased",
+    "mc_loss_train",
+    "mc_err_train",
+    "mc_loss_test",
+    "mc_err_test",
+    "linear_mc_loss_train",
+)
+PLOTTED = (
+    "train_loss",
+    "test_acc",
+    "test_rel_l2",
+    "hessian_top",
+    "hessian_trace",
+    "cka",
+    "mc_loss_train",
+    "linear_mc_loss_train",
+)
 
 
 def _mean(values: list) -> float:
@@ -44,8 +60,10 @@ def label(row: dict, cfg: DictConfig) -> str | None:
     if row.get("n_ok", 1) < row.get("n_models", 1):
         return None
     trained, mc = cfg.phases.get("trained_key", "train_loss"), row[cfg.phases.mc_key]
-    return classify({**row, "train_loss": row[trained], "mc": None if mc is None else mc * cfg.phases.get("mc_scale", 1)},
-                    **thresholds(cfg))
+    return classify(
+        {**row, "train_loss": row[trained], "mc": None if mc is None else mc * cfg.phases.get("mc_scale", 1)},
+        **thresholds(cfg),
+    )
 
 
 def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
@@ -64,8 +82,10 @@ def phase_rows(cfgs: Sequence[DictConfig]) -> list[dict]:
         pairs = [results[epoch] for ids, results in per_pair.items() if ids[0] in ok_ids and epoch in results]
         row |= {k: _mean([p.get(k) for p in pairs]) for k in PAIR_KEYS}
         if len(ok) == len(members) and not pairs:
-            raise ValueError(f"cell {row} has no pair measurements at epoch {epoch}: run zoo-landscape first "
-                             "(phases need at least 2 seeds per cell)")
+            raise ValueError(
+                f"cell {row} has no pair measurements at epoch {epoch}: run zoo-landscape first "
+                "(phases need at least 2 seeds per cell)"
+            )
         row["phase"] = label(row, first)
         rows.append(row)
     return rows
@@ -82,6 +102,7 @@ def write_csv(rows: Sequence[Mapping], path: Path) -> None:
 
 def read_csv(path: Path) -> list[dict]:
     """Rows of a metrics CSV; numeric cells become floats, empty cells None."""
+
     def parse(value: str):
         if value == "":
             return None
@@ -92,15 +113,20 @@ def read_csv(path: Path) -> list[dict]:
                 return float(value)
             except ValueError:
                 return value
+
     with open(path, newline="") as f:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_figures(rows: Sequence[dict], axes: Sequence[str], out_dir: Path, title: str,
-                  phase_thresholds: dict | None = None) -> list[Path]:
+def write_figures(
+    rows: Sequence[dict], axes: Sequence[str], out_dir: Path, title: str, phase_thresholds: dict | None = None
+) -> list[Path]:
     x, y = axes
-    paths = [phase_map(rows, x, y, out_dir / "phase_map.png", title=f"{title}: loss-landscape phases",
-                       thresholds=phase_thresholds)]
+    paths = [
+        phase_map(
+            rows, x, y, out_dir / "phase_map.png", title=f"{title}: loss-landscape phases", thresholds=phase_thresholds
+        )
+    ]
     for metric in PLOTTED:
         if any(isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric]) for r in rows):
             paths.append(heatmap(rows, x, y, metric, out_dir / f"{metric}.png", title=f"{title}: {describe(metric)}"))
@@ -124,8 +150,10 @@ def relabel_csv(path: Path, cfg: DictConfig) -> tuple[Path, list[dict]]:
     rows = read_csv(path)
     missing = {*cfg.zoo.axes, cfg.phases.get("trained_key", "train_loss"), cfg.phases.mc_key} - set(rows[0])
     if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}; set zoo.axes / phases.mc_key to match "
-                         f"its columns {list(rows[0])}")
+        raise ValueError(
+            f"{path}: missing columns {sorted(missing)}; set zoo.axes / phases.mc_key to match "
+            f"its columns {list(rows[0])}"
+        )
     for row in rows:
         row["phase"] = label(row, cfg)
     out = path.with_name(f"{path.stem}_phases.csv")

@@ -41,19 +41,29 @@ class ItemsTask(submitit.helpers.Checkpointable):
                 traceback.print_exc()
 
 
-def run_items_slurm(items: Sequence, *, run: Callable, done: Callable, settings: Mapping, stage: str,
-                    cfg: DictConfig) -> dict[str, int]:
+def run_items_slurm(
+    items: Sequence, *, run: Callable, done: Callable, settings: Mapping, stage: str, cfg: DictConfig
+) -> dict[str, int]:
     """Every item not `done` (items have an `out` path, their key) as SLURM arrays; returns counts
     {"items", "computed", "failed"} as the local stages do (`zoo.stage.run_stage`)."""
     todo = [item for item in items if not done(item)]
 
     def progress(queue: jobs.Queue) -> str:
         running = sum(state == "RUNNING" for state, _ in queue.values())
-        return (f"{stage}: {sum(map(done, todo))}/{len(todo)} items computed, tasks: {running} running, "
-                f"{len(queue) - running} pending")
+        return (
+            f"{stage}: {sum(map(done, todo))}/{len(todo)} items computed, tasks: {running} running, "
+            f"{len(queue) - running} pending"
+        )
 
     if todo:
-        submit_and_wait(settings, stage=stage, zoo=cfg.zoo.name, zoo_dir=zoo_dir_of(cfg), fn=ItemsTask(run, done),
-                        work=[(item.out, item) for item in todo], progress=progress)
+        submit_and_wait(
+            settings,
+            stage=stage,
+            zoo=cfg.zoo.name,
+            zoo_dir=zoo_dir_of(cfg),
+            fn=ItemsTask(run, done),
+            work=[(item.out, item) for item in todo],
+            progress=progress,
+        )
     failed = sum(not done(item) for item in todo)
     return {"items": len(items), "computed": len(todo) - failed, "failed": failed}

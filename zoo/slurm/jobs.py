@@ -19,8 +19,9 @@ from zoo.atomic import write_json
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
 # States squeue may still show for a moment after a job ended; such a job holds no work.
-ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                   "BOOT_FAIL", "DEADLINE"})
+ENDED = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+)
 
 Queue = dict[tuple[str, int], tuple[str, str]]  # (job id, array task) -> (state, reason)
 
@@ -31,12 +32,16 @@ class SlurmError(RuntimeError):
 
 def _slurm(*cmd: str) -> str:
     if shutil.which(cmd[0]) is None:
-        raise SlurmError(f"{cmd[0]} not found: hydra/launcher=slurm needs SLURM's commands on this machine "
-                         "(or the test cluster, slurm/testcluster/README.md)")
+        raise SlurmError(
+            f"{cmd[0]} not found: hydra/launcher=slurm needs SLURM's commands on this machine "
+            "(or the test cluster, slurm/testcluster/README.md)"
+        )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise SlurmError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.returncode} "
-                         "(is SLURM_CONF set, and slurmctld reachable?)")
+        raise SlurmError(
+            f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.returncode} "
+            "(is SLURM_CONF set, and slurmctld reachable?)"
+        )
     return proc.stdout
 
 
@@ -51,8 +56,9 @@ def max_array_size() -> int:
 
 def queue(name: str) -> Queue:
     """This user's queued and running jobs named `name`, one entry per array task."""
-    out = _slurm("squeue", "--noheader", "--array", "--user", getpass.getuser(), "--name", name,
-                 "--format", "%F|%K|%T|%r")
+    out = _slurm(
+        "squeue", "--noheader", "--array", "--user", getpass.getuser(), "--name", name, "--format", "%F|%K|%T|%r"
+    )
     tasks = {}
     for line in out.splitlines():
         job, task, state, reason = line.strip().split("|", 3)
@@ -64,6 +70,7 @@ def queue(name: str) -> Queue:
 @dataclass
 class Record:
     """One submitted array (or single job, when it had one task)."""
+
     job_id: str
     stage: str
     folder: str

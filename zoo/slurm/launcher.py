@@ -37,11 +37,17 @@ log = logging.getLogger(__name__)
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
-    def __init__(self, *, group_size: int = 1, max_array_size: int = 1001, wait: bool = True,
-                 poll_s: float = 30, **params) -> None:
+    def __init__(
+        self, *, group_size: int = 1, max_array_size: int = 1001, wait: bool = True, poll_s: float = 30, **params
+    ) -> None:
         super().__init__(**params)
-        self.settings = {**self.params, "group_size": group_size, "max_array_size": max_array_size,
-                         "wait": wait, "poll_s": poll_s}
+        self.settings = {
+            **self.params,
+            "group_size": group_size,
+            "max_array_size": max_array_size,
+            "wait": wait,
+            "poll_s": poll_s,
+        }
         self.singleton_state = None  # Hydra's global state, shipped to the tasks with the launcher
 
     def __call__(self, task: list) -> list:
@@ -52,8 +58,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
             return train_group(task)
         run_job = super().__call__  # out here: zero-argument super() fails inside a comprehension (< 3.12)
-        return [run_job(overrides, "hydra.sweep.dir", num, f"job_id_for_{num}", self.singleton_state)
-                for overrides, num in task]
+        return [
+            run_job(overrides, "hydra.sweep.dir", num, f"job_id_for_{num}", self.singleton_state)
+            for overrides, num in task
+        ]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         cfgs = compose_cells([list(o) for o in job_overrides], self.config.hydra.job.config_name)
@@ -65,22 +73,37 @@ class SlurmLauncher(SubmititSlurmLauncher):
         self.singleton_state = Singleton.get_state()
         work = [(cfg.id, (cfg, list(job_overrides[i]), initial_job_idx + i)) for i, cfg in open_]
         waiting, memory = [cfg for _, cfg in open_], task_memory(cfgs[0])
-        submit_and_wait(self.settings, stage="train", zoo=cfgs[0].zoo.name, zoo_dir=zoo_dir_of(cfgs[0]), fn=self,
-                        work=work, tasks=lambda new: array_tasks(new, self.settings["group_size"], memory),
-                        progress=lambda queue: progress_line("train", model_states(waiting, queue)))
+        submit_and_wait(
+            self.settings,
+            stage="train",
+            zoo=cfgs[0].zoo.name,
+            zoo_dir=zoo_dir_of(cfgs[0]),
+            fn=self,
+            work=work,
+            tasks=lambda new: array_tasks(new, self.settings["group_size"], memory),
+            progress=lambda queue: progress_line("train", model_states(waiting, queue)),
+        )
         if not self.settings["wait"]:
             return []
         states = model_states(waiting, {})  # nothing of ours is queued any more
         failed = failed_lines(states)
         if failed:
-            print(f"{len(failed)} model(s) failed:", *failed, "Fix the cause and run the same command again: "
-                  "it submits only these.", sep="\n", flush=True)
-        return [JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED, _return_value=s.state)
-                for (i, _), s in zip(open_, states)]
+            print(
+                f"{len(failed)} model(s) failed:",
+                *failed,
+                "Fix the cause and run the same command again: it submits only these.",
+                sep="\n",
+                flush=True,
+            )
+        return [
+            JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED, _return_value=s.state)
+            for (i, _), s in zip(open_, states)
+        ]
 
 
-def array_tasks(work: list[tuple[str, tuple[DictConfig, list[str], int]]], group_size: int,
-                memory: int | None) -> list[list[tuple[str, Any]]]:
+def array_tasks(
+    work: list[tuple[str, tuple[DictConfig, list[str], int]]], group_size: int, memory: int | None
+) -> list[list[tuple[str, Any]]]:
     """The array tasks of the open cells, (id, (config, overrides, job number)) each: one task per
     population that `grouping.plan` makes of the cells that can share (`memory` bytes per task),
     holding their configs, most expensive first; then the other cells, `group_size` per task in
@@ -101,5 +124,8 @@ def array_tasks(work: list[tuple[str, tuple[DictConfig, list[str], int]]], group
 def _warn_cpu_on_gpus(cfg: DictConfig) -> None:
     gpus = OmegaConf.select(cfg, "cluster.gpus_per_task", default=0)
     if gpus and cfg.runtime.accelerator == "cpu":
-        log.warning("cluster %s gives each task %s GPU(s) but runtime.accelerator=cpu: "
-                    "add runtime.accelerator=gpu", cfg.cluster.name, gpus)
+        log.warning(
+            "cluster %s gives each task %s GPU(s) but runtime.accelerator=cpu: add runtime.accelerator=gpu",
+            cfg.cluster.name,
+            gpus,
+        )

@@ -1,10 +1,10 @@
 """Where every model of a zoo stands, from its run dir and the SLURM task that holds it (`zoo-status`).
 
-    ok, diverged   finished (DONE)
-    failed         the run recorded an error, or its SLURM task ended before it finished
-    running        started and not finished (on SLURM: its task is running)
-    pending        waiting in SLURM's queue (or for its turn within a running task's group)
-    missing        never started and not queued
+ok, diverged   finished (DONE)
+failed         the run recorded an error, or its SLURM task ended before it finished
+running        started and not finished (on SLURM: its task is running)
+pending        waiting in SLURM's queue (or for its turn within a running task's group)
+missing        never started and not queued
 """
 
 import shlex
@@ -51,8 +51,9 @@ def _state(cfg: DictConfig, held: tuple[jobs.Record, int] | None, queue: jobs.Qu
         return ModelState(cfg, "pending", f"task {name} {slurm_state.lower()} ({why})")
     if state in ("running", "missing"):
         why = "cancelled, time limit, out of memory, node failure?"
-        return ModelState(cfg, "failed", f"task {name} ended before this model finished ({why}): "
-                                         f"see {record.log(task)}")
+        return ModelState(
+            cfg, "failed", f"task {name} ended before this model finished ({why}): see {record.log(task)}"
+        )
     return ModelState(cfg, state, reason)
 
 
@@ -97,18 +98,28 @@ def report(cfgs: Sequence[DictConfig], overrides: Sequence[str], all_failed: boo
     """The zoo-status text: table, totals, failed models (all of them with `all_failed`)."""
     queue, note = _queue(cfgs)
     states = model_states(cfgs, queue)
-    out = [f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models in {zoo_dir_of(cfgs[0]) / 'models'}", note, "",
-           status_table(states)]
+    out = [
+        f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models in {zoo_dir_of(cfgs[0]) / 'models'}",
+        note,
+        "",
+        status_table(states),
+    ]
     failed = failed_lines(states, None if all_failed else 10)
     n_failed = sum(s.state == "failed" for s in states)
     if failed:
         out += ["", f"failed ({n_failed}):", *failed]
         if not all_failed:
-            out.append(f"  ({n_failed - len(failed)} more) zoo-status --failed: all of them, and how to resubmit"
-                       if n_failed > len(failed) else "  zoo-status --failed: how to resubmit them")
+            out.append(
+                f"  ({n_failed - len(failed)} more) zoo-status --failed: all of them, and how to resubmit"
+                if n_failed > len(failed)
+                else "  zoo-status --failed: how to resubmit them"
+            )
     if all_failed and n_failed:
-        out += ["", "Resubmit them (finished models are skipped, queued ones are not submitted twice):",
-                f"  {resubmit_command(cfgs[0], overrides)}"]
+        out += [
+            "",
+            "Resubmit them (finished models are skipped, queued ones are not submitted twice):",
+            f"  {resubmit_command(cfgs[0], overrides)}",
+        ]
     return "\n".join(line for line in out if line is not None)
 
 

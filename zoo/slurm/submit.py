@@ -16,8 +16,16 @@ from zoo.slurm import jobs
 
 OURS = ("_target_", "group_size", "max_array_size", "wait", "poll_s")
 # submitit's cluster-independent parameters; the others take a `slurm_` prefix.
-SHARED = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
-          "stderr_to_stdout")
+SHARED = (
+    "timeout_min",
+    "cpus_per_task",
+    "gpus_per_node",
+    "tasks_per_node",
+    "mem_gb",
+    "nodes",
+    "name",
+    "stderr_to_stdout",
+)
 
 
 def job_name(zoo: str) -> str:
@@ -31,19 +39,27 @@ def make_executor(settings: Mapping, name: str) -> submitit.AutoExecutor:
     gpus = params.pop("gpus_per_task", 0)
     if gpus:  # as --gres, which every SLURM version understands (one task per job); 0: CPU only
         params["gres"] = f"gpu:{gpus}"
-    executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
-                                     slurm_max_num_timeout=params.pop("max_num_timeout", 0))
+    executor = submitit.AutoExecutor(
+        folder=params.pop("submitit_folder"), cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout", 0)
+    )
     params["name"] = name
     executor.update_parameters(**{k if k in SHARED else f"slurm_{k}": v for k, v in params.items()})
     return executor
 
 
 def groups_of(items: Sequence, size: int) -> list[list]:
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def submit_arrays(executor: submitit.AutoExecutor, fn: Callable, groups: Sequence[list[tuple[str, Any]]], *,
-                  max_array_size: int, stage: str, zoo_dir: Path) -> list[str]:
+def submit_arrays(
+    executor: submitit.AutoExecutor,
+    fn: Callable,
+    groups: Sequence[list[tuple[str, Any]]],
+    *,
+    max_array_size: int,
+    stage: str,
+    zoo_dir: Path,
+) -> list[str]:
     """One array task per group of (key, item) pairs, running `fn([items])`; arrays hold at most
     `max_array_size` tasks (SLURM caps the task *index*, so each array numbers its tasks from 0).
     Each array is recorded under the zoo dir. Returns the job ids."""
@@ -75,16 +91,26 @@ def wait(job_ids: Collection[str], name: str, progress: Callable[[jobs.Queue], s
                     return
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        raise SystemExit(f"\nstopped waiting; the jobs go on (squeue --name {name}). Run the same command "
-                         "again to wait for them: it submits nothing twice.") from None
+        raise SystemExit(
+            f"\nstopped waiting; the jobs go on (squeue --name {name}). Run the same command "
+            "again to wait for them: it submits nothing twice."
+        ) from None
 
 
 Tasks = Callable[[list[tuple[str, Any]]], list[list[tuple[str, Any]]]]  # work -> the work of each array task
 
 
-def submit_and_wait(settings: Mapping, *, stage: str, zoo: str, zoo_dir: Path, fn: Callable,
-                    work: Sequence[tuple[str, Any]], progress: Callable[[jobs.Queue], str],
-                    tasks: Tasks | None = None) -> None:
+def submit_and_wait(
+    settings: Mapping,
+    *,
+    stage: str,
+    zoo: str,
+    zoo_dir: Path,
+    fn: Callable,
+    work: Sequence[tuple[str, Any]],
+    progress: Callable[[jobs.Queue], str],
+    tasks: Tasks | None = None,
+) -> None:
     """Submit the (key, item) work that no queued task holds yet, split into array tasks by `tasks`
     (default: `group_size` items per task), and (with `wait`) wait for all of it, including what
     earlier submissions hold."""
@@ -95,11 +121,15 @@ def submit_and_wait(settings: Mapping, *, stage: str, zoo: str, zoo_dir: Path, f
     if new:
         size = min(settings["max_array_size"], jobs.max_array_size())
         groups = tasks(new) if tasks else groups_of(new, settings["group_size"])
-        job_ids = submit_arrays(make_executor(settings, name), fn, groups, max_array_size=size, stage=stage,
-                                zoo_dir=zoo_dir)
-    print(f"{stage}: {len(work)} to do: {len(work) - len(new)} already queued, {len(new)} submitted"
-          + (f" as job(s) {', '.join(job_ids)}" if job_ids else "")
-          + f" (logs in {settings['submitit_folder']})", flush=True)
+        job_ids = submit_arrays(
+            make_executor(settings, name), fn, groups, max_array_size=size, stage=stage, zoo_dir=zoo_dir
+        )
+    print(
+        f"{stage}: {len(work)} to do: {len(work) - len(new)} already queued, {len(new)} submitted"
+        + (f" as job(s) {', '.join(job_ids)}" if job_ids else "")
+        + f" (logs in {settings['submitit_folder']})",
+        flush=True,
+    )
     if settings["wait"]:
         wait(set(job_ids) | set(held.values()), name, progress, settings["poll_s"])
     else:

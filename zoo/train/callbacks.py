@@ -28,15 +28,20 @@ def canonical(data: bytes) -> bytes:
     """Safetensors bytes with the header's keys sorted. safetensors writes `__metadata__` in hash-map
     order, random per process, so the same tensors gave different bytes (and sha256s) each time."""
     size = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # tensor data stays 8-byte aligned
-    return len(header).to_bytes(8, "little") + header + data[8 + size:]
+    return len(header).to_bytes(8, "little") + header + data[8 + size :]
 
 
 def metrics_row(epoch: int, train: dict, test: dict, lr: float, seconds: float) -> dict:
     """One line of metrics.jsonl: `train_<k>`, `test_<k>` per metric of the task (classifiers: loss, acc)."""
-    return {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
-            **{f"test_{k}": v for k, v in test.items()}, "lr": lr, "seconds": round(seconds, 4)}
+    return {
+        "epoch": epoch,
+        **{f"train_{k}": v for k, v in train.items()},
+        **{f"test_{k}": v for k, v in test.items()},
+        "lr": lr,
+        "seconds": round(seconds, 4),
+    }
 
 
 class RunDirWriter(pl.Callback):

@@ -81,10 +81,16 @@ def population_key(cfg: DictConfig) -> str | None:
         return _pinn_key(cfg)
     if population_setting(cfg) != "off" and model.name in NETS:
         return _net_key(cfg)
-    if (population_setting(cfg) == "off" or model.name != "mlp"
-            or model.activation not in ACTIVATION_BACKWARD or cfg.data.name not in TENSOR_DATA
-            or task_of(cfg).name != "classify" or optim.name != "sgd"
-            or trainer.gradient_clip_val is not None or str(trainer.precision) not in ("32", "32-true")):
+    if (
+        population_setting(cfg) == "off"
+        or model.name != "mlp"
+        or model.activation not in ACTIVATION_BACKWARD
+        or cfg.data.name not in TENSOR_DATA
+        or task_of(cfg).name != "classify"
+        or optim.name != "sgd"
+        or trainer.gradient_clip_val is not None
+        or str(trainer.precision) not in ("32", "32-true")
+    ):
         return None
     plain = OmegaConf.to_container(cfg, resolve=True)
     shared = {
@@ -99,13 +105,19 @@ def population_key(cfg: DictConfig) -> str | None:
 def _pinn_key(cfg: DictConfig) -> str | None:
     """PINN cells: members differ in seed, data.beta and optim values (see module doc)."""
     model, optim, trainer = cfg.model, cfg.optim, cfg.trainer
-    if (model.name != "mlp" or model.activation not in PINN_ACTIVATIONS or cfg.data.name != "convection"
-            or optim.name not in PINN_OPTIMIZERS or trainer.gradient_clip_val is not None
-            or str(trainer.precision) not in ("32", "32-true")):
+    if (
+        model.name != "mlp"
+        or model.activation not in PINN_ACTIVATIONS
+        or cfg.data.name != "convection"
+        or optim.name not in PINN_OPTIMIZERS
+        or trainer.gradient_clip_val is not None
+        or str(trainer.precision) not in ("32", "32-true")
+    ):
         return None
     plain = OmegaConf.to_container(cfg, resolve=True)
     shared = {
-        "task": "pinn", "model": plain["model"],
+        "task": "pinn",
+        "model": plain["model"],
         "optim": {k: plain["optim"].get(k) for k in ("name", "no_decay_1d")},
         "data": {k: v for k, v in plain["data"].items() if k != "beta"},
         **{k: plain[k] for k in ("trainer", "checkpoint", "runtime")},
@@ -126,9 +138,13 @@ def net_population_pays(cfg: DictConfig) -> bool:
 
 def _net_key(cfg: DictConfig) -> str | None:
     """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
-    if (task_of(cfg).name not in ("classify", "lm") or cfg.trainer.gradient_clip_val is not None
-            or str(cfg.trainer.precision) not in ("32", "32-true") or accumulation(cfg) > 1
-            or not net_population_pays(cfg)):
+    if (
+        task_of(cfg).name not in ("classify", "lm")
+        or cfg.trainer.gradient_clip_val is not None
+        or str(cfg.trainer.precision) not in ("32", "32-true")
+        or accumulation(cfg) > 1
+        or not net_population_pays(cfg)
+    ):
         return None
     plain = OmegaConf.to_container(cfg, resolve=True)
     shared = {k: plain[k] for k in ("model", "optim", "data", "trainer", "checkpoint", "runtime")}
@@ -277,11 +293,15 @@ def describe(groups: list[list[DictConfig]]) -> str:
         kind = "population" if population_key(cfg) else "alone"
         if is_pinn(cfg):
             betas, lrs = sorted({c.data.beta for c in group}), sorted({c.optim.lr for c in group})
-            lines.append(f"{kind} K={len(group)} pinn {cfg.model.name} width {cfg.model.width} "
-                         f"betas {betas} lrs {lrs} epochs {cfg.trainer.max_epochs}")
+            lines.append(
+                f"{kind} K={len(group)} pinn {cfg.model.name} width {cfg.model.width} "
+                f"betas {betas} lrs {lrs} epochs {cfg.trainer.max_epochs}"
+            )
             continue
-        lines.append(f"{kind} K={len(group)} {cfg.model.name} batch {cfg.data.get('batch_size')} "
-                     f"widths {widths} epochs {cfg.trainer.max_epochs}")
+        lines.append(
+            f"{kind} K={len(group)} {cfg.model.name} batch {cfg.data.get('batch_size')} "
+            f"widths {widths} epochs {cfg.trainer.max_epochs}"
+        )
     return "\n".join(lines)
 
 

@@ -54,6 +54,7 @@ def with_identity(cfg: DictConfig) -> DictConfig:
 def identified(resolved: dict) -> DictConfig:
     """`with_identity` of an already resolved config, read as a plain dict (one OmegaConf node tree
     built instead of three: what makes enumerating thousands of cells fast)."""
+
     def select(key: str):
         value = resolved
         for part in key.split("."):
@@ -61,5 +62,10 @@ def identified(resolved: dict) -> DictConfig:
         return value
 
     grid = {axis: select(axis) for axis in resolved["zoo"]["axes"]}
-    return OmegaConf.create({**resolved, "id": f"{resolved['zoo']['prefix']}-{model_hash(resolved)}",
-                             "grid": {**grid, "seed": resolved["seed"]}})
+    return OmegaConf.create(
+        {
+            **resolved,
+            "id": f"{resolved['zoo']['prefix']}-{model_hash(resolved)}",
+            "grid": {**grid, "seed": resolved["seed"]},
+        }
+    )

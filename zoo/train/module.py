@@ -17,8 +17,18 @@ from zoo.train.optim import build_optimizer
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, model: nn.Module, data: TensorData, optim: Mapping, *, batch_size: int,
-                 max_epochs: int, seed: int, eval_batch_size: int = 1000, accumulate: int = 1):
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TensorData,
+        optim: Mapping,
+        *,
+        batch_size: int,
+        max_epochs: int,
+        seed: int,
+        eval_batch_size: int = 1000,
+        accumulate: int = 1,
+    ):
         super().__init__()
         self.model, self.data, self.optim = model, data, optim
         self.batch_size, self.max_epochs, self.seed = batch_size, max_epochs, seed
@@ -28,8 +38,9 @@ class Classifier(pl.LightningModule):
 
     def train_dataloader(self) -> Batches:
         # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
-        return self.data.batches("train", self.batch_size // self.accumulate, shuffle=True, seed=self.seed,
-                                 epoch=lambda: self.current_epoch)
+        return self.data.batches(
+            "train", self.batch_size // self.accumulate, shuffle=True, seed=self.seed, epoch=lambda: self.current_epoch
+        )
 
     def on_train_epoch_start(self) -> None:
         self.sums = None
@@ -39,8 +50,9 @@ class Classifier(pl.LightningModule):
         logits, y = self.model(x).flatten(0, -2), y.flatten()  # (b, t, c) -> (b*t, c); no-op for (b, c)
         loss = F.cross_entropy(logits, y)
         # Accumulate on the device: no host sync per step.
-        step = torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum(),
-                            torch.tensor(len(y), device=y.device)])
+        step = torch.stack(
+            [loss.detach() * len(y), (logits.argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)]
+        )
         self.sums = step if self.sums is None else self.sums + step
         return loss
 

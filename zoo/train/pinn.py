@@ -22,8 +22,15 @@ from zoo.train.optim import build_optimizer
 TERMS = ("residual", "initial", "boundary")
 
 
-def pinn_terms(model: nn.Module, beta: float, collocation: torch.Tensor, initial: torch.Tensor,
-               u_initial: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> dict[str, torch.Tensor]:
+def pinn_terms(
+    model: nn.Module,
+    beta: float,
+    collocation: torch.Tensor,
+    initial: torch.Tensor,
+    u_initial: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """The three mean squared loss terms; differentiable w.r.t. the model's parameters."""
     xt = collocation.detach().requires_grad_(True)
     du = torch.autograd.grad(model(xt).sum(), xt, create_graph=True)[0]
@@ -48,8 +55,9 @@ class Repeat:
 
 
 class PINN(pl.LightningModule):
-    def __init__(self, model: nn.Module, data: ConvectionData, optim: Mapping, *, max_epochs: int,
-                 steps_per_epoch: int):
+    def __init__(
+        self, model: nn.Module, data: ConvectionData, optim: Mapping, *, max_epochs: int, steps_per_epoch: int
+    ):
         super().__init__()
         self.model, self.data, self.optim = model, data, optim
         self.max_epochs, self.steps_per_epoch = max_epochs, steps_per_epoch
@@ -83,8 +91,7 @@ class PINN(pl.LightningModule):
         with torch.no_grad():
             grid = self.data.grid.to(self.device)
             u, exact = self.model(grid), self.data.exact(grid)
-            return {"loss": (u - exact).pow(2).mean().item(),
-                    "rel_l2": ((u - exact).norm() / exact.norm()).item()}
+            return {"loss": (u - exact).pow(2).mean().item(), "rel_l2": ((u - exact).norm() / exact.norm()).item()}
 
     def configure_optimizers(self):
         steps = self.max_epochs * self.steps_per_epoch

@@ -89,12 +89,20 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         warnings.filterwarnings("ignore", noise)
     slurm = trainer_options()
     return pl.Trainer(
-        max_epochs=cfg.trainer.max_epochs, gradient_clip_val=cfg.trainer.gradient_clip_val,
+        max_epochs=cfg.trainer.max_epochs,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
         accumulate_grad_batches=accumulation(cfg),
-        precision=cfg.trainer.precision, accelerator=cfg.runtime.accelerator, devices=1,
-        deterministic=cfg.runtime.deterministic, enable_progress_bar=cfg.runtime.progress_bar,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[*callbacks, *slurm["callbacks"]],
+        precision=cfg.trainer.precision,
+        accelerator=cfg.runtime.accelerator,
+        devices=1,
+        deterministic=cfg.runtime.deterministic,
+        enable_progress_bar=cfg.runtime.progress_bar,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[*callbacks, *slurm["callbacks"]],
         plugins=slurm["plugins"],
     )
 

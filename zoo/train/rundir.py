@@ -1,12 +1,12 @@
 """The run directory of one model, `runs/<zoo>/models/<id>/` (contract in docs/design.md).
 
-    config.yaml                    resolved config, with `id` and `grid`
-    metrics.jsonl                  one line per epoch (epoch 0 = initialization)
-    ckpt/epoch_XXXX.safetensors    weights at the configured epochs
-    last.ckpt                      Lightning resume state (internal, never shipped)
-    status                         `ok`, `diverged` or `failed`, then a reason line
-    DONE                           written last; a run with DONE is never touched again
-    .lock                          flock'ed by the process training the model (zoo.lock)
+config.yaml                    resolved config, with `id` and `grid`
+metrics.jsonl                  one line per epoch (epoch 0 = initialization)
+ckpt/epoch_XXXX.safetensors    weights at the configured epochs
+last.ckpt                      Lightning resume state (internal, never shipped)
+status                         `ok`, `diverged` or `failed`, then a reason line
+DONE                           written last; a run with DONE is never touched again
+.lock                          flock'ed by the process training the model (zoo.lock)
 """
 
 import json

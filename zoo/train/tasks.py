@@ -50,25 +50,35 @@ def accumulation(cfg: DictConfig) -> int:
 
 class Classify:
     """Cross-entropy classifiers; every model of the zoo is measured on the same batches."""
+
     name = "classify"
-    headline = "test_acc"       # the metrics.jsonl key a run is summed up by
-    batchnorm = True            # merged and curve models get BatchNorm statistics recomputed
+    headline = "test_acc"  # the metrics.jsonl key a run is summed up by
+    batchnorm = True  # merged and curve models get BatchNorm statistics recomputed
     cka_layer: str | None = None  # the logits
 
     def module(self, model: nn.Module, data: Any, cfg: DictConfig) -> pl.LightningModule:
-        return Classifier(model, data, cfg.optim, batch_size=cfg.data.batch_size, max_epochs=cfg.trainer.max_epochs,
-                          seed=cfg.seed, eval_batch_size=cfg.data.eval_batch_size, accumulate=accumulation(cfg))
+        return Classifier(
+            model,
+            data,
+            cfg.optim,
+            batch_size=cfg.data.batch_size,
+            max_epochs=cfg.trainer.max_epochs,
+            seed=cfg.seed,
+            eval_batch_size=cfg.data.eval_batch_size,
+            accumulate=accumulation(cfg),
+        )
 
     def split_size(self, data: Any, split: str) -> int:
         return len(data.split(split)[0])
 
-    def batches(self, data: Any, split: str, batch_size: int, n: int | None = None, seed: int = 0,
-                offset: int = 0) -> list[Batch]:
+    def batches(
+        self, data: Any, split: str, batch_size: int, n: int | None = None, seed: int = 0, offset: int = 0
+    ) -> list[Batch]:
         """`split` as the model sees it (transformed, not augmented); with `n`, a fixed seeded subset of
         n samples from position `offset` of the seeded order."""
         x, y = data.split(split)
         if n is not None:
-            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
+            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset : offset + n]
             x, y = x[idx], y[idx]
         return list(datasets.Batches(x, y, batch_size, transform=data.transform))
 
@@ -102,6 +112,7 @@ class Classify:
 class LanguageModel(Classify):
     """Next-token prediction: a classifier of the next token at every position, measured on fixed
     seeded windows; LayerNorm only, so nothing to recompute."""
+
     name = "lm"
     batchnorm = False
     cka_layer = "ln_f"  # the final hidden states; `output` for the logits
@@ -114,8 +125,9 @@ class LanguageModel(Classify):
     def split_size(self, data: TokenData, split: str) -> int:
         return data.eval_windows
 
-    def batches(self, data: TokenData, split: str, batch_size: int, n: int | None = None, seed: int = 0,
-                offset: int = 0) -> list[Batch]:
+    def batches(
+        self, data: TokenData, split: str, batch_size: int, n: int | None = None, seed: int = 0, offset: int = 0
+    ) -> list[Batch]:
         """`n` (default: data.eval_windows) windows of `split` drawn with `seed`, from window `offset` on."""
         tokens = {"train": data.train, "test": data.test}[split]
         return list(Windows(tokens, data.context, n or data.eval_windows, batch_size, lambda: seed, offset))
@@ -130,6 +142,7 @@ class PDE:
     """Physics-informed networks on the convection equation (zoo.data.convection): the loss is the
     training loss (residual + initial + boundary on the training points), on the test grid the MSE
     against the exact solution; the error is the relative L2 error against the exact solution."""
+
     name = "pinn"
     headline = "test_rel_l2"
     batchnorm = False
@@ -144,15 +157,16 @@ class PDE:
     def split_size(self, data: ConvectionData, split: str) -> int:
         return len(data.collocation) if split == "train" else len(data.grid)
 
-    def batches(self, data: ConvectionData, split: str, batch_size: int, n: int | None = None, seed: int = 0,
-                offset: int = 0) -> list[Batch]:
+    def batches(
+        self, data: ConvectionData, split: str, batch_size: int, n: int | None = None, seed: int = 0, offset: int = 0
+    ) -> list[Batch]:
         """`train`: the training points as one full batch (the loss as trained); `test`: the grid
         points with the exact solution, or a seeded subset of n of them, in batches."""
         if split == "train":
             return [data.train_batch()]
         x = data.grid
         if n is not None:
-            x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset:offset + n]]
+            x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[offset : offset + n]]
         return [(p, data.exact(p)) for p in x.split(batch_size)]
 
     def loss(self, net: Net, batch: Batch) -> Tensor:

@@ -41,9 +41,18 @@ class GroupedLinear(nn.Module):
 
 def _conv(layers: list[nn.Conv2d]) -> nn.Conv2d:
     first, k = layers[0], len(layers)
-    conv = nn.Conv2d(k * first.in_channels, k * first.out_channels, first.kernel_size, first.stride,
-                     first.padding, first.dilation, k * first.groups, first.bias is not None, first.padding_mode,
-                     device="meta")  # no init: the members' weights go in
+    conv = nn.Conv2d(
+        k * first.in_channels,
+        k * first.out_channels,
+        first.kernel_size,
+        first.stride,
+        first.padding,
+        first.dilation,
+        k * first.groups,
+        first.bias is not None,
+        first.padding_mode,
+        device="meta",
+    )  # no init: the members' weights go in
     conv.weight = nn.Parameter(torch.cat([c.weight.detach() for c in layers]))
     if conv.bias is not None:
         conv.bias = nn.Parameter(torch.cat([c.bias.detach() for c in layers]))
@@ -52,8 +61,9 @@ def _conv(layers: list[nn.Conv2d]) -> nn.Conv2d:
 
 def _batch_norm(layers: list[nn.BatchNorm2d]) -> nn.BatchNorm2d:
     first = layers[0]
-    bn = nn.BatchNorm2d(len(layers) * first.num_features, first.eps, first.momentum, first.affine,
-                        first.track_running_stats)
+    bn = nn.BatchNorm2d(
+        len(layers) * first.num_features, first.eps, first.momentum, first.affine, first.track_running_stats
+    )
     with torch.no_grad():
         for name, tensor in [*bn.named_parameters(), *bn.named_buffers()]:
             if name == "num_batches_tracked":  # one count: members take the same steps
@@ -102,4 +112,3 @@ class GroupedNet:
 
     def split(self, tensor: torch.Tensor) -> torch.Tensor:
         return split(tensor, self.k)
-

@@ -147,7 +147,7 @@ class MLPPopulation(StackedMLPs):
         x_all, y_all = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
         loss, correct = [0.0] * self.k, [0] * self.k
         for start in range(0, len(x_all), self.eval_batch_size):
-            x, y = x_all[start:start + self.eval_batch_size], y_all[start:start + self.eval_batch_size]
+            x, y = x_all[start : start + self.eval_batch_size], y_all[start : start + self.eval_batch_size]
             logits = self.layer_inputs(x.expand(self.k, *x.shape))[-1]
             sums = torch.stack([F.cross_entropy(member, y, reduction="sum") for member in logits]).tolist()
             loss = [a + b for a, b in zip(loss, sums)]

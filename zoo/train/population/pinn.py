@@ -24,7 +24,6 @@ optimization). A diverged member (non-finite epoch train loss) is frozen at zero
 Adam moments, its update masked: its slot keeps computing finite numbers nobody reads.
 """
 
-
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -48,9 +47,12 @@ def adam_settings(optim: DictConfig) -> dict:
     group = group_of[id(weight)]
     if group.get("amsgrad") or group.get("maximize"):
         raise ValueError("population training implements Adam without amsgrad/maximize")
-    return {"weight_decay": {"weight": group["weight_decay"], "bias": group_of[id(bias)]["weight_decay"]},
-            "beta2": group["betas"][1], "eps": group["eps"],
-            "decoupled": bool(group.get("decoupled_weight_decay", optim.name == "adamw"))}
+    return {
+        "weight_decay": {"weight": group["weight_decay"], "bias": group_of[id(bias)]["weight_decay"]},
+        "beta2": group["betas"][1],
+        "eps": group["eps"],
+        "decoupled": bool(group.get("decoupled_weight_decay", optim.name == "adamw")),
+    }
 
 
 def shared_or_stacked(values: list[float], device: torch.device) -> "float | torch.Tensor":
@@ -158,16 +160,18 @@ class PINNPopulation(StackedMLPs):
         # u*(x, t) = sin(x - beta t), as ConvectionData.exact computes it for each member's beta
         for name in ("initial", "grid"):
             xt = getattr(self, name)
-            self.register_buffer(f"exact_{name}", torch.sin(xt[..., :1] - betas[:, None, None] * xt[..., 1:]),
-                                 persistent=False)
+            self.register_buffer(
+                f"exact_{name}", torch.sin(xt[..., :1] - betas[:, None, None] * xt[..., 1:]), persistent=False
+            )
 
         self.beta1s = self.momenta_or_betas  # read per step as numbers: kept on the CPU
         self.beta1_shared = bool((self.beta1s == self.beta1s[:, :1]).all())
         settings = [adam_settings(cfg.optim) for cfg in cfgs]
         self.decoupled = settings[0]["decoupled"]  # optim.name is part of the population key
         self.settings = {key: [s[key] for s in settings] for key in ("beta2", "eps")}
-        self.settings.update({f"weight_decay_{kind}": [s["weight_decay"][kind] for s in settings]
-                              for kind in ("weight", "bias")})
+        self.settings.update(
+            {f"weight_decay_{kind}": [s["weight_decay"][kind] for s in settings] for kind in ("weight", "bias")}
+        )
         self._hyper: tuple[torch.device, dict] | None = None
         self.sums: torch.Tensor | None = None  # [5, K]: loss, residual, initial, boundary, steps over the epoch
 
@@ -209,17 +213,17 @@ class PINNPopulation(StackedMLPs):
         lr = self.lrs[step]
         if self.beta1_shared:
             beta1 = self.beta1s[step, 0].item()
-            bias_correction1, weight1 = 1 - beta1 ** n, 1 - beta1
+            bias_correction1, weight1 = 1 - beta1**n, 1 - beta1
         else:
             beta1 = self.beta1s[step].tolist()
-            bias_correction1 = torch.tensor([1 - b ** n for b in beta1], dtype=torch.float64, device=device)
+            bias_correction1 = torch.tensor([1 - b**n for b in beta1], dtype=torch.float64, device=device)
             weight1 = shared_or_stacked([1 - b for b in beta1], device)
         beta2 = hyper["beta2"]
         if isinstance(beta2, float):
-            bias_correction2_sqrt, weight2 = (1 - beta2 ** n) ** 0.5, 1 - beta2
+            bias_correction2_sqrt, weight2 = (1 - beta2**n) ** 0.5, 1 - beta2
         else:
             betas2 = self.settings["beta2"]
-            bias_correction2_sqrt = shared_or_stacked([(1 - b ** n) ** 0.5 for b in betas2], device)
+            bias_correction2_sqrt = shared_or_stacked([(1 - b**n) ** 0.5 for b in betas2], device)
             weight2 = shared_or_stacked([1 - b for b in betas2], device)
         alive = self.alive.to(lr.dtype)
         neg_step_size = (-(lr / bias_correction1) * alive).float()[:, None, None]  # frozen members: 0
@@ -270,10 +274,12 @@ class PINNPopulation(StackedMLPs):
         if split == "train":
             with torch.enable_grad():
                 terms = {k: v.detach().tolist() for k, v in self.terms().items()}
-            return [{"loss": sum(t[k] for t in terms.values()), **{name: t[k] for name, t in terms.items()}}
-                    for k in range(self.k)]
+            return [
+                {"loss": sum(t[k] for t in terms.values()), **{name: t[k] for name, t in terms.items()}}
+                for k in range(self.k)
+            ]
         with torch.no_grad():
             u, exact = self(self.grid), self.exact_grid
             loss = (u - exact).pow(2).mean((1, 2)).tolist()
-            rel = (torch.linalg.vector_norm(u - exact, dim=(1, 2)) / torch.linalg.vector_norm(exact, dim=(1, 2)))
+            rel = torch.linalg.vector_norm(u - exact, dim=(1, 2)) / torch.linalg.vector_norm(exact, dim=(1, 2))
             return [{"loss": a, "rel_l2": b} for a, b in zip(loss, rel.tolist())]

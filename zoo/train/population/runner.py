@@ -155,8 +155,16 @@ def _train_locked(cfgs: list[DictConfig], runs: list[RunDir], locked: list[int])
         state, reason = run.status()
         if k in todo:
             key = task_of(cfg).headline
-            log.info("%s: %s %s %s=%s (population of %d, %.1f s)", cfg.id, state, reason, key,
-                     (run.metrics() or [{}])[-1].get(key), len(todo), seconds)
+            log.info(
+                "%s: %s %s %s=%s (population of %d, %.1f s)",
+                cfg.id,
+                state,
+                reason,
+                key,
+                (run.metrics() or [{}])[-1].get(key),
+                len(todo),
+                seconds,
+            )
         results.append(Result(cfg.id, state, reason, seconds if k in todo else 0.0, run.path))
     return results
 

@@ -74,8 +74,9 @@ class StackedMLPs(pl.LightningModule):
             self.members.append(build(cfg.model))
         layers = list(zip(*map(linears, self.members)))
         self.weights = nn.ParameterList(stack_padded([lin.weight for lin in layer]) for layer in layers)
-        self.biases = nn.ParameterList(stack_padded([lin.bias[None] for lin in layer]) for layer in layers
-                                       if layer[0].bias is not None)
+        self.biases = nn.ParameterList(
+            stack_padded([lin.bias[None] for lin in layer]) for layer in layers if layer[0].bias is not None
+        )
         # Plain lists for the hot loop (ParameterList indexing costs microseconds); device moves
         # keep these Parameter objects and swap their data.
         self.w, self.b = list(self.weights), list(self.biases)
@@ -98,7 +99,7 @@ class StackedMLPs(pl.LightningModule):
             for i, lin in enumerate(linears(model)):
                 lin.weight.copy_(self.w[i][(k, *map(slice, lin.weight.shape))])
                 if lin.bias is not None:
-                    lin.bias.copy_(self.b[i][k, 0, :len(lin.bias)])
+                    lin.bias.copy_(self.b[i][k, 0, : len(lin.bias)])
         return model
 
     @torch.no_grad()
