@@ -44,3 +44,15 @@ def test_run_stage_computes_only_what_is_missing_or_stale(tmp_path):
     changed = [make(tmp_path, x=5)]
     assert run_stage(square, changed, stage="demo", workers=1)["computed"] == 1
     assert read_result(changed[0])["value"] == 25
+
+
+def test_an_apps_inputs_leave_out_other_apps_sections():
+    """Changing apply.prune.* or the list of apps to run must not make lmc's results stale."""
+    from zoo.apply.stage import app_settings
+    from zoo.sweep import compose_config
+
+    base = compose_config(["zoo=demo"]).apply
+    other = compose_config(["zoo=demo", "apply.prune.margin=0.3", "apply.apps=[lmc]"]).apply
+    assert app_settings(base, "lmc") == app_settings(other, "lmc")
+    assert "prune" not in app_settings(base, "lmc") and "apps" not in app_settings(base, "lmc")
+    assert app_settings(base, "prune") != app_settings(other, "prune")

@@ -37,6 +37,7 @@ from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
 
 APPS = ("averaging", "lmc", "soup", "prune", "transfer")
+APP_SECTIONS = ("prune", "transfer")  # conf/apply sections that belong to one app
 # The per-cell metrics each app plots and tabulates (the rest of its JSON is detail).
 METRICS = {
     "averaging": (
@@ -65,6 +66,13 @@ def sorted_cells(cfgs: Sequence[DictConfig]) -> list[tuple[tuple, list[DictConfi
     return sorted(cells(cfgs).items())
 
 
+def app_settings(apply: DictConfig, app: str) -> dict:
+    """What `app` computes with: the shared `apply.*` settings and its own section, not another app's
+    section nor the list of apps to run, so that changing apply.prune.* leaves lmc's results valid."""
+    settings = OmegaConf.to_container(apply, resolve=True)
+    return {k: v for k, v in settings.items() if k != "apps" and (k not in APP_SECTIONS or k == app)}
+
+
 def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
     """One item per cell with at least two `ok` seeds (one model has nothing to merge with)."""
     if app not in APPS:
@@ -80,7 +88,7 @@ def apply_items(cfgs: Sequence[DictConfig], app: str) -> list[Item]:
         ok = sorted((c for c in members if run_dir(c).status()[0] == "ok"), key=lambda c: c.seed)
         if len(ok) >= 2:
             first = ok[0]
-            settings = OmegaConf.to_container(first.apply, resolve=True)
+            settings = app_settings(first.apply, app)
             if app == "prune":
                 settings["prune"]["ticket_cell"] = key in tickets
             items.append(
