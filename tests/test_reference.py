@@ -14,6 +14,7 @@ from zoo.load import open_zoo
 from zoo.models import build, from_meta
 from zoo.pack import import_reference
 from zoo.sweep import cell_configs, compose_config
+from zoo.train.tasks import Classify
 
 
 # -- a small transcription of the reference architectures (ptmz/models/def_net_width.py, torchvision
@@ -249,7 +250,7 @@ def test_bezier_l2_term_pulls_the_bend_towards_zero():
     a, b = nn.Linear(4, 3), nn.Linear(4, 3)
     batches = [(torch.randn(16, 4), torch.randint(0, 3, (16,)))]
     kw = dict(steps=50, optimizer="sgd", lr=0.1, schedule="garipov", seed=0)
-    plain, decayed = (bezier_curve(a, b, batches, F.cross_entropy, l2=l2, **kw) for l2 in (0.0, 5.0))
+    plain, decayed = (bezier_curve(a, b, batches, Classify(), l2=l2, **kw) for l2 in (0.0, 5.0))
     assert decayed.params(0.5)["weight"].norm() < 0.5 * plain.params(0.5)["weight"].norm()
 
 
@@ -281,10 +282,17 @@ def test_hessian_largest_magnitude_keeps_the_sign():
             return self.w
 
     lam = torch.tensor([-5.0, 1.0, 2.0, 3.0])
-    criterion = lambda out, y: 0.5 * (lam * out**2).sum()  # noqa: E731 - Hessian diag(lam)
+
+    class DiagonalHessian:  # the task interface hessian_metrics measures: a loss of Hessian diag(lam)
+        def loss(self, net, batch):
+            return 0.5 * (lam * net(batch[0]) ** 2).sum()
+
+        def size(self, batch):
+            return 1
+
     batches = [(torch.zeros(1), torch.zeros(1))]
     top = {
-        w: hessian_metrics(Quadratic(), criterion, batches, which=w, deflate=4)["top_eigenvalues"][0]
+        w: hessian_metrics(Quadratic(), DiagonalHessian(), batches, which=w, deflate=4)["top_eigenvalues"][0]
         for w in ("algebraic", "magnitude")
     }
     assert top["algebraic"] == pytest.approx(3.0) and top["magnitude"] == pytest.approx(-5.0)
