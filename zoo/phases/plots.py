@@ -40,7 +40,7 @@ WORDS = {
     "err": "error",
     "acc": "accuracy",
     "aligned": "after weight matching",
-    "gain": "test-accuracy gain (merged − mean of its models)",
+    "gain": "test-accuracy gain",
     "barrier": "barrier",
     "hessian": "Hessian",
     "top": "top eigenvalue",
@@ -55,6 +55,17 @@ WORDS = {
     "greedy": "greedy",
     "soup": "soup",
 }
+# What a `*_gain` is measured against, by the metric's first word.
+GAIN_OVER = {
+    "seed": "merged − mean of its models",
+    "epoch": "averaged checkpoints − final model",
+    "ref": "averaged checkpoints − final model",
+    "uniform": "soup − best ingredient",
+    "greedy": "soup − best ingredient",
+    "probe": "probe − training from scratch",
+    "finetune": "fine-tuned − training from scratch",
+    "ticket": "ticket − random re-initialisation",
+}
 UNITS = {"acc": "fraction", "err": "fraction", "gain": "fraction", "loss": "cross-entropy", "mc": "cross-entropy"}
 
 
@@ -63,6 +74,8 @@ def describe(metric: str) -> str:
     parts = metric.split("_")
     words = [WORDS.get(p, p) for p in parts if p not in ("train", "test", "aligned")]
     words += [WORDS[p] for p in ("train", "test", "aligned") if p in parts]
+    if "gain" in parts and parts[0] in GAIN_OVER:
+        words.append(f"({GAIN_OVER[parts[0]]})")
     unit = next((UNITS[p] for p in parts if p in UNITS), None)
     return " ".join(words) + (f" [{unit}]" if unit else "")
 
