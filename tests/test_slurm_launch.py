@@ -25,7 +25,7 @@ from zoo.stage import is_done
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # end to end on the real cluster: minutes
 
 # cpus_per_task=1: two tasks at once on the 2-CPU node; poll squeue often.
 SLURM = ["hydra/launcher=slurm", "cluster=local", "cluster.cpus_per_task=1", "cluster.poll_s=0.5"]

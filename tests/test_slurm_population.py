@@ -84,6 +84,7 @@ def test_array_tasks_are_populations_then_models_that_train_alone(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_sweep_sends_one_task_per_population_and_matches_one_by_one_training(slurm_cluster, tmp_path, data_root):
     """6 models: widths 4 and 8 padded into one population, width 64's seeds another, so 2 tasks. A
     relaunch while they are queued submits nothing; the models end as one-by-one training leaves them."""
@@ -122,6 +123,7 @@ def test_sweep_sends_one_task_per_population_and_matches_one_by_one_training(slu
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_requeued_population_resumes_from_its_last_ckpt(slurm_cluster, tmp_path, data_root):
     """A population of 2 gets SLURM's warning signal (USR2) mid-training: submitit requeues the task,
     which resumes from runs/<zoo>/populations/<hash>/last.ckpt and ends with the metrics and weights of

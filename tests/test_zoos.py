@@ -278,6 +278,7 @@ def plans():
     return {name: plan_zoo([f"zoo={name}", "cluster=example_gpu"]) for name in ZOOS}
 
 
+@pytest.mark.slow  # plans all 2,794 reference models (~2 min on 2 cores)
 def test_plan_counts_every_zoo(plans):
     for name, (models, _) in ZOOS.items():
         assert len(plans[name].cells) == models, name
@@ -285,6 +286,7 @@ def test_plan_counts_every_zoo(plans):
     assert sum(len(plan.cells) for plan in plans.values()) == 2794
 
 
+@pytest.mark.slow
 def test_plan_measures_parameters_flops_and_memory(plans):
     cells = {c.cfg.model.width: c for c in plans["cifar10_resnet18"].cells if c.cfg.data.batch_size == 128}
     assert cells[64].params == sum(p.numel() for p in build(cells[64].cfg.model).parameters())
