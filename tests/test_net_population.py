@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from test_population import files, strip
 
 from zoo.sweep import cell_configs
-from zoo.train.grouping import plan, population_key
+from zoo.train.grouping import population_key, populations
 from zoo.train.population import PopulationWriter, population_dir, train_population
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
@@ -85,7 +85,7 @@ def test_members_match_one_by_one(name, data_root, tmp_path, one_thread):
     together = configs(tmp_path / "together", data_root, name)
     for cfg in alone:
         assert train_model(cfg).state == "ok"
-    assert [len(g) for g in plan(together, memory=8 * 2**30)] == [2], "the two seeds form one population"
+    assert [len(g) for g in populations(together, memory=8 * 2**30)] == [2], "the two seeds form one population"
     assert [r.state for r in train_population(together)] == ["ok", "ok"]
     assert_same_training(alone, together, **TOLERANCE.get(name, {}))
 
@@ -140,10 +140,10 @@ def test_interrupted_population_resumes(data_root, tmp_path, monkeypatch, one_th
 
 def test_only_seeds_share_a_population_where_it_pays(data_root):
     cfgs = cell_configs([*CELLS["resnet18"], "model.width=2,4,16", "seed=0,1,2", f"paths.data={data_root}"])
-    groups = plan(cfgs, memory=8 * 2**30)
+    groups = populations(cfgs, memory=8 * 2**30)
     assert sorted(len(g) for g in groups) == [1, 1, 1, 3, 3], "on a CPU, width 16 trains one by one"
     assert all(len({c.model.width for c in g}) == 1 for g in groups)
     on_gpu = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
-    assert sorted(len(g) for g in plan(on_gpu, memory=64 * 2**30)) == [3, 3, 3]
+    assert sorted(len(g) for g in populations(on_gpu, memory=64 * 2**30)) == [3, 3, 3]
     (micro,) = cell_configs([*CELLS["resnet18"], "runtime.micro_batch_size=2", "seed=0"])
     assert population_key(micro) is None, "gradient accumulation trains alone"

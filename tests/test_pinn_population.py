@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 from test_population import BITWISE, files, strip
 
 from zoo.sweep import cell_configs
-from zoo.train.grouping import describe, plan, population_key, train_cells
+from zoo.train.grouping import describe, population_key, populations, train_cells
 from zoo.train.population import PopulationWriter, population_dir, train_population
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
@@ -44,7 +44,7 @@ def pair(tmp_path_factory, one_thread):
     together = configs(tmp_path_factory.mktemp("together"), *GRID)
     for cfg in alone:
         train_model(cfg)
-    assert [len(g) for g in plan(together)] == [8], "one population"
+    assert [len(g) for g in populations(together)] == [8], "one population"
     results = train_cells(together, n_jobs=1)
     return alone, together, results
 
@@ -146,16 +146,16 @@ def test_grouping_puts_a_beta_lr_row_in_one_population():
     grid = ["zoo=convection_pinn", "data.beta=1,5,50", "optim.lr=1e-3,1e-1", "seed=0,1"]
     row = cell_configs(grid)
     other_width = cell_configs([*grid[:2], "optim.lr=1e-3", "seed=0", "model.width=20"])
-    groups = plan(row + other_width, workers=1, memory=8 * 2**30)
+    groups = populations(row + other_width, workers=1, memory=8 * 2**30)
     assert sorted(len(g) for g in groups) == [3, 12]
     (whole,) = [g for g in groups if len(g) == 12]
     assert sorted(c.id for c in whole) == sorted(c.id for c in row), "all betas, lrs and seeds of one architecture"
     assert "population K=12 pinn mlp width 50 betas [1, 5, 50] lrs [0.001, 0.1]" in describe(groups)
-    halves = plan(row, workers=2, memory=8 * 2**30)
+    halves = populations(row, workers=2, memory=8 * 2**30)
     assert sorted(len(g) for g in halves) == [6, 6], "one population per worker"
-    assert len(plan(row, workers=1, memory=100 * 2**20)) > 1, "split to fit memory"
+    assert len(populations(row, workers=1, memory=100 * 2**20)) > 1, "split to fit memory"
     capped = cell_configs([*grid, "runtime.population=5"])
-    assert sorted(len(g) for g in plan(capped, memory=8 * 2**30)) == [4, 4, 4]
+    assert sorted(len(g) for g in populations(capped, memory=8 * 2**30)) == [4, 4, 4]
     one = [grid[0], "data.beta=1", "optim.lr=1e-3", "seed=0"]
     (off,) = cell_configs([*one, "runtime.population=off"])
     (sgd,) = cell_configs([*one, "optim=sgd"])

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from zoo.config import ConfigError, population_setting
 from zoo.data import load
 from zoo.sweep import cell_configs
-from zoo.train.grouping import plan, population_key
+from zoo.train.grouping import population_key, populations
 from zoo.train.optim import build_optimizer
 from zoo.train.population import train_population
 from zoo.train.population.mlp import MLPPopulation, cross_entropy
@@ -191,7 +191,7 @@ def test_divergence_stops_only_that_member(tmp_path, data_root):
 
 def test_grouping_of_the_demo_zoo():
     cfgs = cell_configs(["zoo=demo"])
-    groups = plan(cfgs, workers=2, memory=8 * 2**30)
+    groups = populations(cfgs, workers=2, memory=8 * 2**30)
     assert sorted(cfg.id for g in groups for cfg in g) == sorted(cfg.id for cfg in cfgs)
     shapes = sorted((g[0].data.batch_size, tuple(sorted({c.model.width for c in g})), len(g)) for g in groups)
     expected = [
@@ -204,13 +204,13 @@ def test_grouping_of_the_demo_zoo():
 
 
 def test_grouping_limits():
-    capped = plan(cell_configs(["zoo=demo", "data.batch_size=32", "runtime.population=4"]), memory=8 * 2**30)
+    capped = populations(cell_configs(["zoo=demo", "data.batch_size=32", "runtime.population=4"]), memory=8 * 2**30)
     assert sorted(len(g) for g in capped) == [2, 2, 2, 3, 3, 4]  # the 10 narrow ones split evenly
     wide = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=256", "seed=range(40)"])
-    assert sorted(len(g) for g in plan(wide, memory=8 * 2**30)) == [10, 10, 10, 10]  # cache cap: 13
-    assert max(len(g) for g in plan(wide, memory=40 * 2**20)) < 10  # memory cap
+    assert sorted(len(g) for g in populations(wide, memory=8 * 2**30)) == [10, 10, 10, 10]  # cache cap: 13
+    assert max(len(g) for g in populations(wide, memory=40 * 2**20)) < 10  # memory cap
     off = cell_configs(["zoo=demo", "data.batch_size=32", "runtime.population=off"])
-    assert [len(g) for g in plan(off)] == [1] * 16 and population_key(off[0]) is None
+    assert [len(g) for g in populations(off)] == [1] * 16 and population_key(off[0]) is None
     yaml_off = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=8", "runtime.population=false"])
     assert population_key(yaml_off[0]) is None, "`population: off` in a YAML file is read as false"
     assert population_setting(yaml_off[0]) == "off" and population_setting(off[0]) == "off"
@@ -221,7 +221,7 @@ def test_grouping_limits():
             ]
         )
     adam = cell_configs(["zoo=demo", "data.batch_size=32", "model.width=8", "optim.name=adamw"])
-    assert [len(g) for g in plan(adam)] == [1, 1], "what the population cannot train trains alone"
+    assert [len(g) for g in populations(adam)] == [1, 1], "what the population cannot train trains alone"
 
 
 def test_killed_population_resumes_without_duplicates(tmp_path, data_root):

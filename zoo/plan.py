@@ -128,7 +128,7 @@ def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
         return {cfg.id: 1 for cfg in cfgs}
     if cfgs[0].cluster.gpus_per_task:  # the tasks train on GPUs (`sbatch_lines` says so): group for them
         cfgs = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
-    return {cfg.id: len(group) for group in grouping.plan(cfgs, memory=task_memory(cfgs[0])) for cfg in group}
+    return {cfg.id: len(group) for group in grouping.populations(cfgs, memory=task_memory(cfgs[0])) for cfg in group}
 
 
 def _work(cfg: DictConfig) -> Work:

@@ -105,7 +105,7 @@ def array_tasks(
     work: list[tuple[str, tuple[DictConfig, list[str], int]]], group_size: int, memory: int | None
 ) -> list[list[tuple[str, Any]]]:
     """The array tasks of the open cells, (id, (config, overrides, job number)) each: one task per
-    population that `grouping.plan` makes of the cells that can share (`memory` bytes per task),
+    population that `grouping.populations` makes of the cells that can share (`memory` bytes per task),
     holding their configs, most expensive first; then the other cells, `group_size` per task in
     sweep order, as (overrides, job number). A task's work stays keyed by its models' ids, so a
     relaunch sees every member of a queued population as queued."""
@@ -117,7 +117,7 @@ def array_tasks(
             shared.append(cfg)
         else:
             alone.append((key, (overrides, num)))
-    populations = grouping.plan(shared, workers=1, memory=memory)
+    populations = grouping.populations(shared, workers=1, memory=memory)
     return [[(cfg.id, cfg) for cfg in group] for group in populations] + groups_of(alone, group_size)
 
 

@@ -244,7 +244,7 @@ def width_buckets(cfgs: list[DictConfig]) -> list[list[DictConfig]]:
     return [buckets[w] for w in sorted(buckets)]
 
 
-def plan(cfgs: list[DictConfig], workers: int = 1, memory: int | None = None) -> list[list[DictConfig]]:
+def populations(cfgs: list[DictConfig], workers: int = 1, memory: int | None = None) -> list[list[DictConfig]]:
     """The populations that train `cfgs`, most expensive first (a cell that cannot share is a
     group of one). `memory`: bytes for all `workers` together (default: what is free now)."""
     groups, by_key = [], defaultdict(list)
@@ -276,7 +276,7 @@ def cost(group: list[DictConfig]) -> float:
 
 
 def train_group(cfgs: list[DictConfig]) -> list[Result]:
-    """Train one group of `plan`: as a population, or alone if the cell cannot share."""
+    """Train one group of `populations`: as a population, or alone if the cell cannot share."""
     if not logging.getLogger().handlers:  # a fresh worker process: log like zoo-train does
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if len(cfgs) == 1 and population_key(cfgs[0]) is None:
@@ -306,7 +306,7 @@ def describe(groups: list[list[DictConfig]]) -> str:
 
 
 def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
-    """Train every cell of a sweep as the populations `plan` makes, `n_jobs` groups at a time
+    """Train every cell of a sweep as `populations` groups them, `n_jobs` groups at a time
     (-1: one per core) in worker processes, each with `runtime.threads` torch threads; a single
     group trains in this process. Returns one result per cell, in order."""
     results, todo = {}, {}
@@ -318,7 +318,7 @@ def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
         else:
             todo[cfg.id] = cfg
     workers = min(cpu_count() if n_jobs < 0 else n_jobs, len(todo)) or 1
-    groups = plan(list(todo.values()), workers)
+    groups = populations(list(todo.values()), workers)
     log.info("%d cells to train in %d groups, %d at a time:\n%s", len(todo), len(groups), workers, describe(groups))
     if len(groups) == 1:
         done = [train_group(groups[0])]
