@@ -1,25 +1,12 @@
-import subprocess
-import sys
+"""Fixtures shared by the test modules (helpers they share: helpers.py)."""
+
+import json
 from pathlib import Path
 
 import pytest
+from helpers import MERGING_GRID, zoo_train
 
 pytest_plugins = ["slurm_cluster"]  # the one-node SLURM test cluster fixtures
-
-# Small, fast cells: the first 300 mnist1d samples, a few epochs.
-FAST = ["data.n_train=300", "trainer.max_epochs=2"]
-
-
-def zoo_train(root: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """`zoo-train` through its real entry point, all outputs under `root`."""
-    flags = [o for o in overrides if o.startswith("-")]  # argparse wants flags before overrides
-    values = [o for o in overrides if not o.startswith("-")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli.train", *flags, f"paths.root={root}", *values], capture_output=True, text=True
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"zoo-train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +28,19 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     load_mnist1d(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def merging_zoo(tmp_path_factory, data_root):
+    """6 demo models trained by a real `zoo-train -m` (widths 8 and 64, 3 seeds, checkpoints at epochs
+    0, 5, 8, 10) with the phase labels zoo-phases would write: the merging apps' zoo (test_align,
+    test_prune_transfer). Returns (root, overrides, cell configs)."""
+    from zoo.sweep import cell_configs
+
+    root = tmp_path_factory.mktemp("merging")
+    overrides = [f"paths.root={root}", f"paths.data={data_root}", *MERGING_GRID]
+    zoo_train(root, "-m", *overrides[1:])
+    cfgs = cell_configs(overrides)
+    labels = {8: "I", 64: "IV-B"}  # model id -> phase, so figures and tables show them
+    (root / "runs" / "demo" / "phases.json").write_text(json.dumps({c.id: labels[c.model.width] for c in cfgs}))
+    return root, overrides, cfgs

@@ -1,7 +1,6 @@
 """Pytest plugin: a real one-node SLURM cluster on localhost for tests.
 
-Load it with ``pytest_plugins = ["tests.slurm_cluster"]`` in the root conftest.py
-(or ``python -m pytest -p tests.slurm_cluster``). It provides:
+Loaded by tests/conftest.py (``pytest_plugins = ["slurm_cluster"]``). It provides:
 
 ``slurm_cluster`` (session)
     Starts the cluster with ``slurm/testcluster/start.sh`` in ``$ZOO_SLURM_DIR``
@@ -31,11 +30,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "slurm" / "testcluster"
@@ -64,15 +63,6 @@ FINAL_STATES = frozenset(
 
 # Debian installs the daemons in /usr/sbin, which a non-root PATH may lack.
 _SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    """Poll `predicate` until it holds; TimeoutError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def slurm_installed() -> bool:
@@ -145,14 +135,18 @@ class SlurmCluster:
 
     def wait(self, job_id: str | int, timeout: float = 60, poll: float = 0.25) -> dict[str, str]:
         """Wait until every task of ``job_id`` is in a final state; return job_states()."""
-        deadline = time.monotonic() + timeout
-        while True:
-            states = self.job_states(job_id)
-            if all(s in FINAL_STATES for s in states.values()):
-                return states
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} not finished after {timeout}s: {states}")
-            time.sleep(poll)
+        states: dict[str, str] = {}
+
+        def finished() -> bool:
+            states.clear()
+            states.update(self.job_states(job_id))
+            return all(s in FINAL_STATES for s in states.values())
+
+        try:
+            wait_for(finished, timeout, f"job {job_id} to finish", poll)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e} (states: {states})") from None
+        return states
 
     def set_max_array_size(self, value: int) -> None:
         """Restart slurmctld with another MaxArraySize (no-op if unchanged)."""

@@ -9,46 +9,18 @@ import sys
 
 import pytest
 import torch
-from conftest import zoo_train
-from torch import nn
+from helpers import apply_cli, sequential_cnn, trained_bench
 
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, heads, random_perms, resnet_spec, spec_for
 from zoo.apply import apps
-from zoo.apply.stage import apply_dir, apply_items, apply_packed, bench
+from zoo.apply.stage import apply_dir, apply_items, apply_packed
 from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint
 from zoo.models import build
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
-
-GRID = [
-    "zoo=demo",
-    "model.width=8,64",
-    "data.batch_size=32",
-    "seed=0,1,2",
-    "data.n_train=300",
-    "trainer.max_epochs=10",
-    "checkpoint.epochs=[0,5,8,10]",
-    "apply.workers=2",
-]
-
-
-def sequential_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(6 * 4 * 4, 5),
-        nn.ReLU(),
-        nn.Linear(5, 3),
-    )
 
 
 def images(*shape):
@@ -115,25 +87,8 @@ def test_barrier_and_average():
     assert average([a, b])["n"] == 7  # integer buffers come from the first model
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory, data_root):
-    root = tmp_path_factory.mktemp("align")
-    overrides = [f"paths.root={root}", f"paths.data={data_root}", *GRID]
-    zoo_train(root, "-m", *overrides[1:])
-    cfgs = cell_configs(overrides)
-    # The phase labels zoo-phases would write (model id -> phase), so figures and tables show them.
-    labels = {8: "I", 64: "IV-B"}
-    (root / "runs" / "demo" / "phases.json").write_text(json.dumps({c.id: labels[c.model.width] for c in cfgs}))
-    return root, overrides, cfgs
-
-
-def trained_bench(cfgs, width):
-    cfg = next(c for c in cfgs if c.model.width == width)
-    return cfg, bench(cfg, dict(cfg.apply), cfg.paths.data)
-
-
-def test_lmc_barrier_vanishes_after_aligning_a_permuted_copy(zoo):
-    _, _, cfgs = zoo
+def test_lmc_barrier_vanishes_after_aligning_a_permuted_copy(merging_zoo):
+    _, _, cfgs = merging_zoo
     cfg, b = trained_bench(cfgs, 64)
     weights = checkpoint(run_dir(cfg), 10)
     permuted = apply(b.spec, random_perms(b.spec, weights, torch.Generator().manual_seed(0)), weights)
@@ -143,8 +98,8 @@ def test_lmc_barrier_vanishes_after_aligning_a_permuted_copy(zoo):
     assert abs(result["barrier_err_test_aligned"]) < 1e-6
 
 
-def test_greedy_soup_is_never_worse_than_its_best_ingredient(zoo):
-    _, _, cfgs = zoo
+def test_greedy_soup_is_never_worse_than_its_best_ingredient(merging_zoo):
+    _, _, cfgs = merging_zoo
     cfg, b = trained_bench(cfgs, 64)
     seeds = [checkpoint(run_dir(c), 10) for c in cfgs if c.model.width == 64]
     noisy = {
@@ -157,16 +112,10 @@ def test_greedy_soup_is_never_worse_than_its_best_ingredient(zoo):
     assert score(soup) == soup_score and chosen[0] == max(range(4), key=lambda i: score(ingredients[i]))
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.apply", *args], capture_output=True, text=True)
-    assert not check or proc.returncode == 0, f"zoo-apply failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 @pytest.mark.parametrize("app", ["averaging", "lmc", "soup"])
-def test_zoo_apply_writes_every_cell_then_skips_them(zoo, app):
-    root, overrides, cfgs = zoo
-    proc = cli(*overrides, f"app={app}")
+def test_zoo_apply_writes_every_cell_then_skips_them(merging_zoo, app):
+    root, overrides, cfgs = merging_zoo
+    proc = apply_cli(*overrides, f"app={app}")
     assert "2 cells, 2 computed now, 0 failed" in proc.stdout
     items = apply_items(cfgs, app)
     results = [json.loads(open(item.out).read()) for item in items]
@@ -187,21 +136,21 @@ def test_zoo_apply_writes_every_cell_then_skips_them(zoo, app):
         assert (figures / "lmc_curves.png").stat().st_size > 0
 
     before = {item.out: os.stat(item.out).st_mtime_ns for item in items}
-    assert "0 computed now" in cli(*overrides, f"app={app}").stdout
+    assert "0 computed now" in apply_cli(*overrides, f"app={app}").stdout
     assert {item.out: os.stat(item.out).st_mtime_ns for item in items} == before
 
 
-def test_zoo_apply_asks_for_an_app(zoo):
-    _, overrides, _ = zoo
-    proc = cli(*overrides, check=False)
+def test_zoo_apply_asks_for_an_app(merging_zoo):
+    _, overrides, _ = merging_zoo
+    proc = apply_cli(*overrides, check=False)
     assert proc.returncode != 0 and "zoo-apply needs app=<averaging|lmc|soup|prune|transfer>" in proc.stderr
 
 
-def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
-    root, overrides, cfgs = zoo
+def test_apply_over_a_packed_zoo_matches_the_run_dirs(merging_zoo):
+    root, overrides, cfgs = merging_zoo
     proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *overrides], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cli(*overrides, "app=lmc")
+    apply_cli(*overrides, "app=lmc")
     rows = apply_packed(root / "manifests" / "demo.json", "lmc", cfgs[0].paths.data, dict(cfgs[0].apply))
     assert [(r["model.width"], r["phase"]) for r in rows] == [(8, "I"), (64, "IV-B")]
     for row, item in zip(rows, apply_items(cfgs, "lmc")):
@@ -221,7 +170,7 @@ def test_apply_over_a_packed_zoo_matches_the_run_dirs(zoo):
         ("apply.last_k=0", "apply.last_k=0 is not a positive integer"),
     ],
 )
-def test_bad_apply_settings_name_their_key(zoo, override, message):
-    _, overrides, _ = zoo
+def test_bad_apply_settings_name_their_key(merging_zoo, override, message):
+    _, overrides, _ = merging_zoo
     with pytest.raises(ConfigError, match=re.escape(message)):
         apply_items(cell_configs([*overrides, override]), "soup")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import zoo_train
+from helpers import zoo_train
 
 from zoo.landscape.stage import landscape_items
 from zoo.stage import is_done

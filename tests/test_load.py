@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from helpers import sequential_cnn, train_tiny_zoo
 from safetensors.torch import load_file
-from test_pack import train_tiny_zoo
-from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo.data import Batches, load
@@ -129,19 +128,7 @@ def test_permuted_mlp_computes_the_same_function(zoo):
 
 def test_permuted_cnn_computes_the_same_function():
     torch.manual_seed(0)
-    cnn = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(6 * 4 * 4, 5),
-        nn.ReLU(),
-        nn.Linear(5, 3),
-    )
+    cnn = sequential_cnn()
     for bn in (cnn[1], cnn[4]):  # non-trivial running statistics
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)

@@ -4,9 +4,9 @@ training leaves it, to float tolerance (grouped convolutions and vmap sum in ano
 import pytest
 import torch
 import zoo_files
+from helpers import files, strip
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-from test_population import files, strip
 
 from zoo.sweep import cell_configs
 from zoo.train.grouping import population_key, populations

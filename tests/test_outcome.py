@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import zoo_train
+from helpers import zoo_train
 
 from zoo.config import ConfigError
 from zoo.sweep import cell_configs, compose_config

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, train_tiny_zoo
 from safetensors.torch import load_file
 
 import zoo as zoo_package
@@ -27,26 +28,15 @@ from zoo.load import ShardError, open_zoo
 from zoo.pack import export_hdf5, pack_zoo, verify
 from zoo.pack.samples import run_samples
 from zoo.pack.shards import write_shards
-from zoo.sweep import compose_config
-from zoo.train.run import train_model
-from zoo.train.rundir import list_runs
 
-TINY = ["data.n_train=300", "trainer.max_epochs=2", "data.batch_size=32"]
 CELLS = [["model.width=4"], ["model.width=8"], ["model.width=16", "optim.lr=1e3"]]  # the last one diverges
-
-
-def train_tiny_zoo(root, data_root, cells=CELLS) -> list:
-    """Train each cell of the demo zoo for 2 epochs into `root/runs/demo` (checkpoints at epochs 0, 1, 2)."""
-    for overrides in cells:
-        train_model(compose_config([f"paths.root={root}", f"paths.data={data_root}", *TINY, *overrides]))
-    return list_runs(root / "runs", "demo")
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory, data_root):
     """Two trained models and a diverged one, with landscape/phase results for one model."""
     root = tmp_path_factory.mktemp("zoo")
-    runs = train_tiny_zoo(root, data_root)
+    runs = train_tiny_zoo(root, data_root, CELLS)
     ok = [r for r in runs if r.status()[0] == "ok"]
     (ok[0].path / "landscape.json").write_text(json.dumps({"2": {"top_eig": 3.5, "trace": 10.0, "seconds": 1.7}}))
     (root / "runs" / "demo" / "phases.json").write_text(json.dumps({ok[0].id: "IV-B", ok[1].id: None}))

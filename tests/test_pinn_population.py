@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from helpers import BITWISE, files, strip
 from safetensors.torch import load_file
-from test_population import BITWISE, files, strip
 
 from zoo.sweep import cell_configs
 from zoo.train.grouping import describe, population_key, populations, train_cells

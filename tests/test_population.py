@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import zoo_train
+from helpers import BITWISE, SMALL, configs, files, strip, without, zoo_train
 from safetensors.torch import load_file
 
 from zoo.config import ConfigError, population_setting
@@ -22,33 +22,6 @@ from zoo.train.population.mlp import MLPPopulation, cross_entropy
 from zoo.train.population.stacked import schedule
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
-
-# The hand-written kernels reproduce one-by-one training bit for bit on the CPU kernels of torch 2.13;
-# other versions are held to float tolerance (the tests without this mark).
-BITWISE = pytest.mark.skipif(
-    torch.__version__.split("+")[0] != "2.13.0" or torch.cuda.is_available(),
-    reason="bitwise equality measured for torch 2.13 CPU kernels only",
-)
-
-# 300 samples, batch 64: the last batch of each epoch is short (44).
-SMALL = ["zoo=demo", "data.n_train=300", "data.batch_size=64", "trainer.max_epochs=3"]
-
-
-def configs(root, data_root, *overrides):
-    return cell_configs([*SMALL, f"paths.root={root}", f"paths.data={data_root}", *overrides])
-
-
-def files(run):
-    """A run dir's files, without the resume state (per model one-by-one, per population here)."""
-    return sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*") if p.is_file() and p.name != "last.ckpt")
-
-
-def without(row, *keys):
-    return {k: v for k, v in row.items() if k not in keys}
-
-
-def strip(rows, *keys):
-    return [without(r, "seconds", *keys) for r in rows]
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import wait_for
-from test_pack import TINY, train_tiny_zoo
-from test_population import configs
+from helpers import TINY, configs, train_tiny_zoo, wait_for
 
 from zoo.lock import hold
 from zoo.sweep import compose_config

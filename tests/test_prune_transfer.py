@@ -1,4 +1,4 @@
-"""The pruning and transfer apps of zoo-apply, on real trained demo models (the zoo of test_align)."""
+"""The pruning and transfer apps of zoo-apply, on real trained demo models (conftest's merging_zoo)."""
 
 import csv
 import json
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
+from helpers import apply_cli, trained_bench
 from omegaconf import OmegaConf
-from test_align import cli, trained_bench, zoo  # noqa: F401  (zoo: the module fixture of 6 tiny models)
 
 from zoo import data as datasets
 from zoo.apply import prune, transfer
@@ -22,7 +22,7 @@ from zoo.models import build
 from zoo.sweep import cell_configs
 from zoo.train.rundir import run_dir
 
-# Budgets small enough for a test; the zoo of test_align saves epochs 0, 5, 8, 10.
+# Budgets small enough for a test; merging_zoo saves epochs 0, 5, 8, 10.
 FAST = [
     "apply.prune.sparsities=[0.5,0.9]",
     "apply.prune.finetune_steps=5",
@@ -57,8 +57,8 @@ def test_global_magnitude_masks_have_exact_sparsity():
         prune.magnitude_masks(state, list(state), 0.5, keep)
 
 
-def test_finetuning_keeps_pruned_weights_exactly_zero(zoo, one_thread):
-    _, _, cfgs = zoo
+def test_finetuning_keeps_pruned_weights_exactly_zero(merging_zoo, one_thread):
+    _, _, cfgs = merging_zoo
     cfg, b = trained_bench(cfgs, 64)
     final = checkpoint(run_dir(cfg), 10)
     masks = prune.magnitude_masks(final, prune.prunable(b.model), 0.9)
@@ -69,8 +69,8 @@ def test_finetuning_keeps_pruned_weights_exactly_zero(zoo, one_thread):
         assert not torch.equal(tuned[name][mask], final[name][mask])  # the survivors did train
 
 
-def test_rewinding_restores_the_early_weights_and_continues_the_schedule(zoo):
-    _, _, cfgs = zoo
+def test_rewinding_restores_the_early_weights_and_continues_the_schedule(merging_zoo):
+    _, _, cfgs = merging_zoo
     cfg, b = trained_bench(cfgs, 64)
     run = run_dir(cfg)
     early, final = checkpoint(run, 5), checkpoint(run, 10)
@@ -102,9 +102,9 @@ def test_linear_probe_leaves_the_features_bitwise_frozen():
 
 
 @pytest.mark.parametrize("app", ["prune", "transfer"])
-def test_zoo_apply_writes_a_row_per_phase(zoo, app):
-    root, overrides, cfgs = zoo
-    proc = cli(*overrides, *FAST, f"app={app}")
+def test_zoo_apply_writes_a_row_per_phase(merging_zoo, app):
+    root, overrides, cfgs = merging_zoo
+    proc = apply_cli(*overrides, *FAST, f"app={app}")
     assert "2 cells, 2 computed now, 0 failed" in proc.stdout
     items = apply_items(cell_configs([*overrides, *FAST]), app)
     results = [json.loads(open(item.out).read()) for item in items]
@@ -123,13 +123,13 @@ def test_zoo_apply_writes_a_row_per_phase(zoo, app):
 
 
 @pytest.mark.parametrize("app", ["prune", "transfer"])
-def test_packed_zoo_gives_the_run_dirs_results(zoo, app, one_thread):
-    root, overrides, cfgs = zoo
+def test_packed_zoo_gives_the_run_dirs_results(merging_zoo, app, one_thread):
+    root, overrides, cfgs = merging_zoo
     if not (root / "manifests" / "demo.json").exists():
         proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *overrides], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     cfgs = cell_configs([*overrides, *FAST])
-    cli(*overrides, *FAST, f"app={app}")
+    apply_cli(*overrides, *FAST, f"app={app}")
     rows = apply_packed(
         root / "manifests" / "demo.json", app, cfgs[0].paths.data, OmegaConf.to_container(cfgs[0].apply, resolve=True)
     )
@@ -152,7 +152,7 @@ def test_language_model_zoos_are_refused_by_name():
         ("apply.transfer.epochs=0", "apply.transfer.epochs=0 is not a positive"),
     ],
 )
-def test_bad_prune_and_transfer_settings_name_their_key(zoo, override, message):
-    _, overrides, _ = zoo
+def test_bad_prune_and_transfer_settings_name_their_key(merging_zoo, override, message):
+    _, overrides, _ = merging_zoo
     with pytest.raises(ConfigError, match=re.escape(message)):
         apply_items(cell_configs([*overrides, override]), "prune")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import wait_for
+from helpers import wait_for
 
 pytestmark = pytest.mark.slurm
 

@@ -11,12 +11,10 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import zoo_train
+from helpers import SLURM, SLURM_TINY, assert_complete, records, restarts, wait_for, zoo_train
 from safetensors.torch import load_file
-from slurm_cluster import wait_for
 
 from zoo.apply.stage import apply_items
 from zoo.landscape.stage import landscape_items
@@ -27,14 +25,7 @@ from zoo.train.rundir import run_dir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # end to end on the real cluster: minutes
 
-# cpus_per_task=1: two tasks at once on the 2-CPU node; poll squeue often.
-SLURM = ["hydra/launcher=slurm", "cluster=local", "cluster.cpus_per_task=1", "cluster.poll_s=0.5"]
-TINY = ["zoo=demo", "data.n_train=200", "data.batch_size=64", "trainer.max_epochs=2"]
 ONE_BY_ONE = "runtime.population=off"  # every model through Hydra's run_job, `group_size` per task
-
-
-def records(root: Path) -> list[jobs.Record]:
-    return jobs.read_records(root / "runs" / "demo", "train")
 
 
 def zoo_status(*args: str) -> str:
@@ -46,24 +37,12 @@ def totals(report: str) -> list[str]:
     return next(line.split() for line in report.splitlines() if line.startswith("total"))
 
 
-def assert_complete(cfg, epochs: int) -> None:
-    run = run_dir(cfg)
-    assert run.status() == ("ok", "") and run.is_done(), run.path
-    assert [r["epoch"] for r in run.metrics()] == list(range(epochs + 1))
-    assert max(run.checkpoints()) == epochs
-
-
-def restarts(cluster, job_id: str) -> int:
-    out = cluster.run("scontrol", "-o", "show", "job", job_id).stdout
-    return int(out.split("Restarts=")[1].split()[0])
-
-
 def test_zoo_run_sends_training_then_landscape_as_arrays(slurm_cluster, tmp_path, data_root):
     """zoo-run on SLURM: the grid goes out as one population (one task), the landscape items
     (4 models + 2 seed pairs) as an array (2 per task) once training is done, phases run here,
     the merging app's cells go out as an array, and packing runs here."""
     overrides = [
-        *TINY,
+        *SLURM_TINY,
         "model.width=4,8",
         "seed=0,1",
         f"paths.root={tmp_path}",
@@ -165,7 +144,7 @@ def test_failed_model_is_reported_and_resubmitted_alone(slurm_cluster, tmp_path,
         (tmp_path / f"data-s{seed}").mkdir()
         shutil.copy(data_root / "mnist1d.npz", tmp_path / f"data-s{seed}")
     (tmp_path / "data-s2" / "mnist1d.npz").write_bytes(b"not an npz file")
-    overrides = [*TINY, "model.width=4", "seed=0,1,2", "paths.data=${paths.root}/data-s${seed}", *SLURM]
+    overrides = [*SLURM_TINY, "model.width=4", "seed=0,1,2", "paths.data=${paths.root}/data-s${seed}", *SLURM]
     first = zoo_train(tmp_path, "-m", *overrides, check=False)
     cfgs = cell_configs([f"paths.root={tmp_path}", *overrides])
     bad = cfgs[2]
@@ -192,7 +171,7 @@ def test_failed_model_is_reported_and_resubmitted_alone(slurm_cluster, tmp_path,
 def test_groups_split_into_arrays_below_max_array_size(slurm_cluster_small_arrays, tmp_path, data_root):
     """MaxArraySize=4: 12 models, 2 per task, are 6 tasks in two arrays of 4 and 2, each numbered from 0."""
     overrides = [
-        *TINY,
+        *SLURM_TINY,
         "model.width=2,4,8,16",
         "seed=0,1,2",
         f"paths.data={data_root}",

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import zoo_train
+from helpers import SLURM, SLURM_TINY, assert_complete, records, restarts, wait_for, zoo_train
 from safetensors.torch import load_file
-from slurm_cluster import wait_for
-from test_slurm_launch import SLURM, TINY, assert_complete, records, restarts
 
 from zoo.config import task_memory
 from zoo.slurm.launcher import array_tasks
@@ -88,7 +86,7 @@ def test_array_tasks_are_populations_then_models_that_train_alone(tmp_path):
 def test_sweep_sends_one_task_per_population_and_matches_one_by_one_training(slurm_cluster, tmp_path, data_root):
     """6 models: widths 4 and 8 padded into one population, width 64's seeds another, so 2 tasks. A
     relaunch while they are queued submits nothing; the models end as one-by-one training leaves them."""
-    sweep = [*TINY, "model.width=4,8,64", "seed=0,1", f"paths.data={data_root}"]
+    sweep = [*SLURM_TINY, "model.width=4,8,64", "seed=0,1", f"paths.data={data_root}"]
     overrides = [*sweep, *SLURM]
     reference = tmp_path / "reference"
     one_by_one = local_sweep(reference, *sweep, "hydra/launcher=basic", "runtime.population=off")

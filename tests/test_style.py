@@ -1,5 +1,6 @@
 """The code base stays ruff-clean (lint and format, configured in pyproject.toml; pre-commit runs the same)."""
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -22,3 +23,15 @@ def test_lint_clean():
 def test_format_clean():
     proc = ruff("format", "--check", ".")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_test_modules_import_no_other_test_module():
+    """Shared helpers live in tests/helpers.py and fixtures in conftest.py: a test module imported by
+    another runs its module-scoped fixtures twice and is collected under two names."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            offenders += [f"{path.name}: {name}" for name in names if name.startswith("test_") or name == "conftest"]
+    assert not offenders, "import from tests/helpers.py instead: " + ", ".join(offenders)

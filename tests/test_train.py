@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import FAST, zoo_train
+from helpers import FAST, zoo_train
 from safetensors.torch import load_file
 
 from zoo.data import Batches, load
