@@ -1,15 +1,9 @@
 """Population training: the same run dirs as one-by-one training, member for member."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import BITWISE, SMALL, configs, files, strip, without, zoo_train
+from helpers import BITWISE, SMALL, assert_same_run, configs, crash_after_epoch, files, strip, without, zoo_train
 from safetensors.torch import load_file
 
 from zoo.config import ConfigError, population_setting
@@ -17,7 +11,7 @@ from zoo.data import load
 from zoo.sweep import cell_configs
 from zoo.train.grouping import population_key, populations
 from zoo.train.optim import build_optimizer
-from zoo.train.population import train_population
+from zoo.train.population import population_dir, train_population
 from zoo.train.population.mlp import MLPPopulation, cross_entropy
 from zoo.train.population.stacked import schedule
 from zoo.train.run import train_model
@@ -197,40 +191,24 @@ def test_grouping_limits():
     assert [len(g) for g in populations(adam)] == [1, 1], "what the population cannot train trains alone"
 
 
-def test_killed_population_resumes_without_duplicates(tmp_path, data_root):
-    overrides = [
-        "model.width=16,32",
-        "data.batch_size=8",
-        "data.n_train=1000",
-        "trainer.max_epochs=40",
-        "checkpoint.epochs=[0,40]",
-    ]
-    script = (
-        "import sys; from zoo.sweep import cell_configs; from zoo.train.population import train_population; "
-        "train_population(cell_configs(sys.argv[1:]))"
-    )
-    killed = [*SMALL, f"paths.root={tmp_path / 'killed'}", f"paths.data={data_root}", *overrides]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, *killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    cfgs = cell_configs(killed)
-    metrics = run_dir(cfgs[0]).metrics_path
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 5 <= len(metrics.read_text().splitlines()) < 41, "killed too late (or never started) to test resume"
-    assert not run_dir(cfgs[0]).is_done()
-    train_population(cfgs)
-    straight = configs(tmp_path / "straight", data_root, *overrides)
+def test_crashed_population_resumes_without_duplicates(tmp_path, data_root):
+    """The population's process dies as if killed right after the first member's metrics line of
+    epoch 2: members are an epoch apart, the resume state is epoch 1's. The rerun ends as if never
+    interrupted."""
+    overrides = ["model.width=16,32", "seed=0", "trainer.max_epochs=4", "checkpoint.epochs=[0,4]"]
+    killed, straight = (configs(tmp_path / name, data_root, *overrides) for name in ("killed", "straight"))
+    script = "from zoo.sweep import cell_configs; from zoo.train.population import train_population; "
+    script += "train_population(cell_configs(sys.argv[1:]))"
+    crash_after_epoch(2, script, *SMALL, f"paths.root={tmp_path / 'killed'}", f"paths.data={data_root}", *overrides)
+    assert [len(run_dir(cfg).metrics()) for cfg in killed] == [3, 2]
+    assert population_dir(killed).last_ckpt.exists() and not run_dir(killed[0]).is_done()
+    train_population(killed)
     train_population(straight)
-    for a, b in zip(cfgs, straight):
-        rows = run_dir(a).metrics()
-        assert [r["epoch"] for r in rows] == list(range(41)), "epochs continuous, none lost or duplicated"
-        assert strip(rows) == strip(run_dir(b).metrics())
-        wa, wb = load_file(run_dir(a).ckpt_path(40)), load_file(run_dir(b).ckpt_path(40))
-        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for a, b in zip(killed, straight):
+        assert [r["epoch"] for r in run_dir(a).metrics()] == list(range(5)), (
+            "epochs continuous, none lost or duplicated"
+        )
+        assert_same_run(run_dir(a), run_dir(b))
     assert not list((tmp_path / "killed" / "runs" / "demo" / "populations").iterdir()), "resume state removed"
 
 

@@ -1,16 +1,10 @@
 """Training a zoo through the real `zoo-train` entry point: Hydra multirun, resume, skip, divergence."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import torch
-from helpers import FAST, zoo_train
+from helpers import FAST, assert_same_run, crash_after_epoch, zoo_train
 from safetensors.torch import load_file
 
 from zoo.data import Batches, load
@@ -18,6 +12,7 @@ from zoo.models import build
 from zoo.pack import pack_zoo
 from zoo.sweep import cell_configs
 from zoo.train.evaluate import evaluate
+from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
 
 GRID = ["zoo=demo", "model.width=4,8", "data.batch_size=64,256", "seed=0", *FAST]
@@ -135,48 +130,29 @@ def test_divergence_is_recorded_and_the_sweep_completes(tmp_path, data_root):
     assert all(run_dir(cfg).is_done() for cfg in cfgs), "a diverged model is finished, not retried"
 
 
-def _final_state(root):
-    (model_dir,) = (root / "runs" / "demo" / "models").iterdir()
-    rows = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
-    return model_dir, rows, load_file(max((model_dir / "ckpt").iterdir()))
-
-
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_root):
+def test_resume_after_a_crash_equals_uninterrupted_run(tmp_path, data_root):
+    """zoo-train dies as if killed right after epoch 3's metrics line, before its resume checkpoint:
+    the rerun drops that line, resumes from epoch 2's last.ckpt and ends as an uninterrupted run."""
     args = [
         f"paths.data={data_root}",
         "model.width=32",
-        "data.batch_size=8",
-        "data.n_train=1000",
-        "trainer.max_epochs=12",
-        "checkpoint.epochs=[0,12]",
+        "data.batch_size=64",
+        "data.n_train=300",
+        "trainer.max_epochs=5",
+        "checkpoint.epochs=[0,5]",
     ]
-    killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "zoo.cli.train", f"paths.root={killed}", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = None
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once a few epochs (and last.ckpt) are on disk
-        found = list((killed / "runs" / "demo" / "models").glob("*/metrics.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 5:
-            metrics = found[0]
-            break
-        time.sleep(0.05)
-    assert metrics is not None, "training did not get going"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (metrics.parent / "DONE").exists() and (metrics.parent / "last.ckpt").exists()
-    n_before = len(metrics.read_text().splitlines())
-    assert n_before < 13, "killed too late to test resume"
+    killed, straight = (cell_configs([f"paths.root={tmp_path / name}", *args])[0] for name in ("killed", "straight"))
+    crash_after_epoch(
+        3, "from zoo.cli.train import main; main(sys.argv[1:])", f"paths.root={tmp_path / 'killed'}", *args
+    )
+    run = run_dir(killed)
+    assert [r["epoch"] for r in run.metrics()] == [0, 1, 2, 3] and run.last_ckpt.exists() and not run.is_done()
 
-    zoo_train(killed, *args)
-    zoo_train(tmp_path / "straight", *args)
-    run_k, rows_k, weights_k = _final_state(killed)
-    _, rows_s, weights_s = _final_state(tmp_path / "straight")
-    assert [r["epoch"] for r in rows_k] == list(range(13)), "epochs continuous, none lost or duplicated"
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(rows_k) == strip(rows_s)
-    assert all(torch.equal(weights_k[k], weights_s[k]) for k in weights_s)
-    assert (run_k / "DONE").exists()
+    train_model(killed)
+    train_model(straight)
+    assert [r["epoch"] for r in run.metrics()] == list(range(6)), "epochs continuous, none lost or duplicated"
+    assert_same_run(run, run_dir(straight))
+    assert run.is_done()
 
 
 def test_misspelt_key_gives_hydras_error(tmp_path):
