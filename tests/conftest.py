@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import MERGING_GRID, zoo_train
+from helpers import MERGING_GRID
 
 pytest_plugins = ["slurm_cluster"]  # the one-node SLURM test cluster fixtures
 
@@ -32,15 +32,16 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def merging_zoo(tmp_path_factory, data_root):
-    """6 demo models trained by a real `zoo-train -m` (widths 8 and 64, 3 seeds, checkpoints at epochs
-    0, 5, 8, 10) with the phase labels zoo-phases would write: the merging apps' zoo (test_align,
-    test_prune_transfer). Returns (root, overrides, cell configs)."""
+    """6 demo models (widths 8 and 64, 3 seeds, checkpoints at epochs 0, 5, 8, 10; trained here, as
+    one `zoo-train -m` would) with the phase labels zoo-phases would write: the merging apps' zoo
+    (test_align, test_prune_transfer). Returns (root, overrides, cell configs)."""
     from zoo.sweep import cell_configs
+    from zoo.train.run import train_model
 
     root = tmp_path_factory.mktemp("merging")
     overrides = [f"paths.root={root}", f"paths.data={data_root}", *MERGING_GRID]
-    zoo_train(root, "-m", *overrides[1:])
     cfgs = cell_configs(overrides)
+    assert all(train_model(cfg).state == "ok" for cfg in cfgs)
     labels = {8: "I", 64: "IV-B"}  # model id -> phase, so figures and tables show them
     (root / "runs" / "demo" / "phases.json").write_text(json.dumps({c.id: labels[c.model.width] for c in cfgs}))
     return root, overrides, cfgs

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,24 @@ def train_tiny_zoo(root, data_root, cells) -> list:
     for overrides in cells:
         train_model(compose_config([f"paths.root={root}", f"paths.data={data_root}", *TINY, *overrides]))
     return list_runs(root / "runs", "demo")
+
+
+def run_cli(main: Callable, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """A console script's `main(argv)` in this process, its exit code, stdout and stderr captured as
+    from a subprocess: the script's own behaviour without the ~6 s of CPU a fresh Python spends
+    importing torch and Lightning. (Start-up itself is tested in test_cli.py, zoo-train's Hydra app
+    in subprocesses: Hydra's main owns sys.argv, logging and the working directory.)"""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{main.__module__} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 def configs(root, data_root, *overrides):
@@ -131,15 +152,15 @@ MERGING_GRID = [
     "data.n_train=300",
     "trainer.max_epochs=10",
     "checkpoint.epochs=[0,5,8,10]",
-    "apply.workers=2",
+    "apply.workers=1",  # one spawned worker: the parallel stage runner is tested in test_landscape_stage
 ]
 
 
 def apply_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """`zoo-apply` through its real entry point."""
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.apply", *args], capture_output=True, text=True)
-    assert not check or proc.returncode == 0, f"zoo-apply failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    """`zoo-apply` (its `main`, in this process)."""
+    from zoo.cli.apply import main
+
+    return run_cli(main, *args, check=check)
 
 
 def trained_bench(cfgs, width):

@@ -4,18 +4,17 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import apply_cli, sequential_cnn, trained_bench
+from helpers import apply_cli, run_cli, sequential_cnn, trained_bench
 
 from zoo.align.matching import align, weight_matching
 from zoo.align.merging import average, barrier, greedy_soup
 from zoo.align.permutation import apply, heads, random_perms, resnet_spec, spec_for
 from zoo.apply import apps
 from zoo.apply.stage import apply_dir, apply_items, apply_packed
+from zoo.cli.pack import main as pack_main
 from zoo.config import ConfigError
 from zoo.landscape.stage import checkpoint
 from zoo.models import build
@@ -148,8 +147,7 @@ def test_zoo_apply_asks_for_an_app(merging_zoo):
 
 def test_apply_over_a_packed_zoo_matches_the_run_dirs(merging_zoo):
     root, overrides, cfgs = merging_zoo
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *overrides], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_cli(pack_main, *overrides)
     apply_cli(*overrides, "app=lmc")
     rows = apply_packed(root / "manifests" / "demo.json", "lmc", cfgs[0].paths.data, dict(cfgs[0].apply))
     assert [(r["model.width"], r["phase"]) for r in rows] == [(8, "I"), (64, "IV-B")]

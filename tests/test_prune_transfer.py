@@ -3,18 +3,17 @@
 import csv
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import apply_cli, trained_bench
+from helpers import apply_cli, run_cli, trained_bench
 from omegaconf import OmegaConf
 
 from zoo import data as datasets
 from zoo.apply import prune, transfer
 from zoo.apply.stage import apply_dir, apply_items, apply_packed
 from zoo.apply.training import recipe, train_steps
+from zoo.cli.pack import main as pack_main
 from zoo.config import ConfigError
 from zoo.data import TensorData
 from zoo.landscape.stage import checkpoint
@@ -126,8 +125,7 @@ def test_zoo_apply_writes_a_row_per_phase(merging_zoo, app):
 def test_packed_zoo_gives_the_run_dirs_results(merging_zoo, app, one_thread):
     root, overrides, cfgs = merging_zoo
     if not (root / "manifests" / "demo.json").exists():
-        proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *overrides], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run_cli(pack_main, *overrides)
     cfgs = cell_configs([*overrides, *FAST])
     apply_cli(*overrides, *FAST, f"app={app}")
     rows = apply_packed(
