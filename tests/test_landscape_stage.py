@@ -1,17 +1,18 @@
-"""zoo-landscape and zoo-phases end to end on a tiny real zoo, through the CLI entry points."""
+"""zoo-landscape and zoo-phases end to end on a tiny real zoo, through the CLI entry points (in-process)."""
 
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from helpers import zoo_train
+from helpers import run_cli
 
+from zoo.cli.landscape import main as landscape_main
+from zoo.cli.phases import main as phases_main
 from zoo.landscape.stage import landscape_items
 from zoo.stage import is_done
 from zoo.sweep import cell_configs
+from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
 
 GRID = [
@@ -27,19 +28,15 @@ GRID = [
 ]
 
 
-def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory, data_root):
+    """4 tiny models (trained here, as zoo-train -m would), then zoo-landscape with 2 workers."""
     root = tmp_path_factory.mktemp("landscape")
     overrides = [f"paths.root={root}", f"paths.data={data_root}", *GRID]
-    zoo_train(root, "-m", *overrides[1:])
-    cli("zoo.cli.landscape", *overrides)
-    return root, overrides, cell_configs(overrides)
+    cfgs = cell_configs(overrides)
+    assert all(train_model(cfg).state == "ok" for cfg in cfgs)
+    run_cli(landscape_main, *overrides)
+    return root, overrides, cfgs
 
 
 def test_landscape_writes_every_item(zoo):
@@ -60,14 +57,14 @@ def test_landscape_writes_every_item(zoo):
 def test_landscape_rerun_does_nothing(zoo):
     _, overrides, cfgs = zoo
     before = {item.out: os.stat(item.out).st_mtime_ns for item in landscape_items(cfgs)}
-    proc = cli("zoo.cli.landscape", *overrides)
+    proc = run_cli(landscape_main, *overrides)
     assert "0 measured now" in proc.stdout
     assert {item.out: os.stat(item.out).st_mtime_ns for item in landscape_items(cfgs)} == before
 
 
 def test_phases_table_and_figures(zoo):
     root, overrides, _ = zoo
-    proc = cli("zoo.cli.phases", *overrides)
+    proc = run_cli(phases_main, *overrides)
     assert "phase counts:" in proc.stdout
     zoo_dir = root / "runs" / "demo"
     with open(zoo_dir / "phases.csv") as f:
@@ -86,7 +83,7 @@ def test_phases_relabels_a_published_table(tmp_path):
         "2,8,1.9,-0.3,0.5\n2,1000,1.2,0.4,0.6\n256,8,0.01,-0.4,0.99\n"
         "256,1000,0.01,0.0,0.80\n64,32,0.02,0.01,0.97\n"
     )
-    proc = cli("zoo.cli.phases", f"metrics_csv={table}")
+    proc = run_cli(phases_main, f"metrics_csv={table}")
     with open(tmp_path / "published_phases.csv") as f:
         assert [r["phase"] for r in csv.DictReader(f)] == ["I", "II", "III", "IV-A", "IV-B"]
     assert (tmp_path / "published_figures" / "phase_map.png").exists()
