@@ -2,12 +2,10 @@
 a sweep in which models failed exits non-zero with one line per cause; zoo-run stops at the first
 stage that has nothing to work on."""
 
-import subprocess
-import sys
-
 import pytest
-from helpers import zoo_train
+from helpers import run_cli, zoo_train
 
+from zoo.cli.run import main as run_main
 from zoo.config import ConfigError
 from zoo.sweep import cell_configs, compose_config
 
@@ -50,21 +48,13 @@ def test_a_sweep_whose_models_fail_exits_1_with_one_line_per_cause(tmp_path):
 
 
 def test_zoo_run_stops_when_no_model_trained(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli.run", *NO_DATA, f"paths.root={tmp_path}", f"paths.data={tmp_path / 'nodata'}"],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli(run_main, *NO_DATA, f"paths.root={tmp_path}", f"paths.data={tmp_path / 'nodata'}", check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no model of the sweep finished ok" in proc.stdout and "2 model(s) failed" in proc.stdout
     assert "== landscape" not in proc.stdout and not (tmp_path / "shards").exists()
 
 
 def test_zoo_run_names_a_bad_value_without_a_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli.run", "model.width=-3", f"paths.root={tmp_path}"],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli(run_main, "model.width=-3", f"paths.root={tmp_path}", check=False)
     assert proc.returncode == 2 and "model.width=-3 is not a positive integer" in proc.stderr
     assert "Traceback" not in proc.stderr
