@@ -2,16 +2,17 @@
 architectures, one smoke-trained cell per zoo, and the zoo-plan dry run."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import zoo_files
+from helpers import run_cli
 from safetensors.torch import load_file
 from torch import nn
 
+from zoo.cli.cell import main as cell_main
+from zoo.cli.plan import main as plan_main
 from zoo.data import Batches, load
 from zoo.data.convection import load_convection
 from zoo.data.images import ImageTransform, crop, rotate
@@ -266,8 +267,7 @@ def test_cell_cli_trains_the_indexed_cell(files, tmp_path):
         "optim.lr=1e-3",
         "seed=0",
     ]
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.cell", "1", *overrides], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    run_cli(cell_main, "1", *overrides)
     cfgs = cell_configs(overrides)
     assert [run_dir(c).is_done() for c in cfgs] == [False, True] and cfgs[1].data.beta == 2
 
@@ -307,12 +307,7 @@ def test_plan_measures_parameters_flops_and_memory(plans):
 
 
 def test_plan_cli_prints_models_and_split_sbatch_arrays():
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli.plan", "zoo=convection_pinn", "seed=0", "cluster.max_array_size=60"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(plan_main, "zoo=convection_pinn", "seed=0", "cluster.max_array_size=60")
     lines = proc.stdout.splitlines()
     assert "models: 140" in lines
     sbatch = [line.strip() for line in lines if line.strip().startswith("sbatch --")]
@@ -322,9 +317,7 @@ def test_plan_cli_prints_models_and_split_sbatch_arrays():
 
 
 def test_plan_cli_names_a_bad_zoo():
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli.plan", "zoo=cifar11_resnet18"], capture_output=True, text=True
-    )
+    proc = run_cli(plan_main, "zoo=cifar11_resnet18", check=False)
     assert proc.returncode != 0 and "cifar11_resnet18" in proc.stderr and "Traceback" not in proc.stderr
 
 
