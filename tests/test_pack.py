@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, train_tiny_zoo
+from helpers import TINY, run_cli, train_tiny_zoo
 from safetensors.torch import load_file
 
 import zoo as zoo_package
@@ -246,8 +246,7 @@ def test_hdf5_holds_exactly_the_shards(packed, tmp_path):
 def test_cli_packs_verifies_and_exports(zoo, tmp_path, capsys):
     root, _ = zoo
     common = [f"paths.runs={root / 'runs'}", f"paths.root={tmp_path}", "pack.max_shard_count=2", "pack.all_runs=true"]
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", "zoo=demo", *common], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(pack_cli.main, "zoo=demo", *common)
     assert f"packed 2/3 models, 6 samples into 3 shards in {tmp_path}/shards/demo" in proc.stdout
     assert pack_cli.run(["verify", *common, "seed=0,1"]) == 0  # zoo-train -m overrides are accepted
     assert pack_cli.run(["hdf5", *common]) == 0 and (tmp_path / "shards" / "demo.h5").is_file()
@@ -318,8 +317,7 @@ def test_cli_packs_exactly_the_sweep_and_reports_other_run_dirs(zoo, tmp_path):
     width-16 model, trained with optim.lr=1e3) is counted, named and left out (#16)."""
     root, _ = zoo
     sweep = ["zoo=demo", *TINY, "model.width=4,8", "seed=0", f"paths.runs={root / 'runs'}", f"paths.root={tmp_path}"]
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.pack", *sweep], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(pack_cli.main, *sweep)
     assert "1 run dir(s) in" in proc.stdout and "left out (pack.all_runs=true packs them too)" in proc.stdout
     assert "packed 2/2 models, 6 samples" in proc.stdout
     manifest = json.loads((tmp_path / "manifests" / "demo.json").read_text())
