@@ -90,6 +90,7 @@ def test_small_max_array_size_rejects_large_indices(slurm_cluster_small_arrays, 
     assert set(cluster.wait(ok.stdout.strip(), timeout=30).values()) == {"COMPLETED"}
 
 
+@pytest.mark.slow  # waits on slurmctld's requeue (~10 s), and the signal order is asynchronous
 def test_scontrol_requeue_runs_job_again(slurm_cluster, tmp_path):
     counter = tmp_path / "counter"
     script = tmp_path / "count.sh"
@@ -107,6 +108,7 @@ def test_scontrol_requeue_runs_job_again(slurm_cluster, tmp_path):
     assert _lines(counter) == ["restart=0", "restart=1"]
 
 
+@pytest.mark.slow  # waits on slurmctld's requeue (~10 s), and the signal order is asynchronous
 def test_submitit_preempted_job_requeues_itself(slurm_cluster, tmp_path):
     """submitit's signal handler calls `scontrol requeue` from inside the job.
 
