@@ -17,17 +17,19 @@ follow the same populations. Neither torch nor Lightning is imported for the shi
 import json
 import math
 import shlex
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
 from zoo import plan_costs
+from zoo.atomic import write_json
 from zoo.config import accumulation, task_memory, task_name
 from zoo.sizes import PINN_SMOKE, SMOKE_SAMPLES, SMOKE_WINDOWS, SPLIT_SIZES
 from zoo.slurm.launcher import SlurmLauncher, array_tasks
 from zoo.slurm.submit import groups_of, job_name, make_executor, sbatch_script
-from zoo.sweep import Resolved, cell_views, compose_config, fixed_overrides
+from zoo.sweep import Resolved, compose_config, fixed_overrides, sweep_cells, views
 from zoo.train import grouping
 from zoo.train.rundir import checkpoint_epochs
 
@@ -102,7 +104,7 @@ def plan_zoo(overrides: list[str]) -> Plan:
     """The plan of the sweep `overrides` select (e.g. `["zoo=cifar10_resnet18", "cluster=example_gpu"]`)."""
     launcher = compose_config([*fixed_overrides(overrides), "hydra/launcher=slurm"], hydra=True)
     launch = [*overrides, *_runtime_overrides(overrides, launcher.cluster)]
-    cfgs = cell_views(launch)
+    cfgs = views(sweep_cells(launcher.hydra.sweeper.params, launch))
     submission = submit_plan(launch, cfgs, OmegaConf.to_container(launcher.hydra.launcher, resolve=True))
     k = {key: len(task) if pop else 1 for task, pop in zip(submission.tasks, submission.population) for key in task}
     return Plan(list(overrides), [_cell(cfg, k[cfg.id]) for cfg in cfgs], submission)
@@ -264,11 +266,12 @@ def format_plan(plan: Plan) -> str:
 
 def _tasks_line(submission: Submission) -> str:
     sizes = [len(t) for t, pop in zip(submission.tasks, submission.population) if pop]
+    kinds = [f"{len(sizes)} population(s) of {_span(sorted(set(sizes)))} models"] if sizes else []
     alone = len(submission.tasks) - len(sizes)
-    populations = f"{len(sizes)} population(s) of {_span(sorted(set(sizes)))} models" if sizes else "no population"
+    kinds += [f"{alone} of models one after the other"] if alone else []
     return (
         f"array tasks: {len(submission.tasks)} in {len(submission.scripts)} array(s) "
-        f"(MaxArraySize {submission.max_array_size}): {populations}, {alone} of models one after the other"
+        f"(MaxArraySize {submission.max_array_size}): {', '.join(kinds)}"
     )
 
 
@@ -335,3 +338,24 @@ def _bytes(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:,.1f} {unit}"
         n /= 1024
+
+
+def refresh_costs() -> None:
+    """Write the shipped cost table (zoo/plan_costs.json): every figure zoo-plan needs for every
+    shipped zoo under every shipped cluster profile, measured with torch."""
+    from zoo.config import CONF_DIR
+
+    with plan_costs.measuring() as measured:
+        for zoo in sorted(p.stem for p in (CONF_DIR / "zoo").glob("*.yaml")):
+            for cluster in sorted(p.stem for p in (CONF_DIR / "cluster").glob("*.yaml")):
+                print(f"zoo={zoo} cluster={cluster}", flush=True)
+                plan_zoo([f"zoo={zoo}", f"cluster={cluster}"])
+    table = {kind: dict(sorted(figures.items())) for kind, figures in sorted(measured.measured.items())}
+    write_json(plan_costs.SHIPPED, table)
+    print(f"{plan_costs.SHIPPED}: {sum(len(f) for f in table.values())} figures")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--refresh-costs"]:
+        raise SystemExit("usage: python -m zoo.plan --refresh-costs   (rewrites zoo/plan_costs.json)")
+    refresh_costs()

@@ -6,7 +6,7 @@ grouping): exact, but it imports torch (~2 s) and costs ~0.1 s per architecture.
 is looked up by what it is measured from (the model config as JSON, the input shapes, ...) in
 
 - `plan_costs.json`, shipped in the package: every figure the shipped zoos (conf/zoo/) need under
-  the shipped cluster profiles, written by `python -m zoo.plan_costs --refresh`, whose figures
+  the shipped cluster profiles, written by `python -m zoo.plan --refresh-costs`, whose figures
   tests/test_plan.py measures again with torch;
 - the user's cache ($XDG_CACHE_HOME/zoo/plan_costs.json, else ~/.cache/zoo/): figures of the user's
   own architectures, measured once (torch imported only then) and kept, written atomically.
@@ -88,26 +88,3 @@ class _Measuring:
         global _shipped, _user, _new
         self.measured = _new
         _shipped, _user, _new = self.saved
-
-
-def refresh() -> None:
-    """Write the shipped table: every figure `zoo-plan` needs for every shipped zoo, measured."""
-    from zoo.config import CONF_DIR
-    from zoo.plan import plan_zoo
-
-    zoos = sorted(p.stem for p in (CONF_DIR / "zoo").glob("*.yaml"))
-    clusters = sorted(p.stem for p in (CONF_DIR / "cluster").glob("*.yaml"))
-    with measuring() as measured:
-        for zoo in zoos:
-            for cluster in clusters:
-                print(f"{zoo} cluster={cluster}", flush=True)
-                plan_zoo([f"zoo={zoo}", f"cluster={cluster}"])
-    table = {kind: dict(sorted(figures.items())) for kind, figures in sorted(measured.measured.items())}
-    write_json(SHIPPED, table)
-    print(f"{SHIPPED}: {sum(len(f) for f in table.values())} figures")
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--refresh"]:
-        raise SystemExit("usage: python -m zoo.plan_costs --refresh   (rewrites zoo/plan_costs.json)")
-    refresh()

@@ -5,6 +5,7 @@ running anything: zoo config `hydra.sweeper.params` + command-line overrides (wh
 """
 
 import copy
+import re
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its cell expansion, reused
@@ -57,7 +58,11 @@ def cell_configs(overrides: list[str] = (), config_name: str = "train") -> list[
 def cell_views(overrides: list[str] = (), config_name: str = "train") -> list["Resolved"]:
     """`cell_configs` as plain dicts read like configs: ~50x faster to build than OmegaConf nodes,
     for the commands that only read the cells (zoo-plan, zoo-status)."""
-    cells = cell_overrides(overrides, config_name)
+    return views(cell_overrides(overrides, config_name), config_name)
+
+
+def views(cells: list[list[str]], config_name: str = "train") -> list["Resolved"]:
+    """The `Resolved` config of each cell's override list (`cell_overrides`, `sweep_cells`)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return [Resolved(cfg) for cfg in resolved_cells(cells, config_name)]
 
@@ -94,7 +99,8 @@ def resolved_cells(cells: list[list[str]], config_name: str = "train") -> list[d
     Composing and resolving are slow (~70 ms a cell), so cells are composed once per distinct set of
     structural overrides (config groups, `+`/`~`) and their plain `a.b=value` overrides are set on
     that composition in place — the same update Hydra itself applies for them. That composition is
-    resolved once; per cell only its interpolations and the overridden keys are read again. Cells
+    resolved once; per cell only the overridden keys and the interpolations that refer to them are
+    read again. Cells
     share a composition only when they set the same keys, so every cell overwrites what the one
     before it set. Values that are dicts or lists merge (Hydra's rule): those cells are composed
     and resolved on their own.
@@ -114,7 +120,7 @@ def resolved_cells(cells: list[list[str]], config_name: str = "train") -> list[d
         else:
             key = (structural, tuple(k for k, _ in plain))
             if key not in groups:
-                groups[key] = _Composition(compose(config_name, search_path_overrides() + list(structural)))
+                groups[key] = _Composition(compose(config_name, search_path_overrides() + list(structural)), plain)
             resolved = groups[key].resolve(plain)
         validate(resolved)
         configs.append(identity(resolved))
@@ -122,19 +128,25 @@ def resolved_cells(cells: list[list[str]], config_name: str = "train") -> list[d
 
 
 class _Composition:
-    """One composed config, resolved once; `resolve` sets a cell's plain values on it and reads
-    again only what they can change: the overridden keys and every interpolation."""
+    """One composed config with the plain keys `keys` set per cell, resolved once (with the first
+    cell's values); `resolve` sets a cell's values and reads again only what they can change: the
+    overridden keys and the interpolations that refer to them (`_depending`)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, plain: list[tuple[str, object]]):
         self.cfg = cfg
+        self._update(plain)
         self.base = OmegaConf.to_container(cfg, resolve=True)
-        self.interpolations = list(_interpolations(cfg))
+        keys = [key for key, _ in plain]
+        self.paths = [tuple(key.split(".")) for key in keys] + _depending(cfg, keys)
 
-    def resolve(self, plain: list[tuple[str, object]]) -> dict:
+    def _update(self, plain: list[tuple[str, object]]) -> None:
         for key, value in plain:
             OmegaConf.update(self.cfg, key, value, merge=True)
+
+    def resolve(self, plain: list[tuple[str, object]]) -> dict:
+        self._update(plain)
         resolved = copy.deepcopy(self.base)
-        for path in [tuple(key.split(".")) for key, _ in plain] + self.interpolations:
+        for path in self.paths:
             node, target = self.cfg, resolved
             for part in path[:-1]:
                 node, target = node[part], target[part] if isinstance(target, list) else target.setdefault(part, {})
@@ -144,12 +156,39 @@ class _Composition:
         return resolved
 
 
+# In an interpolation: a key it refers to (`${a.b}`, `${oc.select:a.b,...}`), and a resolver it calls.
+_REFERENCE = re.compile(r"\$\{(?:oc\.select:)?([A-Za-z_][\w.-]*)(?=[},])")
+_RESOLVER = re.compile(r"\$\{([\w.]+):")
+PURE_RESOLVERS = ("oc.env", "oc.select", "slug", "reference_accumulation")  # their value follows from their text
+
+
+def _depending(cfg: DictConfig, keys: list[str]) -> list[tuple]:
+    """The interpolations of `cfg` whose value can change with the values at `keys`: those that
+    refer to one of them (or to a node holding one, or one inside it), directly or through another
+    such interpolation. Relative references and other resolvers count as depending (unknown)."""
+    text = {path: node._get_node(path[-1])._value() for path, node in _interpolations(cfg)}
+    changing, depending = set(keys), []
+    while True:
+        new = [path for path, raw in text.items() if path not in depending and _refers(raw, changing)]
+        if not new:
+            return depending
+        depending += new
+        changing |= {".".join(map(str, path)) for path in new}
+
+
+def _refers(raw: str, keys: set[str]) -> bool:
+    if "${." in raw or any(r not in PURE_RESOLVERS for r in _RESOLVER.findall(raw)):
+        return True
+    refs = _REFERENCE.findall(raw)
+    return any(r == k or k.startswith(r + ".") or r.startswith(k + ".") for r in refs for k in keys)
+
+
 def _interpolations(node: DictConfig | ListConfig, path: tuple = ()):
-    """The path of every value of `node` that is an interpolation (`${...}`), at any depth."""
+    """(path, parent node) of every value of `node` that is an interpolation (`${...}`), at any depth."""
     for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
         child = node._get_node(key)
         if OmegaConf.is_interpolation(node, key):
-            yield (*path, key)
+            yield (*path, key), node
         elif isinstance(child, (DictConfig, ListConfig)):
             yield from _interpolations(child, (*path, key))
 
