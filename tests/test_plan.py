@@ -38,7 +38,7 @@ def test_shipped_table_holds_what_torch_measures():
     rng = random.Random(0)
     for kind, figures in table.items():
         small = sorted(figures, key=len)[: max(4, len(figures) // 4)]  # the cheaper to measure
-        for key in rng.sample(small, 2):
+        for key in rng.sample(small, 1):
             assert remeasure(kind, key) == figures[key], (kind, key)
 
 
@@ -90,8 +90,8 @@ def run(*command: str, **env) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("module", ["plan", "status"])
 def test_plan_and_status_of_the_demo_import_no_torch(module, tmp_path):
     code = (
-        f"import sys\nfrom zoo.cli import {module}\n{module}.main(['zoo=demo', 'paths.root={tmp_path}'])\n"
-        f"print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
+        f"import sys\nfrom zoo.cli import {module}\ntry:\n    {module}.main(['zoo=demo', 'paths.root={tmp_path}'])\n"
+        f"finally:\n    print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
     )
     proc = run(sys.executable, "-c", code, XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert proc.stderr.strip().splitlines()[-1] == "heavy:"

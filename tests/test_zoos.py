@@ -262,7 +262,7 @@ def plans():
     return {name: plan_zoo([f"zoo={name}", "cluster=example_gpu"]) for name in ZOOS}
 
 
-@pytest.mark.slow  # plans all 2,794 reference models (~2 min on 2 cores)
+@pytest.mark.slow  # plans all 2,794 reference models (~25 s on 2 cores under load from other agents)
 def test_plan_counts_every_zoo(plans):
     for name, (models, _) in ZOOS.items():
         assert len(plans[name].cells) == models, name
