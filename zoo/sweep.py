@@ -4,7 +4,6 @@ Lets the pipeline, summaries and resubmission know every model id of a zoo witho
 running anything: zoo config `hydra.sweeper.params` + command-line overrides (which win).
 """
 
-import copy
 import re
 
 from hydra import compose, initialize_config_dir
@@ -64,13 +63,13 @@ def cell_views(overrides: list[str] = (), config_name: str = "train") -> list["R
 def views(cells: list[list[str]], config_name: str = "train") -> list["Resolved"]:
     """The `Resolved` config of each cell's override list (`cell_overrides`, `sweep_cells`)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return [Resolved(cfg) for cfg in resolved_cells(cells, config_name)]
+        return [Resolved(cfg) for cfg in _resolved_cells(cells, config_name)]
 
 
 def compose_cells(cells: list[list[str]], config_name: str = "train") -> list[DictConfig]:
     """Resolved config (with `id` and `grid`) of each cell's override list, inside an initialized
     Hydra (`initialize_config_dir`, or a running app such as a launcher)."""
-    return [OmegaConf.create(cfg) for cfg in resolved_cells(cells, config_name)]
+    return [OmegaConf.create(cfg) for cfg in _resolved_cells(cells, config_name)]
 
 
 class Resolved(dict):
@@ -92,24 +91,28 @@ def _view(value):
     return [_view(v) for v in value] if isinstance(value, list) else value
 
 
-def resolved_cells(cells: list[list[str]], config_name: str = "train") -> list[dict]:
+def _resolved_cells(cells: list[list[str]], config_name: str = "train") -> list[dict]:
     """The resolved config (with `id` and `grid`) of each cell's override list, as plain dicts,
     inside an initialized Hydra (`initialize_config_dir`, or a running app such as a launcher).
+    Cells share the sub-dicts their overrides leave unchanged: callers copy them (`Resolved`,
+    `OmegaConf.create`).
 
     Composing and resolving are slow (~70 ms a cell), so cells are composed once per distinct set of
     structural overrides (config groups, `+`/`~`) and their plain `a.b=value` overrides are set on
     that composition in place — the same update Hydra itself applies for them. That composition is
     resolved once; per cell only the overridden keys and the interpolations that refer to them are
-    read again. Cells
-    share a composition only when they set the same keys, so every cell overwrites what the one
-    before it set. Values that are dicts or lists merge (Hydra's rule): those cells are composed
+    read again. Cells share a composition only when they set the same keys, so every cell
+    overwrites what the one before it set. Values that are dicts or lists merge (Hydra's rule): those cells are composed
     and resolved on their own.
     """
-    parser = OverridesParser.create()
+    parser, known = OverridesParser.create(), {}
     groups: dict[tuple, _Composition] = {}
     configs = []
     for cell in cells:
-        parsed = parser.parse_overrides(cell)
+        for line in cell:  # cells repeat the same overrides: each is parsed once
+            if line not in known:
+                known[line] = parser.parse_overrides([line])[0]
+        parsed = [known[line] for line in cell]
         plain = [(o.key_or_group, o.value()) for o in parsed if _is_plain_value(o)]
         structural = tuple(o.input_line for o in parsed if not _is_plain_value(o))
         if any(isinstance(v, (dict, list)) for _, v in plain):
@@ -145,11 +148,13 @@ class _Composition:
 
     def resolve(self, plain: list[tuple[str, object]]) -> dict:
         self._update(plain)
-        resolved = copy.deepcopy(self.base)
-        for path in self.paths:
+        resolved = dict(self.base)
+        for path in self.paths:  # copied along the path, the rest shared with `base`
             node, target = self.cfg, resolved
             for part in path[:-1]:
-                node, target = node[part], target[part] if isinstance(target, list) else target.setdefault(part, {})
+                child = target[part] if isinstance(target, list) or part in target else {}
+                target[part] = list(child) if isinstance(child, list) else dict(child)
+                node, target = node[part], target[part]
             value = node[path[-1]]
             is_node = isinstance(value, (DictConfig, ListConfig))
             target[path[-1]] = OmegaConf.to_container(value, resolve=True) if is_node else value

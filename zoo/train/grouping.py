@@ -37,7 +37,6 @@ from collections import defaultdict
 from functools import cache
 from typing import TYPE_CHECKING
 
-from joblib import cpu_count
 from omegaconf import DictConfig
 
 from zoo import plan_costs
@@ -336,6 +335,8 @@ def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list["Result"]:
     """Train every cell of a sweep as `populations` groups them, `n_jobs` groups at a time
     (-1: one per core) in worker processes, each with `runtime.threads` torch threads; a single
     group trains in this process. Returns one result per cell, in order."""
+    from joblib import cpu_count  # numpy: not for zoo-plan, which groups without training
+
     from zoo.train.run import Result
 
     results, todo = {}, {}
