@@ -55,13 +55,16 @@ def main() -> None:
             (f"zoo-plan zoo={z} cluster=example_gpu", ["plan", f"zoo={z}", "cluster=example_gpu"], 10)
             for z in REFERENCE_ZOOS
         ]
+    cpus = []
     for name, (cli, *overrides), budget in runs:
         seconds, cpu = best_of([*python, "-m", f"zoo.cli.{cli}", *overrides, f"paths.root={root}"], args.repeat)
+        cpus.append(cpu)
         verdict = "within" if max(seconds, cpu) <= budget else "OVER"
         print(
             f"{name}: {seconds:.2f} s wall, {cpu:.2f} s CPU ({cpu / torch_cpu:.2f}x the CPU of importing torch; "
             f"{verdict} the {budget} s budget)"
         )
+    print(f"speedup: {torch_cpu / cpus[0]:.1f}x (CPU of zoo-plan zoo=demo against a process that only imports torch)")
 
 
 if __name__ == "__main__":
