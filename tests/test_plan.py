@@ -24,7 +24,7 @@ def remeasure(kind: str, key: str):
         return grouping._n_params.__wrapped__(key)
     if kind == "layer_sizes":
         model, sample, dtype = json.loads(key)
-        return list(grouping._layer_sizes.__wrapped__(model, tuple(sample), dtype))
+        return list(grouping._layer_sizes.__wrapped__(json.dumps(model, sort_keys=True), tuple(sample), dtype))
     from zoo import plan_measure
 
     model, *args = json.loads(key)

@@ -207,7 +207,8 @@ def _layer_sizes(model_json: str, sample: tuple[int, ...], dtype: str) -> tuple[
             model(torch.zeros(1, *sample, dtype=getattr(torch, dtype), device="meta"))
         return floats[0], macs[0]
 
-    return tuple(plan_costs.figure("layer_sizes", json.dumps([model_json, sample, dtype]), measure))
+    key = json.dumps([json.loads(model_json), sample, dtype], sort_keys=True)
+    return tuple(plan_costs.figure("layer_sizes", key, measure))
 
 
 def net_sizes(cfg: DictConfig) -> tuple[int, int]:
