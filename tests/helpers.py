@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from zoo.sweep import cell_configs
-from zoo.train.rundir import run_dir
+from zoo.sweep import cell_configs, compose_config
+from zoo.train.run import train_model
+from zoo.train.rundir import list_runs, run_dir
 
 # -- training ---------------------------------------------------------------------------------------
 # Small, fast cells: the first 300 mnist1d samples, a few epochs.
@@ -48,10 +49,6 @@ def zoo_train(root: Path, *overrides: str, check: bool = True) -> subprocess.Com
 
 def train_tiny_zoo(root, data_root, cells) -> list:
     """Train each cell (overrides) of the demo zoo in-process for 2 epochs into `root/runs/demo`."""
-    from zoo.sweep import compose_config
-    from zoo.train.run import train_model
-    from zoo.train.rundir import list_runs
-
     for overrides in cells:
         train_model(compose_config([f"paths.root={root}", f"paths.data={data_root}", *TINY, *overrides]))
     return list_runs(root / "runs", "demo")
@@ -67,8 +64,8 @@ def run_cli(main: Callable, *args: str, check: bool = True) -> subprocess.Comple
         try:
             main(list(args))
             code = 0
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
+        except SystemExit as stop:  # console scripts end with sys.exit(code)
+            code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
     proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
     if check and code != 0:
         raise AssertionError(f"{main.__module__} failed ({code}):\n{proc.stdout}\n{proc.stderr}")

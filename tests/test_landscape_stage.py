@@ -24,7 +24,7 @@ GRID = [
     "trainer.max_epochs=3",
     "landscape.bezier.steps=60",
     "landscape.hessian.n_samples=300",
-    "landscape.workers=2",
+    "landscape.workers=2",  # the one default-run test of a stage on several workers
 ]
 
 
