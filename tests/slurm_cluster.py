@@ -17,8 +17,9 @@ Loaded by tests/conftest.py (``pytest_plugins = ["slurm_cluster"]``). It provide
     ``slurm_cluster`` without ``slurm_cluster_small_arrays`` and at the end of
     the session, so consecutive small-array tests pay once.
 
-There is one cluster per state dir, so tests using it must not run in parallel
-(pytest-xdist): MaxArraySize is cluster-wide.
+There is one cluster per state dir, and MaxArraySize is cluster-wide: ``slurm_cluster`` holds
+``<state dir>.lock`` for the whole session, so pytest-xdist workers (and concurrent sessions) that
+use the cluster take turns.
 
 Accounting is off, so ``sacct`` does not work: use ``SlurmCluster.wait`` /
 ``job_states``, which read ``scontrol show job`` (finished jobs stay visible
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
+
+from zoo.lock import hold
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "slurm" / "testcluster"
@@ -180,24 +183,27 @@ def slurm_cluster():
     if os.geteuid() != 0 and not shutil.which("sudo"):
         pytest.skip("the SLURM test cluster needs root (or sudo) to start slurmd")
     state_dir = default_state_dir()
-    default_size = int(os.environ.get("ZOO_SLURM_MAX_ARRAY_SIZE", DEFAULT_MAX_ARRAY_SIZE))
-    was_running = cluster_running(state_dir)
-    conf = _start(state_dir, default_size)  # no-op if already up with this config
-    old_conf = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(conf)
-    cluster = SlurmCluster(state_dir, conf, default_size, default_size, started_here=not was_running)
-    try:
-        yield cluster
-    finally:
-        if cluster.started_here and os.environ.get("ZOO_SLURM_KEEP") != "1":
-            subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(state_dir)], capture_output=True, timeout=120)
-        else:
-            # Leave a cluster we reused as we found it.
-            cluster.set_max_array_size(default_size)
-        if old_conf is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old_conf
+    # One pytest process at a time on the cluster (pytest-xdist workers, or two test sessions): its
+    # MaxArraySize is cluster-wide and its 2 CPUs are shared. Another process's session is waited for.
+    with hold(f"{state_dir}.lock", wait=True, what="the SLURM test cluster"):
+        default_size = int(os.environ.get("ZOO_SLURM_MAX_ARRAY_SIZE", DEFAULT_MAX_ARRAY_SIZE))
+        was_running = cluster_running(state_dir)
+        conf = _start(state_dir, default_size)  # no-op if already up with this config
+        old_conf = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(conf)
+        cluster = SlurmCluster(state_dir, conf, default_size, default_size, started_here=not was_running)
+        try:
+            yield cluster
+        finally:
+            if cluster.started_here and os.environ.get("ZOO_SLURM_KEEP") != "1":
+                subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(state_dir)], capture_output=True, timeout=120)
+            else:
+                # Leave a cluster we reused as we found it.
+                cluster.set_max_array_size(default_size)
+            if old_conf is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = old_conf
 
 
 @pytest.fixture
