@@ -76,7 +76,7 @@ def describe(metric: str) -> str:
     words += [WORDS[p] for p in ("train", "test", "aligned") if p in parts]
     if "gain" in parts and parts[0] in GAIN_OVER:
         words.append(f"({GAIN_OVER[parts[0]]})")
-    unit = next((UNITS[p] for p in parts if p in UNITS), None)
+    unit = next((UNITS[p] for p in reversed(parts) if p in UNITS), None)  # mc_err_*: an error
     return " ".join(words) + (f" [{unit}]" if unit else "")
 
 
@@ -197,12 +197,19 @@ def phase_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, titl
 
 
 def phase_definitions(
-    loss_threshold: float, mc_epsilon: float, cka_threshold: float, trained: str = "train_loss"
+    loss_threshold: float,
+    mc_epsilon: float,
+    cka_threshold: float,
+    trained: str = "train_loss",
+    mc: str = "mc_loss_train",
+    mc_scale: float = 1,
 ) -> str:
-    """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with and the
-    metric (`trained`, phases.trained_key) held against loss_threshold."""
+    """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with, the
+    metric (`trained`, phases.trained_key) held against loss_threshold and the mode connectivity
+    (`mc`, phases.mc_key, times `mc_scale`: 100 gives percent) held against mc_epsilon."""
+    mc_words = describe(mc) if mc_scale == 1 else describe(mc).replace("[fraction]", "[%]")
     return (
-        f"phases (Yang et al. 2021) from L = the final {describe(trained)}, mode connectivity mc between seeds\n"
+        f"phases (Yang et al. 2021) from L = the final {describe(trained)}, mc = {mc_words} between seeds\n"
         f"(< 0: barrier) and CKA between seeds:  I: L > {loss_threshold:g}, mc < 0;  II: L > {loss_threshold:g}, "
         f"mc ≥ 0;\nIII: L ≤ {loss_threshold:g}, mc < −{mc_epsilon:g};  IV-A: L ≤ {loss_threshold:g}, "
         f"mc ≥ −{mc_epsilon:g}, CKA < {cka_threshold:g};  IV-B: same, CKA ≥ {cka_threshold:g}.\n"

@@ -55,7 +55,12 @@ def thresholds(cfg: DictConfig) -> dict:
 
 def _legend(cfg: DictConfig) -> dict:
     """What the phase map's note states: the thresholds and the metric held against loss_threshold."""
-    return thresholds(cfg) | {"trained": cfg.phases.get("trained_key", "train_loss")}
+    p = cfg.phases
+    return thresholds(cfg) | {
+        "trained": p.get("trained_key", "train_loss"),
+        "mc": p.mc_key,
+        "mc_scale": p.get("mc_scale", 1),
+    }
 
 
 def label(row: dict, cfg: DictConfig) -> str | None:
