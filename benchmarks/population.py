@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.data import epoch_order, epoch_seed, load
 from zoo.sweep import cell_configs
-from zoo.train.grouping import describe, net_sizes, plan, population_key, train_cells
+from zoo.train.grouping import describe, net_sizes, population_key, populations, train_cells
 from zoo.train.rundir import run_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -163,7 +163,7 @@ def main() -> None:
     data = load(zoo[0].data, root / "data")  # generated once, outside the timings
     n = len(zoo)
     print(f"demo zoo: {n} models, {args.epochs} epochs, {os.cpu_count()} cores; runs in {root}")
-    print(f"grouping:\n{describe(plan(zoo, workers=2))}")
+    print(f"grouping:\n{describe(populations(zoo, workers=2))}")
     torch.set_num_threads(1)  # as each training worker
     print(data_feed(data.x_train, data.y_train))
     train = ["-m", "zoo.cli.train", "-m"]
@@ -209,7 +209,7 @@ def pinn(epochs: int, root: Path) -> None:
         f"convection_pinn smoke grid: {n} models, {epochs} epochs ({steps} full-batch Adam steps a model), "
         f"{os.cpu_count()} cores; runs in {root}"
     )
-    print(f"grouping:\n{describe(plan(zoo, workers=2))}")
+    print(f"grouping:\n{describe(populations(zoo, workers=2))}")
     train = ["-m", "zoo.cli.train", "-m"]
     runs = {
         "one_by_one": [*train, *grid],
