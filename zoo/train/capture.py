@@ -48,11 +48,21 @@ def compile_options(cfg: DictConfig) -> dict | None:
 def captured(fn: Callable, cfg: DictConfig) -> Callable:
     """`fn` compiled as `runtime.compile` says (itself when off)."""
     options = compile_options(cfg)
-    return torch.compile(fn, **options) if options else fn
+    if not options:
+        return fn
+    _fresh()
+    return torch.compile(fn, **options)
 
 
 def capture_module(module: torch.nn.Module, cfg: DictConfig) -> None:
     """Compile `module`'s forward in place as `runtime.compile` says (state-dict names unchanged)."""
     options = compile_options(cfg)
     if options:
+        _fresh()
         module.compile(**options)
+
+
+def _fresh() -> None:
+    """Forget earlier models' compiled code: torch keeps 8 per function and then runs eagerly without
+    saying so, and one worker process trains many models (or populations) in a row."""
+    torch._dynamo.reset()
