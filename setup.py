@@ -8,5 +8,5 @@ from setuptools import find_namespace_packages, setup
 setup(
     packages=find_namespace_packages(include=["zoo*", "hydra_plugins*"]) + ["zoo.conf", "zoo.manifests"],
     package_dir={"zoo.conf": "conf", "zoo.manifests": "manifests"},
-    package_data={"zoo.conf": ["**/*.yaml"], "zoo.manifests": ["schema.json"]},
+    package_data={"zoo": ["plan_costs.json"], "zoo.conf": ["**/*.yaml"], "zoo.manifests": ["schema.json"]},
 )

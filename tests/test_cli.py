@@ -17,7 +17,6 @@ SCRIPTS = {
     "importer": "zoo-import",
     "status": "zoo-status",
     "plan": "zoo-plan",
-    "cell": "zoo-cell",
 }
 HEAVY = ("torch", "lightning", "matplotlib", "scipy")
 
@@ -49,7 +48,7 @@ def test_errors_are_one_line_with_exit_codes_and_full_with_debug():
     assert "Traceback" in script("status", "model.widht=3", ZOO_DEBUG="1").stderr
     unknown = script("plan", "--bogus")
     assert unknown.returncode == 2 and "unknown option --bogus" in unknown.stderr
-    assert script("cell", "x").returncode == 2 and script("pack", "verify", "manifest=/nowhere.json").returncode == 2
+    assert script("pack", "verify", "manifest=/nowhere.json").returncode == 2
 
 
 def test_train_checks_shared_values_before_hydra_runs():

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from zoo.data import Batches, load
 from zoo.load import Permute, ShardError, ZooH5Dataset, open_zoo, permute, unflatten
+from zoo.load.select import matches
 from zoo.models import from_meta
 from zoo.pack import export_hdf5, pack_zoo, verify
 from zoo.train.evaluate import evaluate
@@ -423,3 +424,15 @@ def test_verify_reports_every_malformed_shard_and_goes_on(zoo, tmp_path):
         "layout (tensor 'layers.0.weight': data_offsets must be two integers"
     )
     assert len(problems) == 2
+
+
+def test_a_predicate_never_sees_a_missing_value():
+    """Metrics exist at some epochs only: a sample without the value does not match a predicate on it
+    (instead of calling `v > 10` on None), while equality can still ask for a missing value."""
+    measured = {"epoch": 2, "landscape": {"top_eig": 12.0}}
+    unmeasured = {"epoch": 0, "landscape": {"top_eig": None}}
+    through_null = {"epoch": 0, "landscape": None}
+    where = {"landscape.top_eig": lambda v: v > 10}
+    assert [matches(m, where) for m in (measured, unmeasured, through_null)] == [True, False, False]
+    assert matches(through_null, {"landscape.top_eig": None})
+    assert not matches(unmeasured, {"landscape.top_eig": [12.0, 13.0]})

@@ -47,6 +47,8 @@ def test_a_sweep_whose_models_fail_exits_1_with_one_line_per_cause(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if "model(s) failed" in line]
     assert proc.returncode == 1 and len(lines) == 1
     assert lines[0].startswith("2 model(s) failed: DatasetNotFound: CIFAR-10 not found") and "error.log" in lines[0]
+    hint = proc.stderr.splitlines()[-1]  # where to find each model, and that a rerun retrains only these
+    assert hint.startswith("zoo-status --failed ") and f"paths.data={tmp_path / 'nodata'}" in hint
 
 
 def test_zoo_run_stops_when_no_model_trained(tmp_path):

@@ -114,6 +114,15 @@ def test_samples_carry_checkpoint_bytes_and_metadata(zoo, packed):
             assert meta["phase"] == ("IV-B" if (run.path / "landscape.json").exists() else "unlabeled")
 
 
+def test_samples_do_not_carry_the_machines_paths(zoo, packed):
+    """A published zoo says how each model was trained, not where: no folder of the machine that packed it."""
+    root, _ = zoo
+    for tar in (root / "shards").glob("*.tar"):
+        assert str(root).encode() not in tar.read_bytes(), f"{tar.name} names {root}"
+    meta = next(iter(open_zoo(packed[0], view="state_dict")))[1]
+    assert "paths" not in meta["config"] and meta["config"]["model"]["name"] == "mlp"
+
+
 def test_packing_twice_gives_byte_identical_shards(zoo, packed):
     root, _ = zoo
     again = pack(root, out="again")

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from zoo.config import CONF_DIR
-from zoo.sweep import cell_configs, cell_overrides, compose_cells
+from zoo.sweep import cell_configs, cell_overrides, cell_views, compose_cells
 from zoo.train.ids import with_identity
 
 ZOOS = sorted(p.stem for p in (CONF_DIR / "zoo").glob("*.yaml"))
@@ -30,3 +30,13 @@ def test_dict_values_merge_per_cell_not_across_cells():
         ["zoo=demo", "seed=0", "data.batch_size=8", "model.width=2", "landscape.bezier={steps:5},{lr:0.5}"]
     )
     assert [(c.landscape.bezier.steps, c.landscape.bezier.lr) for c in fast] == [(5, 0.01), (1000, 0.5)]
+
+
+def test_interpolations_follow_the_swept_values_they_refer_to():
+    """`model.in_dim: ${data.in_dim}` and `zoo.prefix` are read again per cell; the views zoo-plan and
+    zoo-status read equal the configs."""
+    overrides = ["zoo=demo", "seed=0", "model.width=2,4", "data.batch_size=8", "data.in_dim=40,20"]
+    cfgs, views = cell_configs(overrides), cell_views(overrides)
+    assert [(c.model.width, c.model.in_dim) for c in cfgs] == [(2, 40), (2, 20), (4, 40), (4, 20)]
+    assert [c.id.rsplit("-", 1)[0] for c in cfgs] == ["mlp-w2-b8-s0", "mlp-w2-b8-s0", "mlp-w4-b8-s0", "mlp-w4-b8-s0"]
+    assert [OmegaConf.to_container(c) for c in cfgs] == views and views[1].model.in_dim == 20

@@ -2,6 +2,7 @@
 
 import math
 import os
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 
@@ -68,10 +69,10 @@ class ConfigError(ValueError):
     """A config value that composes but cannot be trained with."""
 
 
-def _numbers(node: DictConfig | ListConfig, prefix: str = ""):
+def _numbers(node: DictConfig | ListConfig | Mapping | list, prefix: str = ""):
     """(dotted key, value) of every float in a config (the `hydra` node left out). A value whose
     interpolation cannot resolve in this config is skipped: where it is used, it says why."""
-    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+    for key in node.keys() if isinstance(node, (DictConfig, Mapping)) else range(len(node)):
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if dotted == "hydra":
             continue
@@ -79,25 +80,36 @@ def _numbers(node: DictConfig | ListConfig, prefix: str = ""):
             value = node[key]
         except OmegaConfBaseException:
             continue
-        if isinstance(value, (DictConfig, ListConfig)):
+        if isinstance(value, (DictConfig, ListConfig, Mapping, list)):
             yield from _numbers(value, dotted)
         elif isinstance(value, float):
             yield dotted, value
 
 
-def validate(cfg: DictConfig) -> None:
-    """Reject bad values up front, naming the key, instead of failing deep inside training."""
+def _select(cfg: DictConfig | Mapping, key: str):
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.select(cfg, key, default=None)
+    for part in key.split("."):
+        if not isinstance(cfg, Mapping) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def validate(cfg: DictConfig | Mapping) -> None:
+    """Reject bad values up front, naming the key, instead of failing deep inside training. `cfg`:
+    a config, or one resolved into plain dicts."""
     for key, value in _numbers(cfg):
         if not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} is not a finite number: fix the override or its conf/ file")
     for key in POSITIVE_INTS + POSITIVE_FLOATS:
-        value = OmegaConf.select(cfg, key, default=None)
+        value = _select(cfg, key)
         kind = int if key in POSITIVE_INTS else (int, float)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
             expected = "a positive integer" if key in POSITIVE_INTS else "a positive number"
             raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
     for key in FRACTIONS + AT_LEAST_TWO:
-        value = OmegaConf.select(cfg, key, default=None)
+        value = _select(cfg, key)
         fraction = key in FRACTIONS
         if value is not None and not (0 < value < 1 if fraction else isinstance(value, int) and value >= 2):
             expected = "a fraction strictly between 0 and 1" if fraction else "an integer of at least 2"
@@ -126,3 +138,21 @@ def task_memory(cfg: DictConfig) -> int | None:
     cluster = cfg.cluster
     gb = cluster.gpu_mem_gb if cluster.gpus_per_task else cluster.mem_gb
     return int(gb * 2**30) if gb else None
+
+
+def task_name(cfg: DictConfig | Mapping) -> str:
+    """The task of a model config (`data.task`): classify, lm or pinn (zoo.train.tasks.task_of
+    builds it)."""
+    return cfg.data.get("task", "classify")
+
+
+def accumulation(cfg: DictConfig) -> int:
+    """Micro-batches per optimizer step. `runtime.micro_batch_size` splits every batch so that large
+    cells fit in GPU memory (gradient accumulation: the same batches and steps; BatchNorm then
+    normalizes per micro-batch, as under data parallelism without SyncBatchNorm)."""
+    micro, batch = cfg.runtime.get("micro_batch_size"), cfg.data.get("batch_size")
+    if not micro or not batch or micro >= batch:
+        return 1
+    if batch % micro:
+        raise ConfigError(f"runtime.micro_batch_size={micro} does not divide data.batch_size={batch}")
+    return batch // micro

@@ -1,40 +1,37 @@
-"""The dry run of a zoo (`zoo-plan`): what training it costs, before anything runs.
+"""The dry run of a zoo (`zoo-plan`): what training it costs, and what the SLURM launcher submits
+for it, before anything runs.
 
-Counts models, checkpoints and SLURM array tasks; builds each distinct architecture once on the
-meta device (no memory, no init cost) to count parameters and checkpoint bytes; measures the FLOPs
-of one forward/backward per architecture and input shape there, with torch's own per-op formulas,
-and scales them to a training run; turns FLOPs into device-hours with the cluster profile
-(`conf/cluster/`: `tflops` x `mfu` per array task, plus `step_ms` per optimizer step, which bounds
-small models at small batches); and writes the sbatch arrays that would train
-the zoo, split to respect the cluster's MaxArraySize. One array task trains one grid cell
-(`python -m zoo.cli.cell INDEX ...`, INDEX as in `zoo.sweep.cell_configs`).
+Counts models and checkpoints; per architecture, parameters and checkpoint bytes, and the FLOPs and
+activation bytes of one forward/backward step per input shape (zoo.plan_costs: a shipped table,
+measured with torch on the meta device by zoo.plan_measure for what it lacks), scaled to a
+training run; turns FLOPs into device-hours with the cluster profile (`conf/cluster/`: `tflops` x
+`mfu` per array task, plus `step_ms` per optimizer step, which bounds small models at small batches).
+
+The array tasks are the launcher's own (`zoo-train -m ... hydra/launcher=slurm`): its settings
+(conf/hydra/launcher/slurm.yaml), its grouping into tasks (zoo.slurm.launcher.array_tasks: one
+task per population), its split into arrays and submitit's sbatch script (zoo.slurm.submit), so
+what is printed is what it submits for a zoo with nothing trained yet, and the device-hours
+follow the same populations. Neither torch nor Lightning is imported for the shipped zoos.
 """
 
-import functools
 import json
 import math
 import shlex
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from omegaconf import OmegaConf
 
-from zoo.config import population_setting, task_memory
-from zoo.data import SPLIT_SIZES
-from zoo.data.convection import SMOKE as PINN_SMOKE
-from zoo.data.images import SMOKE_SAMPLES
-from zoo.data.tokens import SMOKE_WINDOWS
-from zoo.models import build
-from zoo.sweep import cell_configs
+from zoo import plan_costs
+from zoo.atomic import write_json
+from zoo.config import accumulation, task_memory, task_name
+from zoo.sizes import PINN_SMOKE, SMOKE_SAMPLES, SMOKE_WINDOWS, SPLIT_SIZES
+from zoo.slurm.launcher import SlurmLauncher, array_tasks
+from zoo.slurm.submit import groups_of, job_name, make_executor, sbatch_script
+from zoo.sweep import Resolved, compose_config, fixed_overrides, sweep_cells, views
 from zoo.train import grouping
-from zoo.train.pinn import pinn_terms
-from zoo.train.run import checkpoint_epochs
-from zoo.train.tasks import accumulation, task_of
+from zoo.train.rundir import checkpoint_epochs
 
 SHARD_OVERHEAD = 4096  # bytes per shard sample beyond its weights: meta.json and tar headers
 OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # state tensors per parameter in last.ckpt
@@ -42,7 +39,7 @@ OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # state tensors per paramet
 
 @dataclass
 class Cell:
-    cfg: DictConfig
+    cfg: Resolved
     params: int
     weight_bytes: int
     flops: float  # one training run
@@ -51,7 +48,7 @@ class Cell:
     fixed_bytes: float  # memory of a training step: weights, gradients, optimizer state (PINN: all) ...
     sample_bytes: float  # ... plus the activations of each sample of the micro-batch
     checkpoints: int
-    population: int = 1  # models trained with it as one population (zoo.train.grouping)
+    population: int = 1  # models trained with it as one population (its array task)
 
     def memory(self, micro_batch: int | None = None) -> float:
         """Bytes one training step needs on the device, at `micro_batch` samples (default: as configured)."""
@@ -59,12 +56,26 @@ class Cell:
 
 
 @dataclass
+class Submission:
+    """What `zoo-train -m <overrides> hydra/launcher=slurm` submits: its array tasks (each a list of
+    model ids; `population[i]`: whether task i trains them as one population) in arrays of at most
+    `max_array_size` tasks, each array one sbatch script."""
+
+    overrides: list[str]
+    tasks: list[list[str]]
+    population: list[bool]
+    max_array_size: int
+    scripts: list[str]
+
+
+@dataclass
 class Plan:
     overrides: list[str]
     cells: list[Cell]
+    submission: Submission
 
     @property
-    def cluster(self) -> DictConfig:
+    def cluster(self) -> Mapping:
         return self.cells[0].cfg.cluster
 
     def hours(self, cell: Cell, population: bool = True) -> float:
@@ -79,10 +90,11 @@ class Plan:
 
 @dataclass
 class Work:
-    """One training run in measurable pieces. `batch(n)` is a meta training batch of n samples;
-    the run trains `train_samples` samples in `steps` steps of `step_samples` (micro-batch) and
-    evaluates `eval_samples` inputs. For a PINN a training "sample" is its whole point set (every
-    step is full-batch) and an evaluation sample is one test point."""
+    """One training run in measurable pieces. `batch(n)` is the shapes of a training batch of n
+    samples, ((shape, dtype), ...); the run trains `train_samples` samples in `steps` steps of
+    `step_samples` (micro-batch) and evaluates `eval_samples` inputs. For a PINN a training
+    "sample" is its whole point set (every step is full-batch) and an evaluation sample is one
+    test point."""
 
     batch: Callable[[int], tuple]
     train_samples: float
@@ -93,59 +105,93 @@ class Work:
 
 def plan_zoo(overrides: list[str]) -> Plan:
     """The plan of the sweep `overrides` select (e.g. `["zoo=cifar10_resnet18", "cluster=example_gpu"]`)."""
-    cells = []
-    cfgs = cell_configs(overrides)
-    population = _populations(cfgs)
-    for cfg in cfgs:
-        model, work = _key(cfg.model), _work(cfg)
-        params, weight_bytes = _size(model)
-        task, beta = task_of(cfg).name, float(cfg.data.get("beta", 0))
-        fixed = weight_bytes * (2 + OPTIMIZER_SLOTS.get(cfg.optim.name, 2))
-        if task == "pinn":  # full-batch steps; evaluation runs the model on single (x, t) points
-            _, flops, activations = _step(model, _shapes(work.batch(1)), task, beta)
-            fixed, per_sample = fixed + activations, 0.0
-            eval_flops = _forward_flops(model, (((1, 2), torch.float32),))
-        else:  # per sample, from a batch of 2; evaluation is the training forward pass
-            eval_flops, flops, per_sample = (v / 2 for v in _step(model, _shapes(work.batch(2)), task, beta))
-        cells.append(
-            Cell(
-                cfg,
-                params,
-                weight_bytes,
-                flops * work.train_samples + eval_flops * work.eval_samples,
-                work.steps,
-                work.step_samples,
-                fixed,
-                per_sample,
-                len(checkpoint_epochs(cfg)),
-                population[cfg.id],
-            )
-        )
-    return Plan(list(overrides), cells)
+    launcher = compose_config([*fixed_overrides(overrides), "hydra/launcher=slurm"], hydra=True)
+    launch = [*overrides, *_runtime_overrides(overrides, launcher.cluster)]
+    cfgs = views(sweep_cells(launcher.hydra.sweeper.params, launch))
+    submission = submit_plan(launch, cfgs, OmegaConf.to_container(launcher.hydra.launcher, resolve=True))
+    k = {key: len(task) if pop else 1 for task, pop in zip(submission.tasks, submission.population) for key in task}
+    return Plan(list(overrides), [_cell(cfg, k[cfg.id]) for cfg in cfgs], submission)
 
 
-def _populations(cfgs: list[DictConfig]) -> dict[str, int]:
-    """K of each model's population as the grouping would train it on one task of the cluster
-    (1 with runtime.population=off, or for cells that cannot share)."""
-    if population_setting(cfgs[0]) == "off":
-        return {cfg.id: 1 for cfg in cfgs}
-    if cfgs[0].cluster.gpus_per_task:  # the tasks train on GPUs (`sbatch_lines` says so): group for them
-        cfgs = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
-    return {cfg.id: len(group) for group in grouping.populations(cfgs, memory=task_memory(cfgs[0])) for cfg in group}
+def _runtime_overrides(overrides: list[str], cluster: Mapping) -> list[str]:
+    """What an array task runs with on this cluster, unless the overrides say otherwise: its
+    devices (the launcher warns when tasks get GPUs and runtime.accelerator=cpu) and its CPUs."""
+    runtime = {
+        "runtime.accelerator": "gpu" if cluster.gpus_per_task else "cpu",
+        "runtime.threads": cluster.cpus_per_task,
+    }
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    return [f"{key}={value}" for key, value in runtime.items() if key not in given]
 
 
-def _work(cfg: DictConfig) -> Work:
-    data, epochs, task = cfg.data, cfg.trainer.max_epochs, task_of(cfg).name
-    meta = functools.partial(torch.zeros, device="meta")
+def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict) -> Submission:
+    """What the SLURM launcher (`launcher`: the `hydra.launcher` node of hydra/launcher=slurm)
+    submits for the cells `cfgs` of the sweep `overrides` when none is trained yet: its own
+    settings, array tasks, array split and submitit executor."""
+    settings = SlurmLauncher(**{k: v for k, v in launcher.items() if k != "_target_"}).settings
+    work = [(cfg.id, (cfg, [], i)) for i, cfg in enumerate(cfgs)]
+    tasks = array_tasks(work, settings["group_size"], task_memory(cfgs[0]))
+    executor = make_executor(settings, job_name(cfgs[0].zoo.name))
+    arrays = groups_of(tasks, settings["max_array_size"])
+    return Submission(
+        overrides,
+        [[key for key, _ in task] for task in tasks],
+        [isinstance(task[0][1], Mapping) for task in tasks],
+        settings["max_array_size"],
+        [sbatch_script(executor, len(array)) for array in arrays],
+    )
+
+
+def _cell(cfg: Resolved, population: int) -> Cell:
+    model, work = _key(cfg.model), _work(cfg)
+    params, weight_bytes = _figure("size", model)
+    task, beta = task_name(cfg), float(cfg.data.get("beta", 0))
+    fixed = weight_bytes * (2 + OPTIMIZER_SLOTS.get(cfg.optim.name, 2))
+    if task == "pinn":  # full-batch steps; evaluation runs the model on single (x, t) points
+        _, flops, activations = _figure("step", model, work.batch(1), task, beta)
+        fixed, per_sample = fixed + activations, 0.0
+        eval_flops = _figure("forward_flops", model, (((1, 2), "float32"),))
+    else:  # per sample, from a batch of 2; evaluation is the training forward pass
+        eval_flops, flops, per_sample = (v / 2 for v in _figure("step", model, work.batch(2), task, beta))
+    return Cell(
+        cfg,
+        params,
+        weight_bytes,
+        flops * work.train_samples + eval_flops * work.eval_samples,
+        work.steps,
+        work.step_samples,
+        fixed,
+        per_sample,
+        len(checkpoint_epochs(cfg)),
+        population,
+    )
+
+
+def _figure(kind: str, model_key: str, *args):
+    """`zoo.plan_measure.<kind>(model_key, *args)`, looked up first (zoo.plan_costs)."""
+
+    def measure():
+        from zoo import plan_measure  # torch: only for what the table lacks
+
+        return getattr(plan_measure, kind)(model_key, *args)
+
+    return plan_costs.figure(kind, json.dumps([json.loads(model_key), *args], sort_keys=True), measure)
+
+
+def _work(cfg: Resolved) -> Work:
+    data, epochs, task = cfg.data, cfg.trainer.max_epochs, task_name(cfg)
     if task == "pinn":
         sizes = PINN_SMOKE if data.get("smoke") else data
         steps = data.steps_per_epoch * epochs
-        points = (
-            meta(sizes["n_collocation"], 2),
-            meta(sizes["grid_x"], 2),
-            meta(sizes["grid_x"], 1),
-            meta(sizes["grid_t"], 2),
-            meta(sizes["grid_t"], 2),
+        points = tuple(
+            ((n, width), "float32")
+            for n, width in (
+                (sizes["n_collocation"], 2),
+                (sizes["grid_x"], 2),
+                (sizes["grid_x"], 1),
+                (sizes["grid_t"], 2),
+                (sizes["grid_t"], 2),
+            )
         )
         return Work(
             lambda n: points,
@@ -158,9 +204,8 @@ def _work(cfg: DictConfig) -> Work:
     if task == "lm":
         windows = SMOKE_WINDOWS if data.get("smoke") else data.tokens_per_epoch // data.context
         evals = SMOKE_WINDOWS if data.get("smoke") else data.eval_tokens // data.context
-        tokens = functools.partial(meta, dtype=torch.long)
         return Work(
-            lambda n: (tokens(n, data.context), tokens(n, data.context)),
+            lambda n: (((n, data.context), "int64"), ((n, data.context), "int64")),
             windows * epochs,
             step_samples,
             -(-windows // data.batch_size) * epochs,
@@ -173,7 +218,7 @@ def _work(cfg: DictConfig) -> Work:
     shape = (data.channels, data.image_size, data.image_size) if "image_size" in data else (data.in_dim,)
     # per epoch: train on n_train, evaluate n_test; at epoch 0 also evaluate n_train
     return Work(
-        lambda n: (meta(n, *shape), meta(n, dtype=torch.long)),
+        lambda n: (((n, *shape), "float32"), ((n,), "int64")),
         n_train * epochs,
         step_samples,
         -(-n_train // data.batch_size) * epochs,
@@ -181,116 +226,8 @@ def _work(cfg: DictConfig) -> Work:
     )
 
 
-def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
-    return F.cross_entropy(model(x).flatten(0, -2), y.flatten())
-
-
-def _pinn_loss(model: nn.Module, *batch: torch.Tensor, beta: float) -> torch.Tensor:
-    return sum(pinn_terms(model, beta, *batch).values())
-
-
-def _key(model_cfg: DictConfig) -> str:
-    return json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True)
-
-
-def _shapes(batch: tuple) -> tuple:
-    return tuple((tuple(t.shape), t.dtype) for t in batch)
-
-
-def _meta_batch(shapes: tuple) -> list[torch.Tensor]:
-    return [torch.zeros(shape, dtype=dtype, device="meta") for shape, dtype in shapes]
-
-
-@functools.cache
-def _meta_model(model_key: str) -> nn.Module:
-    with torch.device("meta"):
-        return build(json.loads(model_key))
-
-
-@functools.cache
-def _size(model_key: str) -> tuple[int, int]:
-    """(parameters, bytes of the state dict as checkpointed)."""
-    model = _meta_model(model_key)
-    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return sum(p.numel() for p in model.parameters()), weight_bytes
-
-
-@functools.cache
-def _step(model_key: str, shapes: tuple, task: str, beta: float) -> tuple[float, float, int]:
-    """One training step of the task's loss on a meta batch: FLOPs of the forward pass, FLOPs of
-    forward + backward, and the activation bytes autograd saves for the backward pass."""
-    model, saved = _meta_model(model_key), [0]
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, nn.Parameter) and not isinstance(t._base, nn.Parameter):  # weights are counted apart
-            saved[0] += t.numel() * t.element_size()
-        return t
-
-    loss_fn = _pinn_loss if task == "pinn" else _cross_entropy
-    with FlopCount() as count:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = loss_fn(model, *_meta_batch(shapes), beta=beta)
-        forward = count.total
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    return forward, count.total, saved[0]
-
-
-@functools.cache
-def _forward_flops(model_key: str, shapes: tuple) -> float:
-    with FlopCount() as count, torch.no_grad():
-        _meta_model(model_key)(*_meta_batch(shapes))
-    return count.total
-
-
-class FlopCount(TorchDispatchMode):
-    """FLOPs of the ops run inside it, by torch.utils.flop_counter's formulas (matmuls, convolutions,
-    attention). `FlopCounterMode` itself cannot follow `autograd.grad` (its module tracker), which
-    the PINN loss needs."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.total += formula(*args, **kwargs, out_val=out)
-        return out
-
-
-# -- SLURM ------------------------------------------------------------------------------------
-def array_chunks(n: int, max_array_size: int) -> list[tuple[int, int]]:
-    """`(offset, count)` arrays covering tasks 0..n-1, each indexed 0..count-1 < MaxArraySize."""
-    return [(start, min(max_array_size, n - start)) for start in range(0, n, max_array_size)]
-
-
-def sbatch_lines(plan: Plan) -> list[str]:
-    """The sbatch commands that train the zoo: one array task per cell, `--time` the profile's `timeout_min`."""
-    cluster, name = plan.cluster, plan.cells[0].cfg.zoo.name
-    minutes = cluster.timeout_min
-    runtime = [
-        f"runtime.accelerator={'gpu' if cluster.gpus_per_task else 'cpu'}",
-        f"runtime.threads={cluster.cpus_per_task}",
-    ]
-    options = [
-        f"--job-name=zoo-{name}",
-        f"--partition={cluster.partition}",
-        f"--cpus-per-task={cluster.cpus_per_task}",
-        f"--mem={cluster.mem_gb}G",
-        f"--time={minutes // 60}:{minutes % 60:02d}:00",
-    ]
-    if cluster.gpus_per_task:
-        options.append(f"--gres=gpu:{cluster.gpus_per_task}")
-    lines = []
-    for offset, count in array_chunks(len(plan.cells), cluster.max_array_size):
-        cell = f"$(({offset} + SLURM_ARRAY_TASK_ID))"  # expanded in the job: the cell this task trains
-        task = f"python -m zoo.cli.cell {cell} {shlex.join([*plan.overrides, *runtime])}"
-        array = f"--array=0-{count - 1}%{cluster.array_parallelism}"
-        lines.append(shlex.join(["sbatch", *options, array, f"--wrap={task}"]))
-    return lines
+def _key(model_cfg: Mapping) -> str:
+    return json.dumps(model_cfg, sort_keys=True)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -304,13 +241,12 @@ def format_plan(plan: Plan) -> str:
     resume_bytes = sum(c.weight_bytes * (1 + OPTIMIZER_SLOTS.get(c.cfg.optim.name, 2)) for c in cells)
     per_model = sorted({c.checkpoints for c in cells})
     device = f"GPU x{cluster.gpus_per_task}" if cluster.gpus_per_task else f"{cluster.cpus_per_task} CPUs"
-    arrays = array_chunks(len(cells), cluster.max_array_size)
     lines = [
         f"zoo: {first.zoo.name} (cluster: {cluster.name})",
         f"grid: {_grid(plan)}",
         f"models: {len(cells)}",
         f"checkpoints: {ckpts} ({'/'.join(map(str, per_model))} per model)",
-        f"array tasks: {len(cells)} in {len(arrays)} array(s) (MaxArraySize {cluster.max_array_size})",
+        _tasks_line(plan.submission),
         f"parameters per cell: min {smallest.params:,} ({_prefix(smallest)}), "
         f"max {largest.params:,} ({_prefix(largest)})",
         f"training FLOPs per model: min {min(c.flops for c in cells):.3g}, max {max(c.flops for c in cells):.3g}, "
@@ -328,14 +264,34 @@ def format_plan(plan: Plan) -> str:
             f"note: {slow} model(s) take longer than timeout_min={cluster.timeout_min} (estimated): "
             "they resume from last.ckpt when their task is requeued or resubmitted"
         )
-    return "\n".join(
-        [
-            *lines,
-            "sbatch (one cell per array task; `zoo-train -m ... hydra/launcher=slurm` submits "
-            "such arrays through submitit):",
-            *(f"  {line}" for line in sbatch_lines(plan)),
-        ]
+    return "\n".join([*lines, *submission_lines(plan.submission)])
+
+
+def _tasks_line(submission: Submission) -> str:
+    sizes = [len(t) for t, pop in zip(submission.tasks, submission.population) if pop]
+    kinds = [f"{len(sizes)} population(s) of {_span(sorted(set(sizes)))} models"] if sizes else []
+    alone = len(submission.tasks) - len(sizes)
+    kinds += [f"{alone} of models one after the other"] if alone else []
+    return (
+        f"array tasks: {len(submission.tasks)} in {len(submission.scripts)} array(s) "
+        f"(MaxArraySize {submission.max_array_size}): {', '.join(kinds)}"
     )
+
+
+def submission_lines(submission: Submission, shown: int = 8) -> list[str]:
+    """The launch command, what its first `shown` array tasks train, and each array's sbatch script."""
+    command = shlex.join(["zoo-train", "-m", *submission.overrides, "hydra/launcher=slurm"])
+    lines = [f"SLURM: `{command}` submits (zoo/slurm/launcher.py; each task runs its models through submitit):"]
+    for i, (task, pop) in enumerate(zip(submission.tasks[:shown], submission.population)):
+        ids = ", ".join(task[:4]) + (f", ... ({len(task) - 4} more)" if len(task) > 4 else "")
+        how = "as one population" if pop else "one after the other"
+        lines.append(f"  task {i}: {len(task)} model(s) {how}: {ids}")
+    if len(submission.tasks) > shown:
+        lines.append(f"  ... {len(submission.tasks) - shown} more task(s)")
+    for i, script in enumerate(submission.scripts):
+        lines.append(f"sbatch script {i + 1} of {len(submission.scripts)} (as submitit writes it):")
+        lines += [f"  {line}" for line in script.strip().splitlines() if line]
+    return lines
 
 
 def _population_line(plan: Plan) -> str:
@@ -368,7 +324,7 @@ def memory_line(plan: Plan) -> str:
 
 def _grid(plan: Plan) -> str:
     axes = [*plan.cells[0].cfg.zoo.axes, "seed"]
-    values = {axis: sorted({OmegaConf.select(c.cfg, axis) for c in plan.cells}) for axis in axes}
+    values = {axis: sorted({c.cfg.grid[axis] for c in plan.cells}) for axis in axes}
     return " x ".join(f"{axis} {_span(v)} ({len(v)})" for axis, v in values.items())
 
 
@@ -385,3 +341,24 @@ def _bytes(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:,.1f} {unit}"
         n /= 1024
+
+
+def refresh_costs() -> None:
+    """Write the shipped cost table (zoo/plan_costs.json): every figure zoo-plan needs for every
+    shipped zoo under every shipped cluster profile, measured with torch."""
+    from zoo.config import CONF_DIR
+
+    with plan_costs.measuring() as measured:
+        for zoo in sorted(p.stem for p in (CONF_DIR / "zoo").glob("*.yaml")):
+            for cluster in sorted(p.stem for p in (CONF_DIR / "cluster").glob("*.yaml")):
+                print(f"zoo={zoo} cluster={cluster}", flush=True)
+                plan_zoo([f"zoo={zoo}", f"cluster={cluster}"])
+    table = {kind: dict(sorted(figures.items())) for kind, figures in sorted(measured.measured.items())}
+    write_json(plan_costs.SHIPPED, table)
+    print(f"{plan_costs.SHIPPED}: {sum(len(f) for f in table.values())} figures")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--refresh-costs"]:
+        raise SystemExit("usage: python -m zoo.plan --refresh-costs   (rewrites zoo/plan_costs.json)")
+    refresh_costs()

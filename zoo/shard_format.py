@@ -34,6 +34,9 @@ META_FIELDS = (
     "sha256",
     "version",
 )
+# Config sections that say where a model was trained (folders, cluster accounts), left out of
+# `meta["config"]`: a published zoo must not carry the packing machine's paths.
+MACHINE_SECTIONS = ("paths", "cluster")
 
 
 def sample_key(model_id: str, epoch: int) -> str:

@@ -2,6 +2,7 @@
 config is checked before anything runs (exit 2, naming the key), and a sweep in which models
 failed exits 1 with one line per cause, whatever launcher ran it."""
 
+import shlex
 import sys
 
 from hydra.experimental.callback import Callback
@@ -28,10 +29,10 @@ class SweepOutcome(Callback):
         self.cfgs = _checked(lambda: (validate(cfg), [with_identity(cfg)])[1])
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        _exit_on_failures(self.cfgs)
+        _exit_on_failures(self.cfgs, config.hydra.overrides.task)
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
-        _exit_on_failures(self.cfgs)
+        _exit_on_failures(self.cfgs, config.hydra.overrides.task)
 
 
 def _checked(compose):
@@ -42,10 +43,16 @@ def _checked(compose):
         sys.exit(2)  # SystemExit: Hydra reports exceptions with a traceback, not exits
 
 
-def _exit_on_failures(cfgs: list[DictConfig]) -> None:
+def _exit_on_failures(cfgs: list[DictConfig], overrides) -> None:
     from zoo.summary import failure_causes
 
     causes = failure_causes(cfgs)
     if causes:
-        print("\n".join(causes), file=sys.stderr)
+        status = shlex.join(["zoo-status", "--failed", *overrides])
+        print(
+            *causes,
+            f"{status}  lists each failed model; the same command again retrains only them",
+            sep="\n",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -14,10 +14,10 @@ SCRIPT = front.Script(
 
 def run(args: list[str]) -> None:
     from zoo.slurm.status import report
-    from zoo.sweep import cell_configs
+    from zoo.sweep import cell_views
 
     overrides = [a for a in front.overrides_only(SCRIPT, args) if a != "--failed"]
-    print(report(cell_configs(overrides), overrides, all_failed="--failed" in args))
+    print(report(cell_views(overrides), overrides, all_failed="--failed" in args))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -107,6 +107,3 @@ READERS = {
     "pydoc": load_pydoc,
     "convection": lambda cfg, root: load_convection(cfg),
 }
-# Official split sizes (train, test), for zoo-plan, which counts work without reading data.
-SPLIT_SIZES = {"mnist1d": (4000, 1000), "cifar10": (50000, 10000), "cifar100": (50000, 10000),
-               "svhn": (73257, 26032), "tinyimagenet": (100000, 10000)}

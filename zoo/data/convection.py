@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-SMOKE = {"n_collocation": 32, "grid_x": 16, "grid_t": 8}
+from zoo.sizes import PINN_SMOKE as SMOKE
 
 
 @dataclass

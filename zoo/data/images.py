@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from zoo.data.cifar import read_cifar
 from zoo.data.svhn import read_svhn
 from zoo.data.tinyimagenet import read_tinyimagenet
-
-SMOKE_SAMPLES = 64  # per split, with `data.smoke`: enough for a few steps of any grid cell
+from zoo.sizes import SMOKE_SAMPLES
 
 READERS = {  # name: (root, split, limit) -> (uint8 images (n, 3, h, w), int64 labels (n,))
     "cifar10": partial(read_cifar, "cifar10"),

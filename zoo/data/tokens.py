@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from zoo.data.missing import require
+from zoo.sizes import SMOKE_WINDOWS
 
 SOURCE = ("python -m zoo.data.prepare_openwebtext (or nanoGPT's data/openwebtext/prepare.py, "
           "which writes the same format)")
-SMOKE_WINDOWS = 4  # windows per epoch and per evaluation with `data.smoke`
 
 
 class Windows:

@@ -3,7 +3,9 @@
 A key is a meta.json field (`phase`, `epoch`, `status`, `arch`), a grid axis
 (`model.width`, `seed`) or a dotted path into meta (`metrics.test_acc`, `landscape.top_eig`).
 A value matches by equality, membership when it is a list/tuple/set/range, or a call when
-it is callable (`{"metrics.test_acc": lambda a: a > 0.5}`).
+it is callable (`{"metrics.test_acc": lambda a: a > 0.5}`). A value that is missing (null, or a
+path through a null: the landscape of an epoch that was not measured) matches no callable; ask for
+it with `None`.
 """
 
 from collections.abc import Mapping
@@ -35,7 +37,7 @@ def matches(meta: Mapping, where: Mapping) -> bool:
     for key, want in where.items():
         value = lookup(meta, key)
         if callable(want):
-            ok = want(value)
+            ok = value is not None and want(value)
         elif isinstance(want, COLLECTIONS):
             ok = value in want
         else:

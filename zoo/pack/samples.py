@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 import zoo
 from zoo.models import build
 from zoo.pack.manifest import UNLABELED
-from zoo.shard_format import layout, sample_key
+from zoo.shard_format import MACHINE_SECTIONS, layout, sample_key
 from zoo.train.rundir import RunDir
 
 
@@ -58,7 +58,7 @@ def make_sample(
         "epoch": epoch,
         "arch": arch,
         "grid": dict(grid),
-        "config": dict(config),
+        "config": {k: v for k, v in config.items() if k not in MACHINE_SECTIONS},
         "n_params": sum(torch.Size(s["shape"]).numel() for s in spec if getattr(torch, s["dtype"]).is_floating_point),
         "layout": spec,
         "metrics": metrics,

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from zoo.config import task_memory
-from zoo.slurm.status import failed_lines, model_states, progress_line
+from zoo.slurm.status import model_states, progress_line
 from zoo.slurm.submit import groups_of, submit_and_wait
 from zoo.sweep import compose_cells
 from zoo.train.rundir import run_dir, zoo_dir_of
@@ -85,16 +85,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         )
         if not self.settings["wait"]:
             return []
-        states = model_states(waiting, {})  # nothing of ours is queued any more
-        failed = failed_lines(states)
-        if failed:
-            print(
-                f"{len(failed)} model(s) failed:",
-                *failed,
-                "Fix the cause and run the same command again: it submits only these.",
-                sep="\n",
-                flush=True,
-            )
+        states = model_states(waiting, {})  # nothing of ours is queued any more; failures: zoo/cli/outcome.py
         return [
             JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED, _return_value=s.state)
             for (i, _), s in zip(open_, states)

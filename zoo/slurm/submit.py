@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.slurm.slurm import _make_sbatch_string  # what map_array submits, as text
 
 from zoo.slurm import jobs
 
@@ -45,6 +46,14 @@ def make_executor(settings: Mapping, name: str) -> submitit.AutoExecutor:
     params["name"] = name
     executor.update_parameters(**{k if k in SHARED else f"slurm_{k}": v for k, v in params.items()})
     return executor
+
+
+def sbatch_script(executor: submitit.AutoExecutor, n_tasks: int) -> str:
+    """The sbatch script `submit_arrays` has submitit write for `n_tasks` tasks of `executor`: an
+    array of them, or one job for a single task (submitit's rule), by submitit's own writer."""
+    slurm = executor._executor  # submitit's SlurmExecutor, as map_array uses it
+    params = slurm.parameters | ({"map_count": n_tasks} if n_tasks > 1 else {})
+    return _make_sbatch_string(command=slurm._submitit_command_str, folder=slurm.folder, **params)
 
 
 def groups_of(items: Sequence, size: int) -> list[list]:

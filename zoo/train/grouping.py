@@ -35,26 +35,30 @@ import math
 import os
 from collections import defaultdict
 from functools import cache
+from typing import TYPE_CHECKING
 
-import torch
-from joblib import cpu_count
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
-from zoo.config import population_setting
-from zoo.data import SPLIT_SIZES
-from zoo.data.convection import SMOKE as PINN_SMOKE
-from zoo.models import build
+from zoo import plan_costs
+from zoo.config import accumulation, population_setting, task_name
 from zoo.parallel import process_pool
-from zoo.train.population import train_population
-from zoo.train.population.mlp import ACTIVATION_BACKWARD
-from zoo.train.population.pinn import ACTIVATIONS as PINN_ACTIVATIONS
-from zoo.train.population.pinn import OPTIMIZERS as PINN_OPTIMIZERS
-from zoo.train.run import Result, train_model
+from zoo.sizes import PINN_SMOKE, SPLIT_SIZES
+from zoo.train.ids import to_plain
 from zoo.train.rundir import run_dir
-from zoo.train.tasks import accumulation, task_of
+
+if TYPE_CHECKING:
+    from zoo.train.run import Result
+
+# torch and Lightning are imported where models are built or trained: zoo-plan groups a sweep
+# without them (the figures it needs come from zoo.plan_costs).
 
 log = logging.getLogger(__name__)
+
+# What the population trainers implement (zoo.train.population.mlp ACTIVATION_BACKWARD, .pinn
+# ACTIVATIONS and OPTIMIZERS; tests/test_plan.py checks they agree), by name: no torch needed.
+MLP_ACTIVATIONS = ("relu", "tanh")
+PINN_ACTIVATIONS = ("relu", "tanh", "gelu")
+PINN_OPTIMIZERS = ("adam", "adamw")
 
 PAD_PARAMS = 4096  # models up to this size are padded into one population
 CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4 MiB of weights)
@@ -76,7 +80,7 @@ TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch tran
 
 
 def is_pinn(cfg: DictConfig) -> bool:
-    return task_of(cfg).name == "pinn"
+    return task_name(cfg) == "pinn"
 
 
 def population_key(cfg: DictConfig) -> str | None:
@@ -89,15 +93,15 @@ def population_key(cfg: DictConfig) -> str | None:
     if (
         population_setting(cfg) == "off"
         or model.name != "mlp"
-        or model.activation not in ACTIVATION_BACKWARD
+        or model.activation not in MLP_ACTIVATIONS
         or cfg.data.name not in TENSOR_DATA
-        or task_of(cfg).name != "classify"
+        or task_name(cfg) != "classify"
         or optim.name != "sgd"
         or trainer.gradient_clip_val is not None
         or str(trainer.precision) not in ("32", "32-true")
     ):
         return None
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = to_plain(cfg)
     shared = {
         "model": {k: v for k, v in plain["model"].items() if k != "width"},
         "optim": {k: plain["optim"].get(k) for k in ("name", "nesterov", "no_decay_1d")},
@@ -119,7 +123,7 @@ def _pinn_key(cfg: DictConfig) -> str | None:
         or str(trainer.precision) not in ("32", "32-true")
     ):
         return None
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = to_plain(cfg)
     shared = {
         "task": "pinn",
         "model": plain["model"],
@@ -146,14 +150,14 @@ def net_population_pays(cfg: DictConfig) -> bool:
 def _net_key(cfg: DictConfig) -> str | None:
     """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
     if (
-        task_of(cfg).name not in ("classify", "lm")
+        task_name(cfg) not in ("classify", "lm")
         or cfg.trainer.gradient_clip_val is not None
         or str(cfg.trainer.precision) not in ("32", "32-true")
         or accumulation(cfg) > 1
         or not net_population_pays(cfg)
     ):
         return None
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = to_plain(cfg)
     shared = {k: plain[k] for k in ("model", "optim", "data", "trainer", "checkpoint", "runtime")}
     return json.dumps({**shared, "data_root": plain["paths"]["data"]}, sort_keys=True)
 
@@ -166,13 +170,20 @@ def pinn_points(cfg: DictConfig) -> tuple[int, int]:
 
 @cache
 def _n_params(model_json: str) -> int:
-    with torch.device("meta"):  # shapes only: nothing allocated or initialized
-        return sum(p.numel() for p in build(json.loads(model_json)).parameters())
+    def measure() -> int:
+        import torch
+
+        from zoo.models import build
+
+        with torch.device("meta"):  # shapes only: nothing allocated or initialized
+            return sum(p.numel() for p in build(json.loads(model_json)).parameters())
+
+    return plan_costs.figure("params", model_json, measure)
 
 
 def n_params(cfg: DictConfig, width: int | None = None) -> int:
     """Parameters of the model of `cfg`, at `width` if given."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model = to_plain(cfg.model)
     return _n_params(json.dumps({**model, **({"width": width} if width else {})}, sort_keys=True))
 
 
@@ -180,32 +191,42 @@ def n_params(cfg: DictConfig, width: int | None = None) -> int:
 def _layer_sizes(model_json: str, sample: tuple[int, ...], dtype: str) -> tuple[int, int]:
     """(floats every layer outputs, multiply-adds of its convolutions and matmuls) for one input
     sample of shape `sample`, counted on the meta device."""
-    floats, macs = [0], [0]
 
-    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        floats[0] += out.numel()
-        if isinstance(module, (nn.Conv2d, nn.Linear)):  # each output: one weight row (or kernel window)
-            macs[0] += out.numel() * (module.weight[0].numel())
+    def measure() -> tuple[int, int]:
+        import torch
+        from torch import nn
 
-    with torch.device("meta"):
-        model = build(json.loads(model_json))
-    for module in model.modules():
-        if not list(module.children()):
-            module.register_forward_hook(count)
-    with torch.no_grad():
-        model(torch.zeros(1, *sample, dtype=getattr(torch, dtype), device="meta"))
-    return floats[0], macs[0]
+        from zoo.models import build
+
+        floats, macs = [0], [0]
+
+        def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            floats[0] += out.numel()
+            if isinstance(module, (nn.Conv2d, nn.Linear)):  # each output: one weight row (or kernel window)
+                macs[0] += out.numel() * (module.weight[0].numel())
+
+        with torch.device("meta"):
+            model = build(json.loads(model_json))
+        for module in model.modules():
+            if not list(module.children()):
+                module.register_forward_hook(count)
+        with torch.no_grad():
+            model(torch.zeros(1, *sample, dtype=getattr(torch, dtype), device="meta"))
+        return floats[0], macs[0]
+
+    key = json.dumps([json.loads(model_json), sample, dtype], sort_keys=True)
+    return tuple(plan_costs.figure("layer_sizes", key, measure))
 
 
 def net_sizes(cfg: DictConfig) -> tuple[int, int]:
     """`_layer_sizes` of the model of a ResNet / ViT / GPT cell."""
-    model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
+    model = json.dumps(to_plain(cfg.model), sort_keys=True)
     return _layer_sizes(model, *net_sample(cfg))
 
 
 def net_sample(cfg: DictConfig) -> tuple[tuple[int, ...], str]:
     """The input shape of one sample of a ResNet / ViT / GPT cell, and its dtype."""
-    if task_of(cfg).name == "lm":
+    if task_name(cfg) == "lm":
         return (cfg.data.context,), "long"
     return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size), "float32"
 
@@ -228,8 +249,11 @@ def member_bytes(cfg: DictConfig, width: int) -> int:
 
 def free_memory(cfg: DictConfig) -> int:
     """Free bytes where the population trains: the GPU's, or the machine's."""
-    if cfg.runtime.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.mem_get_info()[0]
+    if cfg.runtime.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.mem_get_info()[0]
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -282,10 +306,13 @@ def cost(group: list[DictConfig]) -> float:
     return steps * (STEP_COST + len(group) * batch * n_params(cfg, width))
 
 
-def train_group(cfgs: list[DictConfig]) -> list[Result]:
+def train_group(cfgs: list[DictConfig]) -> list["Result"]:
     """Train one group of `populations`: as a population, or alone if the cell cannot share."""
     if not logging.getLogger().handlers:  # a fresh worker process: log like zoo-train does
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    from zoo.train.population import train_population
+    from zoo.train.run import train_model
+
     if len(cfgs) == 1 and population_key(cfgs[0]) is None:
         return [train_model(cfgs[0])]
     return train_population(cfgs)
@@ -312,10 +339,14 @@ def describe(groups: list[list[DictConfig]]) -> str:
     return "\n".join(lines)
 
 
-def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list[Result]:
+def train_cells(cfgs: list[DictConfig], n_jobs: int = -1) -> list["Result"]:
     """Train every cell of a sweep as `populations` groups them, `n_jobs` groups at a time
     (-1: one per core) in worker processes, each with `runtime.threads` torch threads; a single
     group trains in this process. Returns one result per cell, in order."""
+    from joblib import cpu_count  # numpy: not for zoo-plan, which groups without training
+
+    from zoo.train.run import Result
+
     results, todo = {}, {}
     for cfg in cfgs:
         run = run_dir(cfg)

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 HASHED = ("model", "data", "optim", "trainer", "seed")
 
 
-def _plain(cfg: DictConfig | Mapping) -> dict:
+def to_plain(cfg: DictConfig | Mapping) -> dict:
+    """A config as plain dicts, resolved."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
@@ -27,7 +28,7 @@ def short_hash(obj) -> str:
 
 
 def model_hash(cfg: DictConfig | Mapping) -> str:
-    return short_hash({k: v for k, v in _plain(cfg).items() if k in HASHED})
+    return short_hash({k: v for k, v in to_plain(cfg).items() if k in HASHED})
 
 
 def model_id(cfg: DictConfig) -> str:
@@ -51,9 +52,8 @@ def with_identity(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def identified(resolved: dict) -> DictConfig:
-    """`with_identity` of an already resolved config, read as a plain dict (one OmegaConf node tree
-    built instead of three: what makes enumerating thousands of cells fast)."""
+def identity(resolved: Mapping) -> dict:
+    """`resolved` (a config resolved into plain dicts) with `id` and `grid` added, as plain dicts."""
 
     def select(key: str):
         value = resolved
@@ -62,10 +62,8 @@ def identified(resolved: dict) -> DictConfig:
         return value
 
     grid = {axis: select(axis) for axis in resolved["zoo"]["axes"]}
-    return OmegaConf.create(
-        {
-            **resolved,
-            "id": f"{resolved['zoo']['prefix']}-{model_hash(resolved)}",
-            "grid": {**grid, "seed": resolved["seed"]},
-        }
-    )
+    return {
+        **resolved,
+        "id": f"{resolved['zoo']['prefix']}-{model_hash(resolved)}",
+        "grid": {**grid, "seed": resolved["seed"]},
+    }

@@ -18,7 +18,7 @@ from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter
 from zoo.train.capture import capture_module
 from zoo.train.ids import with_identity
-from zoo.train.rundir import RunDir, run_dir
+from zoo.train.rundir import RunDir, checkpoint_epochs, run_dir
 from zoo.train.signals import trainer_options
 from zoo.train.tasks import accumulation, build_module, task_of
 
@@ -32,15 +32,6 @@ class Result:
     reason: str
     seconds: float
     path: Path
-
-
-def checkpoint_epochs(cfg: DictConfig) -> set[int]:
-    """`checkpoint.epochs` (a list) ∪ every `checkpoint.every`-th epoch ∪ the final epoch."""
-    last = cfg.trainer.max_epochs
-    epochs = {e for e in cfg.checkpoint.epochs or [] if 0 <= e <= last} | {last}
-    if cfg.checkpoint.every:
-        epochs |= set(range(0, last + 1, cfg.checkpoint.every))
-    return epochs
 
 
 def train_model(cfg: DictConfig) -> Result:

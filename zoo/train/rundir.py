@@ -38,6 +38,15 @@ def zoo_dir_of(cfg: DictConfig) -> Path:
     return zoo_dir(Path(cfg.paths.runs).resolve(), cfg.zoo.name)
 
 
+def checkpoint_epochs(cfg: DictConfig) -> set[int]:
+    """`checkpoint.epochs` (a list) ∪ every `checkpoint.every`-th epoch ∪ the final epoch."""
+    last = cfg.trainer.max_epochs
+    epochs = {e for e in cfg.checkpoint.epochs or [] if 0 <= e <= last} | {last}
+    if cfg.checkpoint.every:
+        epochs |= set(range(0, last + 1, cfg.checkpoint.every))
+    return epochs
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)

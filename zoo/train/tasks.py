@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from zoo import data as datasets
-from zoo.config import ConfigError
+from zoo.config import accumulation, task_name
 from zoo.data.convection import ConvectionData, exact_solution
 from zoo.data.tokens import TokenData, Windows
 from zoo.models.outputs import features as module_output
@@ -34,18 +34,6 @@ from zoo.train.pinn import PINN, pinn_terms
 
 Batch = tuple[Tensor, ...]
 Net = Callable[[Tensor], Tensor]  # the network as a function of its input (a module, or a module at given weights)
-
-
-def accumulation(cfg: DictConfig) -> int:
-    """Micro-batches per optimizer step. `runtime.micro_batch_size` splits every batch so that large
-    cells fit in GPU memory (gradient accumulation: the same batches and steps; BatchNorm then
-    normalizes per micro-batch, as under data parallelism without SyncBatchNorm)."""
-    micro, batch = cfg.runtime.get("micro_batch_size"), cfg.data.get("batch_size")
-    if not micro or not batch or micro >= batch:
-        return 1
-    if batch % micro:
-        raise ConfigError(f"runtime.micro_batch_size={micro} does not divide data.batch_size={batch}")
-    return batch // micro
 
 
 class Classify:
@@ -207,7 +195,7 @@ NAMES = ("classify", "lm", "pinn")
 
 def task_of(cfg: DictConfig) -> Task:
     """The task of a model config (`data.task`)."""
-    name = cfg.data.get("task", "classify")
+    name = task_name(cfg)
     if name == "classify":
         return Classify()
     if name == "lm":

@@ -1,0 +1,135 @@
+"""zoo-plan: its figures come from the shipped cost table exactly as torch measures them, it prints
+what the SLURM launcher submits (checked against the launcher itself, with a stand-in `sbatch`),
+and it runs without importing torch."""
+
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from zoo import plan_costs
+from zoo.plan import format_plan, plan_zoo
+from zoo.train import grouping
+
+HEAVY = ("torch", "lightning")
+
+
+def remeasure(kind: str, key: str):
+    """The figure `kind` of a table key, measured again with torch."""
+    if kind == "params":
+        return grouping._n_params.__wrapped__(key)
+    if kind == "layer_sizes":
+        model, sample, dtype = json.loads(key)
+        return list(grouping._layer_sizes.__wrapped__(json.dumps(model, sort_keys=True), tuple(sample), dtype))
+    from zoo import plan_measure
+
+    model, *args = json.loads(key)
+    args = [tuple((tuple(shape), dtype) for shape, dtype in a) if isinstance(a, list) else a for a in args]
+    return json.loads(json.dumps(getattr(plan_measure, kind)(json.dumps(model, sort_keys=True), *args)))
+
+
+def test_shipped_table_holds_what_torch_measures():
+    table = json.loads(plan_costs.SHIPPED.read_text())
+    assert set(table) == {"size", "step", "forward_flops", "params", "layer_sizes"}
+    rng = random.Random(0)
+    for kind, figures in table.items():
+        small = sorted(figures, key=len)[: max(4, len(figures) // 4)]  # the cheaper to measure
+        for key in rng.sample(small, 1):
+            assert remeasure(kind, key) == figures[key], (kind, key)
+
+
+def cell_figures(plan) -> list[tuple]:
+    return [
+        (c.cfg.id, c.params, c.weight_bytes, c.flops, c.steps, c.fixed_bytes, c.sample_bytes, c.population)
+        for c in plan.cells
+    ]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["zoo=demo"], pytest.param(["zoo=cifar10_resnet18", "cluster=example_gpu"], marks=pytest.mark.slow)],
+)
+def test_plan_from_the_table_equals_the_plan_measured_with_torch(overrides):
+    fast = plan_zoo(overrides)
+    with plan_costs.measuring() as measured:
+        slow = plan_zoo(overrides)
+    assert measured.measured, "nothing was measured"
+    assert cell_figures(fast) == cell_figures(slow)
+    assert format_plan(fast) == format_plan(slow)
+
+
+def test_a_figure_the_table_lacks_is_measured_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(plan_costs, "_shipped", None)
+    monkeypatch.setattr(plan_costs, "_new", {})
+    assert plan_costs.figure("size", "mine", lambda: (3, 12)) == [3, 12]
+    plan_costs.save()
+    assert json.loads((tmp_path / "zoo" / "plan_costs.json").read_text()) == {"size": {"mine": [3, 12]}}
+    monkeypatch.setattr(plan_costs, "_shipped", None)  # a new process: read from the user's cache
+    assert plan_costs.figure("size", "mine", lambda: pytest.fail("measured again")) == [3, 12]
+
+
+def test_population_names_are_what_the_trainers_implement():
+    from zoo.train.population import mlp, pinn
+
+    assert set(grouping.MLP_ACTIVATIONS) == set(mlp.ACTIVATION_BACKWARD)
+    assert set(grouping.PINN_ACTIVATIONS) == set(pinn.ACTIVATIONS)
+    assert set(grouping.PINN_OPTIMIZERS) == set(pinn.OPTIMIZERS)
+
+
+def run(*command: str, **env) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("module", ["plan", "status"])
+def test_plan_and_status_of_the_demo_import_no_torch(module, tmp_path):
+    code = (
+        f"import sys\nfrom zoo.cli import {module}\ntry:\n    {module}.main(['zoo=demo', 'paths.root={tmp_path}'])\n"
+        f"finally:\n    print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
+    )
+    proc = run(sys.executable, "-c", code, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    assert proc.stderr.strip().splitlines()[-1] == "heavy:"
+
+
+def stand_in(bin_dir, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def test_plan_prints_what_the_launcher_submits(tmp_path):
+    """The same array tasks, arrays and sbatch scripts: `zoo-train -m ... hydra/launcher=slurm` runs
+    against a stand-in `sbatch` that keeps the scripts it is given."""
+    grid = ["zoo=demo", "model.width=2,4,64", "data.batch_size=32,128", f"paths.root={tmp_path}"]
+    overrides = [*grid, "cluster.max_array_size=3"]
+    plan = plan_zoo(overrides)
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "scripts"
+    bin_dir.mkdir(), scripts.mkdir()
+    stand_in(bin_dir, "squeue", "exit 0")
+    stand_in(bin_dir, "srun", "exit 0")
+    stand_in(bin_dir, "scontrol", 'echo "MaxArraySize            = 1001"')
+    stand_in(bin_dir, "sbatch", f'n=$(ls "{scripts}" | wc -l); cp "$1" "{scripts}/$n"; echo "Submitted batch job $n"')
+    command = [c for c in plan.submission.overrides if c not in overrides] + ["hydra.launcher.wait=false"]
+    run(
+        sys.executable,
+        "-m",
+        "zoo.cli.train",
+        "-m",
+        *overrides,
+        "hydra/launcher=slurm",
+        *command,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+    )
+    submitted = [(scripts / str(i)).read_text() for i in range(len(list(scripts.iterdir())))]
+    assert submitted == plan.submission.scripts and len(submitted) == 2  # an array of 3 tasks, one job
+    from zoo.slurm import jobs
+
+    records = jobs.read_records(tmp_path / "runs" / "demo", "train")
+    assert [task for r in records for task in r.tasks] == plan.submission.tasks
+    assert "array tasks: 4 in 2 array(s) (MaxArraySize 3): 4 population(s) of 2..4 models" in format_plan(plan)
