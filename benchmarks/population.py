@@ -269,15 +269,14 @@ def resnet(args: argparse.Namespace, root: Path) -> None:
     """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
     epochs, device, force, compile_backend = args.epochs or 2, args.device, args.force, args.compile
     zoo_files.write_cifar10(root / "data", per_file=26, n_test=64)  # 130 training images, 64 test
-    grid = [
+    base = [
         *RESNET_GRID,
-        f"model.width={args.widths}",
-        f"data.batch_size={args.batch_sizes}",
         f"trainer.max_epochs={epochs}",
         f"paths.data={root / 'data'}",
         f"runtime.accelerator={device}",
         "runtime.threads=1",
     ]
+    grid = [*base, f"model.width={args.widths}", f"data.batch_size={args.batch_sizes}"]
     population = f"runtime.population={3 if force else 'auto'}"
     sides = {"one_by_one": ["runtime.population=off"], "population": [population]}
     if compile_backend != "off":
@@ -289,6 +288,13 @@ def resnet(args: argparse.Namespace, root: Path) -> None:
         f"CIFAR-10 images, {device} ({name}); load average {os.getloadavg()[0]:.1f}; runs in {root}"
     )
     torch.set_num_threads(1)
+    # The first training of a process pays one-time costs (kernel set-up, first Trainer): outside the timings.
+    for side in ("one_by_one", "population"):
+        train_side(
+            cell_configs(
+                [*base, *sides[side], "model.width=2", "data.batch_size=64", f"paths.root={root / 'warm-up' / side}"]
+            )
+        )
     # Cell by cell, the sides back to back in this process: load from other processes then weighs on
     # all sides alike, and no side pays for starting worker processes.
     seconds = defaultdict(dict)  # (width, batch) -> side -> wall seconds of training the cell's seeds
