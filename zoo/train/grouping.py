@@ -67,10 +67,11 @@ STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for or
 NETS = ("resnet", "vit", "gpt")  # trained by zoo.train.population.nets
 # On a CPU, ResNet populations (a cell's seeds, K = 3) pay up to this width (first-stage channels), and
 # beyond it while a member's step is at most CPU_MAX_MACS multiply-adds. Measured with `benchmarks/
-# population.py --zoo cifar10_resnet18 --force` (one thread, grouped convolutions in channels-last,
-# under heavy load from other agents: +-30% per cell): 1.2-2.3x faster than one by one at widths 2-8
-# and batches 8-64, 1.5x at width 16 / batch 8 (280 M multiply-adds a member step), 0.9-1.0x at width
-# 16 / batches 16-64 (grouped convolutions of many channels lose to separate ones). Padding narrower
+# population.py --zoo cifar10_resnet18 --force` and three runs without it (one thread, grouped
+# convolutions in channels-last, load from other agents from 1 to 11 on 2 cores: +-30% per cell):
+# 1.1-2.4x faster than one by one at widths 2-8 and batches 8-64, 1.1-1.9x at width 16 / batch 8
+# (280 M multiply-adds a member step), 0.9-1.0x at width 16 / batches 16-64 (grouped convolutions
+# of many channels lose to separate ones). Padding narrower
 # members into a wider population (K = 6-9) was slower than one population per width here (CPU
 # convolutions are compute-bound at every width): not done. ViT and GPT populations are untested for
 # speed on a CPU (vmap runs attention member by member there): one by one.
