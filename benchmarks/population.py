@@ -29,16 +29,18 @@ models, 2 epochs by default (`--epochs`): one by one with zoo-train -m (Lightnin
 model, 2 joblib workers) against populations (the grid splits into one population per core).
 
 `--zoo cifar10_resnet18` runs ResNet-18 populations (zoo/train/population/grouped.py) against the
-project's one-by-one path (train_cells with runtime.population=off: Lightning per model) on the
-small-width, small-batch corner of the zoo: widths {2, 4, 8, 16} x batch sizes {8, 16, 32, 64} x
-seeds {0, 1, 2} (a population is a cell's 3 seeds), on synthetic data in the CIFAR-10 binary format
-(128 training images, 2 epochs by default), one process, one thread (`--device gpu`: on the GPU).
-Prints per cell the multiply-adds of a member step, seconds one by one and as grouped, and the
-ratio; `--force` trains every cell as a population (the figures `zoo.train.grouping.
-CPU_MAX_WIDTH` is set from), else the grouping decides per cell (runtime.population=auto).
+project's one-by-one path (`train_model` per model: Lightning, as zoo-run trains a cell that does
+not share) on the small-width, small-batch corner of the zoo: widths {2, 4, 8, 16} x batch sizes
+{8, 16, 32, 64} x seeds {0, 1, 2} (a population is a cell's 3 seeds), on synthetic data in the
+CIFAR-10 binary format (128 training images, 2 epochs by default), one thread, cell by cell with
+the sides back to back in one process (`--device gpu`: on the GPU, same output). Prints per cell the
+multiply-adds of a member step, seconds one by one and as the grouping trains it, and the ratio;
+`--force` trains every cell as a population (the figures `zoo.train.grouping.CPU_MAX_MACS` is set
+from), else the grouping decides per cell (runtime.population=auto). `--compile true` (or a backend
+name) adds a third side: the populations with runtime.compile, compile time included.
 
     python benchmarks/population.py [--zoo demo|convection_pinn|cifar10_resnet18] [--epochs N] [--root DIR]
-                                    [--device cpu|gpu] [--force]
+                                    [--device cpu|gpu] [--force] [--compile off|true|BACKEND]
 """
 
 import argparse
@@ -57,7 +59,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.data import epoch_order, epoch_seed, load
 from zoo.sweep import cell_configs
-from zoo.train.grouping import describe, net_sizes, plan, population_key, train_cells
+from zoo.train.grouping import describe, net_sizes, population_key, populations, train_group
 from zoo.train.rundir import run_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -149,6 +151,13 @@ def main() -> None:
     parser.add_argument("--zoo", choices=("demo", "convection_pinn", "cifar10_resnet18"), default="demo")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cifar10_resnet18 only")
     parser.add_argument("--force", action="store_true", help="cifar10_resnet18: every cell as a population")
+    parser.add_argument(
+        "--compile",
+        default="off",
+        help="cifar10_resnet18: also train the populations with runtime.compile=<this> (true: inductor)",
+    )
+    parser.add_argument("--widths", default="2,4,8,16", help="cifar10_resnet18: the grid's widths")
+    parser.add_argument("--batch-sizes", default="8,16,32,64", help="cifar10_resnet18: the grid's batch sizes")
     parser.add_argument("--epochs", type=int, default=None, help="default: 100 (demo, its own), 2 (convection_pinn)")
     parser.add_argument("--root", type=Path, default=None, help="where both zoos are written (default: a temp dir)")
     args = parser.parse_args()
@@ -156,14 +165,14 @@ def main() -> None:
     if args.zoo == "convection_pinn":
         return pinn(args.epochs or 2, root)
     if args.zoo == "cifar10_resnet18":
-        return resnet(args.epochs or 2, root, args.device, args.force)
+        return resnet(args, root)
     args.epochs = args.epochs or 100
     grid = ["zoo=demo", f"trainer.max_epochs={args.epochs}", f"paths.data={root / 'data'}"]
     zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
     data = load(zoo[0].data, root / "data")  # generated once, outside the timings
     n = len(zoo)
     print(f"demo zoo: {n} models, {args.epochs} epochs, {os.cpu_count()} cores; runs in {root}")
-    print(f"grouping:\n{describe(plan(zoo, workers=2))}")
+    print(f"grouping:\n{describe(populations(zoo, workers=2))}")
     torch.set_num_threads(1)  # as each training worker
     print(data_feed(data.x_train, data.y_train))
     train = ["-m", "zoo.cli.train", "-m"]
@@ -209,7 +218,7 @@ def pinn(epochs: int, root: Path) -> None:
         f"convection_pinn smoke grid: {n} models, {epochs} epochs ({steps} full-batch Adam steps a model), "
         f"{os.cpu_count()} cores; runs in {root}"
     )
-    print(f"grouping:\n{describe(plan(zoo, workers=2))}")
+    print(f"grouping:\n{describe(populations(zoo, workers=2))}")
     train = ["-m", "zoo.cli.train", "-m"]
     runs = {
         "one_by_one": [*train, *grid],
@@ -236,54 +245,89 @@ def pinn(epochs: int, root: Path) -> None:
 
 RESNET_GRID = [
     "zoo=cifar10_resnet18",
-    "model.width=2,4,8,16",
-    "data.batch_size=8,16,32,64",
     "seed=0,1,2",
     "data.n_train=128",
     "data.eval_batch_size=256",
 ]
 
 
-def resnet(epochs: int, root: Path, device: str, force: bool) -> None:
+def train_side(cfgs: list) -> float:
+    """Wall seconds to train `cfgs` as the grouping groups them (`train_group`), in this process."""
+    start = time.perf_counter()
+    for group in populations(cfgs, workers=1):
+        train_group(group)
+    return time.perf_counter() - start
+
+
+def last_epoch_seconds(cfgs: list) -> float:
+    """Seconds of the last epoch of `cfgs` (a population's epoch counts once): training without
+    start-up or compiling, which the first epoch pays."""
+    return sum({run_dir(c).metrics()[-1]["seconds"] for c in cfgs})
+
+
+def resnet(args: argparse.Namespace, root: Path) -> None:
     """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
+    epochs, device, force, compile_backend = args.epochs or 2, args.device, args.force, args.compile
     zoo_files.write_cifar10(root / "data", per_file=26, n_test=64)  # 130 training images, 64 test
-    grid = [
+    base = [
         *RESNET_GRID,
         f"trainer.max_epochs={epochs}",
         f"paths.data={root / 'data'}",
         f"runtime.accelerator={device}",
         "runtime.threads=1",
     ]
-    sides = {"one_by_one": "runtime.population=off", "population": f"runtime.population={3 if force else 'auto'}"}
-    cfgs = {side: cell_configs([*grid, flag, f"paths.root={root / side}"]) for side, flag in sides.items()}
+    grid = [*base, f"model.width={args.widths}", f"data.batch_size={args.batch_sizes}"]
+    population = f"runtime.population={3 if force else 'auto'}"
+    sides = {"one_by_one": ["runtime.population=off"], "population": [population]}
+    if compile_backend != "off":
+        sides["compiled"] = [population, f"runtime.compile={compile_backend}"]
+    cfgs = {side: cell_configs([*grid, *flags, f"paths.root={root / side}"]) for side, flags in sides.items()}
     name = torch.cuda.get_device_name() if device == "gpu" else f"{os.cpu_count()} cores, 1 thread"
     print(
         f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, 128 synthetic "
-        f"CIFAR-10 images, {device} ({name}); runs in {root}"
+        f"CIFAR-10 images, {device} ({name}); load average {os.getloadavg()[0]:.1f}; runs in {root}"
     )
     torch.set_num_threads(1)
-    # Cell by cell, both sides back to back: load from other processes then weighs on both alike.
+    # The first training of a process pays one-time costs (kernel set-up, first Trainer): outside the timings.
+    for side in ("one_by_one", "population"):
+        train_side(
+            cell_configs(
+                [*base, *sides[side], "model.width=2", "data.batch_size=64", f"paths.root={root / 'warm-up' / side}"]
+            )
+        )
+    # Cell by cell, the sides back to back in this process: load from other processes then weighs on
+    # all sides alike, and no side pays for starting worker processes.
     seconds = defaultdict(dict)  # (width, batch) -> side -> wall seconds of training the cell's seeds
+    last = defaultdict(dict)  # the same for the last epoch only
     cells = sorted({(c.model.width, c.data.batch_size) for c in cfgs["population"]})
     for cell in cells:
         for side in sides:
             todo = [c for c in cfgs[side] if (c.model.width, c.data.batch_size) == cell]
-            start = time.perf_counter()
-            train_cells(todo, n_jobs=1)
-            seconds[cell][side] = time.perf_counter() - start
-    print("cell (width, batch): MACs of a member step, seconds one by one / population = ratio [trained as]")
+            seconds[cell][side], last[cell][side] = train_side(todo), last_epoch_seconds(todo)
+    print(
+        "cell (width, batch): MACs of a member step, seconds one by one / population = ratio [trained as]"
+        + (f"; compiled population ({compile_backend}, compile time included) = ratio" if "compiled" in sides else "")
+    )
     for width, batch in cells:
         (cfg,) = [c for c in cfgs["population"] if (c.model.width, c.data.batch_size, c.seed) == (width, batch, 0)]
-        a, b = (seconds[width, batch][side] for side in sides)
+        t = seconds[width, batch]
         kind = "population K=3" if population_key(cfg) is not None else "one by one"
-        print(
-            f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  {a:7.1f} / {b:7.1f} s "
-            f"= {a / b:4.2f}x  [{kind}]"
+        line = (
+            f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  "
+            f"{t['one_by_one']:7.1f} / {t['population']:7.1f} s = {t['one_by_one'] / t['population']:4.2f}x  [{kind}]"
         )
+        if "compiled" in sides:
+            line += f"; {t['compiled']:7.1f} s = {t['one_by_one'] / t['compiled']:4.2f}x"
+        print(line)
     wall = {side: sum(cell[side] for cell in seconds.values()) for side in sides}
     print(compare(cfgs["one_by_one"], cfgs["population"]))
+    epoch = {side: sum(cell[side] for cell in last.values()) for side in sides}
     for side in sides:
-        print(f"{side:10s} {wall[side]:7.1f} s {len(cfgs[side]) / wall[side] * 3600:7.0f} models/hour")
+        print(
+            f"{side:10s} {wall[side]:7.1f} s {len(cfgs[side]) / wall[side] * 3600:7.0f} models/hour; "
+            f"last epoch of every cell {epoch[side]:6.1f} s"
+        )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     print(f"speedup: {wall['one_by_one'] / wall['population']:.2f}x")
 
 

@@ -8,8 +8,10 @@ from pyhessian import hessian
 from torch import nn
 from torch.func import functional_call
 
+from zoo.data.tokens import TokenData
 from zoo.landscape.hessian import hessian_metrics
-from zoo.train.tasks import Classify
+from zoo.models import build
+from zoo.train.tasks import Classify, LanguageModel
 
 criterion = nn.CrossEntropyLoss()
 
@@ -86,3 +88,21 @@ def test_is_deterministic_given_the_seed(mlp_and_batches):
     a, b = (hessian_metrics(model, Classify(), batches, max_iter=20, seed=3) for _ in range(2))
     c = hessian_metrics(model, Classify(), batches, max_iter=20, seed=4)
     assert a == b and a["trace"] != c["trace"]
+
+
+def test_hvps_summed_one_batch_at_a_time_are_the_hessian_of_the_whole_set():
+    """retain_graph=False (language models: one batch's graph at a time) measures the same Hessian as one
+    batch holding every window: the batches' HVPs, weighted by their tokens, sum to the whole set's."""
+    torch.manual_seed(0)
+    gpt = build({"name": "gpt", "vocab_size": 11, "context": 6, "depth": 1, "width": 4, "head_dim": 2, "bias": True})
+    text = torch.randint(0, 11, (400,), generator=torch.Generator().manual_seed(0)).numpy()
+    data, task = TokenData(text, text, context=6, train_windows=8, eval_windows=6), LanguageModel()
+    settings = {"top_n": 2, "max_iter": 30, "deflate": 8, "seed": 1}
+    whole = hessian_metrics(gpt, task, task.batches(data, "train", 6, n=6, seed=3), **settings)
+    per_batch = hessian_metrics(  # windows of 4 and 2: the weighting matters
+        gpt, task, task.batches(data, "train", 4, n=6, seed=3), retain_graph=False, **settings
+    )
+    assert per_batch["n_hvp"] == whole["n_hvp"]
+    for key in ("top_eigenvalues", "ritz_values", "ritz_weights"):
+        assert per_batch[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6)
+    assert per_batch["trace"] == pytest.approx(whole["trace"], rel=1e-4)

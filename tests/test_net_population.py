@@ -19,8 +19,10 @@ from zoo.train.rundir import run_dir
 RESNET = ["model.width=4", "data.n_train=32", "data.batch_size=16", "optim.lr=0.01"]
 # ResNet-50 (16 bottlenecks, no bias) is chaotic at these sizes: measured, weights perturbed by 1e-7
 # move its gradient by 0.2-2.5% (width 4-8, batch 4-16), and two steps apart by up to 10%. So its
-# members are compared after one step, to 1%.
-TOLERANCE = {"resnet50": {"rtol": 1e-2, "atol": 1e-2}}
+# members are compared after one step, to 1%. ResNet populations run in channels-last (oneDNN sums
+# in another order): the test loss of these tiny ResNet-18s (~25: BatchNorm statistics of 32 samples)
+# then differs by up to ~2e-4 (relative).
+TOLERANCE = {"resnet18": {"rtol": 1e-3, "atol": 1e-4}, "resnet50": {"rtol": 1e-2, "atol": 1e-2}}
 CELLS = {
     "resnet18": ["zoo=cifar10_resnet18", *RESNET],
     "resnet50": ["zoo=cifar10_resnet50", *RESNET, "data.n_train=16", "trainer.max_epochs=1"],  # one step
@@ -141,7 +143,11 @@ def test_interrupted_population_resumes(data_root, tmp_path, monkeypatch, one_th
 def test_only_seeds_share_a_population_where_it_pays(data_root):
     cfgs = cell_configs([*CELLS["resnet18"], "model.width=2,4,16", "seed=0,1,2", f"paths.data={data_root}"])
     groups = populations(cfgs, memory=8 * 2**30)
-    assert sorted(len(g) for g in groups) == [1, 1, 1, 3, 3], "on a CPU, width 16 trains one by one"
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 3, 3], "on a CPU, width 16 at batch 16 trains one by one"
+    (small_step,) = cell_configs(
+        [*CELLS["resnet18"], "model.width=16", "data.batch_size=8", "seed=0", f"paths.data={data_root}"]
+    )
+    assert population_key(small_step) is not None, "width 16 at batch 8: a member step of 280 M multiply-adds"
     assert all(len({c.model.width for c in g}) == 1 for g in groups)
     on_gpu = [OmegaConf.merge(cfg, {"runtime": {"accelerator": "gpu"}}) for cfg in cfgs]
     assert sorted(len(g) for g in populations(on_gpu, memory=64 * 2**30)) == [3, 3, 3]

@@ -15,6 +15,8 @@ ROWS = [
 def test_column_names_in_words_with_units():
     assert describe("barrier_err_test_aligned") == "barrier error on the test set after weight matching [fraction]"
     assert describe("hessian_top") == "Hessian top eigenvalue" and "CKA" in describe("cka")
+    assert describe("mc_err_train") == "mode connectivity error on the train set [fraction]"
+    assert describe("mc_loss_train") == "mode connectivity loss on the train set [cross-entropy]"
     assert number(1.1102230246251565e-16, 0.5) == "0" and number(0.0123456, 0.5) == "0.0123"
 
 
@@ -29,6 +31,9 @@ def test_all_equal_map_is_drawn_visibly(tmp_path):
 def test_phase_map_states_its_thresholds(tmp_path):
     text = phase_definitions(loss_threshold=0.2, mc_epsilon=0.05, cka_threshold=0.93)
     assert "L > 0.2" in text and "mc < −0.05" in text and "CKA ≥ 0.93" in text
+    assert "mc = mode connectivity loss on the train set [cross-entropy]" in text
+    reference = phase_definitions(loss_threshold=0.2, mc_epsilon=1, cka_threshold=0.93, mc="mc_err_train", mc_scale=100)
+    assert "mc = mode connectivity error on the train set [%]" in reference and "mc < −1;" in reference
     phase_map(
         ROWS,
         "model.width",

@@ -80,9 +80,12 @@ class Plan:
 
     def hours(self, cell: Cell, population: bool = True) -> float:
         """Device-hours of one cell's training run on one array task of the cluster. A population
-        pays the per-step overhead once for all its members: each member carries 1/K of it."""
+        pays the per-step overhead once for all its members: each member carries 1/K of it; with
+        runtime.compile (zoo.train.capture) that overhead is the cluster's `captured_step_ms`."""
         cluster, k = self.cluster, cell.population if population else 1
-        return (cell.flops / (cluster.tflops * 1e12 * cluster.mfu) + cell.steps * cluster.step_ms / 1e3 / k) / 3600
+        captured = population and cell.cfg.runtime.get("compile")
+        step_ms = cluster.get("captured_step_ms", cluster.step_ms) if captured else cluster.step_ms
+        return (cell.flops / (cluster.tflops * 1e12 * cluster.mfu) + cell.steps * step_ms / 1e3 / k) / 3600
 
 
 @dataclass

@@ -31,6 +31,7 @@ def hessian_metrics(
     deflate: int = 32,
     probe_batch: int = 1,
     which: str = "algebraic",
+    retain_graph: bool = True,
     seed: int = 0,
 ) -> dict:
     """Hessian metrics of the sample-weighted mean over `batches` of the task's loss
@@ -42,7 +43,13 @@ def hessian_metrics(
     eigenvalue error by the same amount. Trace probes stop once trace_std <= trace_tol * |trace|.
     `max_iter` caps the Lanczos steps and the probes separately. `probe_batch` > 1 sends that
     many probes through one vmapped HVP (is_grads_batched): on 1-2 CPU threads that measured
-    slower than one at a time; it may pay on a GPU. Holds the autograd graph of all batches.
+    slower than one at a time; it may pay on a GPU.
+
+    `retain_graph`: build the gradient's graph over all batches once and keep it for every HVP (each
+    HVP is one backward pass; memory grows with the batches). False rebuilds it one batch at a time
+    inside every HVP and sums the batches' HVPs: the same Hessian (exact, not a subsample), memory of
+    one batch, a forward and backward more per batch and HVP. For language models, whose logits
+    (tokens x vocabulary) under double backward outgrow memory over a whole evaluation set.
 
     `which`: "algebraic" ranks eigenvalues by value (ours), "magnitude" by |value| (the reference
     study's PyHessian power iteration finds the largest-magnitude one); values keep their sign.
@@ -51,7 +58,7 @@ def hessian_metrics(
     ritz_values / ritz_weights: the Lanczos quadrature of the spectral density (one SLQ probe).
     """
     with eval_mode(model):
-        hvp, like = _hvp_fn(model, task, batches)
+        hvp, like = _hvp_fn(model, task, batches, retain_graph)
         gen = torch.Generator(like.device).manual_seed(seed)
         if which not in ("algebraic", "magnitude"):
             raise ValueError(f"unknown which={which!r}; choose 'algebraic' or 'magnitude'")
@@ -69,22 +76,29 @@ def hessian_metrics(
     }
 
 
-def _hvp_fn(model: nn.Module, task: Any, batches) -> tuple[HVP, Tensor]:
-    """HVP `V (k, P) -> H V (k, P)` by double backward through one retained gradient graph,
-    and a flat tensor giving the size, dtype and device of the parameter vectors."""
+def _hvp_fn(model: nn.Module, task: Any, batches, retain_graph: bool) -> tuple[HVP, Tensor]:
+    """HVP `V (k, P) -> H V (k, P)` of the size-weighted mean loss by double backward, and a flat
+    tensor giving the size, dtype and device of the parameter vectors. The weighted sum of the
+    batches' HVPs is the HVP of the weighted sum, so a batch's graph can be dropped after its share."""
     params = [p for p in model.parameters() if p.requires_grad]
     n = sum(task.size(b) for b in batches)
-    loss = sum(task.loss(model, b) * (task.size(b) / n) for b in batches)
-    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
 
-    def hvp(V: Tensor) -> Tensor:
+    def grad(group) -> Tensor:
+        loss = sum(task.loss(model, b) * (task.size(b) / n) for b in group)
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
+
+    def hvp_of(g: Tensor, V: Tensor, retain: bool) -> Tensor:
         batched = len(V) > 1
         hv = torch.autograd.grad(
-            grad, params, V if batched else V[0], retain_graph=True, is_grads_batched=batched, materialize_grads=True
+            g, params, V if batched else V[0], retain_graph=retain, is_grads_batched=batched, materialize_grads=True
         )
         return torch.cat([h.reshape(len(V), -1) for h in hv], 1)
 
-    return hvp, grad.detach()
+    if retain_graph:
+        g = grad(batches)
+        return lambda V: hvp_of(g, V, True), g.detach()
+    like = torch.cat([p.detach().reshape(-1) for p in params])
+    return lambda V: sum(hvp_of(grad([b]), V, False) for b in batches), like
 
 
 def _ranked(theta: Tensor, magnitude: bool) -> Tensor:

@@ -116,6 +116,7 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
         tol=h.tol,
         trace_tol=h.trace_tol,
         which=h.get("which", "algebraic"),
+        retain_graph=h.get("retain_graph", True),
         seed=h.seed,
     )
     return {

@@ -76,7 +76,7 @@ def describe(metric: str) -> str:
     words += [WORDS[p] for p in ("train", "test", "aligned") if p in parts]
     if "gain" in parts and parts[0] in GAIN_OVER:
         words.append(f"({GAIN_OVER[parts[0]]})")
-    unit = next((UNITS[p] for p in parts if p in UNITS), None)
+    unit = next((UNITS[p] for p in reversed(parts) if p in UNITS), None)  # mc_err_*: an error
     return " ".join(words) + (f" [{unit}]" if unit else "")
 
 
@@ -196,10 +196,20 @@ def phase_bars(rows: Sequence[dict], metrics: Sequence[str], path: Path, *, titl
     return _save(fig, path)
 
 
-def phase_definitions(loss_threshold: float, mc_epsilon: float, cka_threshold: float) -> str:
-    """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with."""
+def phase_definitions(
+    loss_threshold: float,
+    mc_epsilon: float,
+    cka_threshold: float,
+    trained: str = "train_loss",
+    mc: str = "mc_loss_train",
+    mc_scale: float = 1,
+) -> str:
+    """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with, the
+    metric (`trained`, phases.trained_key) held against loss_threshold and the mode connectivity
+    (`mc`, phases.mc_key, times `mc_scale`: 100 gives percent) held against mc_epsilon."""
+    mc_words = describe(mc) if mc_scale == 1 else describe(mc).replace("[fraction]", "[%]")
     return (
-        f"phases (Yang et al. 2021) from the final train loss L, mode connectivity mc between seeds\n"
+        f"phases (Yang et al. 2021) from L = the final {describe(trained)}, mc = {mc_words} between seeds\n"
         f"(< 0: barrier) and CKA between seeds:  I: L > {loss_threshold:g}, mc < 0;  II: L > {loss_threshold:g}, "
         f"mc ≥ 0;\nIII: L ≤ {loss_threshold:g}, mc < −{mc_epsilon:g};  IV-A: L ≤ {loss_threshold:g}, "
         f"mc ≥ −{mc_epsilon:g}, CKA < {cka_threshold:g};  IV-B: same, CKA ≥ {cka_threshold:g}.\n"
@@ -211,10 +221,12 @@ def phase_map(
     rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "phases", thresholds: dict | None = None
 ) -> Path:
     """Categorical map of the `phase` column, a legend of the phases present and, given the
-    `thresholds` (loss_threshold, mc_epsilon, cka_threshold), the phase definitions."""
+    `thresholds` (loss_threshold, mc_epsilon, cka_threshold, and trained: the metric held against
+    loss_threshold), the phase definitions."""
     order = [*PHASES, None]
     xs, ys, grid = _grid(rows, x, y, lambda r: order.index(r.get("phase")))
-    fig, ax = plt.subplots(figsize=(1.8 + 0.75 * len(xs), 1.0 + 0.6 * len(ys)))
+    # at least the room the axis labels and the note need
+    fig, ax = plt.subplots(figsize=(max(5.6, 1.8 + 0.75 * len(xs)), max(3.8, 1.0 + 0.6 * len(ys))))
     cmap = ListedColormap([PHASE_COLORS[p] for p in order])
     ax.imshow(grid.astype(float), origin="lower", aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5)
     for (i, j), k in np.ndenumerate(grid):
@@ -230,6 +242,7 @@ def phase_map(
     _axes(ax, xs, ys, x, y)
     ax.set_title(title, fontsize=9)
     if thresholds:
+        fig.tight_layout()  # the axis labels inside the figure: the note goes below them
         _note(fig, phase_definitions(**thresholds))
     return _save(fig, path)
 

@@ -53,6 +53,16 @@ def thresholds(cfg: DictConfig) -> dict:
     return {"loss_threshold": p.loss_threshold, "mc_epsilon": p.mc_epsilon, "cka_threshold": p.cka_threshold}
 
 
+def _legend(cfg: DictConfig) -> dict:
+    """What the phase map's note states: the thresholds and the metric held against loss_threshold."""
+    p = cfg.phases
+    return thresholds(cfg) | {
+        "trained": p.get("trained_key", "train_loss"),
+        "mc": p.mc_key,
+        "mc_scale": p.get("mc_scale", 1),
+    }
+
+
 def label(row: dict, cfg: DictConfig) -> str | None:
     """The row's phase; None where a seed did not finish `ok` (diverged cells have no landscape).
     `phases.trained_key` is the metric held against `loss_threshold` (train_loss unless the task's
@@ -140,7 +150,7 @@ def write_phases(cfgs: Sequence[DictConfig]) -> tuple[Path, list[dict]]:
     write_csv(rows, zoo_path / "phases.csv")
     by_cell = {tuple(r[a] for a in cfgs[0].zoo.axes): r["phase"] for r in rows}
     write_json(zoo_path / "phases.json", {c.id: by_cell[cell_key(c)] for c in cfgs})
-    write_figures(rows, list(cfgs[0].zoo.axes), zoo_path / "figures", cfgs[0].zoo.name, thresholds(cfgs[0]))
+    write_figures(rows, list(cfgs[0].zoo.axes), zoo_path / "figures", cfgs[0].zoo.name, _legend(cfgs[0]))
     return zoo_path / "phases.csv", rows
 
 
@@ -158,5 +168,5 @@ def relabel_csv(path: Path, cfg: DictConfig) -> tuple[Path, list[dict]]:
         row["phase"] = label(row, cfg)
     out = path.with_name(f"{path.stem}_phases.csv")
     write_csv(rows, out)
-    write_figures(rows, list(cfg.zoo.axes), path.parent / f"{path.stem}_figures", path.stem, thresholds(cfg))
+    write_figures(rows, list(cfg.zoo.axes), path.parent / f"{path.stem}_figures", path.stem, _legend(cfg))
     return out, rows

@@ -65,12 +65,18 @@ CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4
 MEMORY_FRACTION = 0.5  # of the free memory, for all populations training at once
 STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for ordering work
 NETS = ("resnet", "vit", "gpt")  # trained by zoo.train.population.nets
-# On a CPU, populations of these architectures pay up to this width (first-stage channels). Measured
-# for ResNet-18, K = 3, batches 8-64, one thread (under load from other agents): 1.1-2.2x faster than
-# one by one at widths 2-8, 0.84-0.99x at width 16 (grouped convolutions of many channels lose to
-# separate ones). ViT and GPT populations are untested for speed on a CPU (vmap runs attention
-# member by member there): one by one.
+# On a CPU, ResNet populations (a cell's seeds, K = 3) pay up to this width (first-stage channels), and
+# beyond it while a member's step is at most CPU_MAX_MACS multiply-adds. Measured with `benchmarks/
+# population.py --zoo cifar10_resnet18 --force` and three runs without it (one thread, grouped
+# convolutions in channels-last, load from other agents from 1 to 11 on 2 cores: +-30% per cell):
+# 1.1-2.4x faster than one by one at widths 2-8 and batches 8-64, 1.1-1.9x at width 16 / batch 8
+# (280 M multiply-adds a member step), 0.9-1.0x at width 16 / batches 16-64 (grouped convolutions
+# of many channels lose to separate ones). Padding narrower
+# members into a wider population (K = 6-9) was slower than one population per width here (CPU
+# convolutions are compute-bound at every width): not done. ViT and GPT populations are untested for
+# speed on a CPU (vmap runs attention member by member there): one by one.
 CPU_MAX_WIDTH = {"resnet": 8}
+CPU_MAX_MACS = 300 * 2**20
 TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
 
 
@@ -137,7 +143,9 @@ def net_population_pays(cfg: DictConfig) -> bool:
     `runtime.population=<K>` asks for populations wherever they are possible."""
     if cfg.runtime.accelerator in ("gpu", "cuda") or cfg.runtime.population != "auto":
         return True
-    return cfg.model.width <= CPU_MAX_WIDTH.get(cfg.model.name, 0)
+    if cfg.model.name not in CPU_MAX_WIDTH:
+        return False
+    return cfg.model.width <= CPU_MAX_WIDTH[cfg.model.name] or net_sizes(cfg)[1] * cfg.data.batch_size <= CPU_MAX_MACS
 
 
 def _net_key(cfg: DictConfig) -> str | None:

@@ -10,9 +10,12 @@ def build_optimizer(
     cfg: Mapping,
     total_steps: int,
     ndim: Callable[[torch.Tensor], int] = torch.Tensor.dim,
+    foreach: bool | None = None,
 ):
     """Returns `(optimizer, scheduler)`; the scheduler is stepped once per batch. `ndim`: a
-    parameter's dims as `no_decay_1d` counts them (a population passes its members')."""
+    parameter's dims as `no_decay_1d` counts them (a population passes its members'). `foreach`:
+    torch's multi-tensor update (one op per kind over all tensors; torch's default on a CPU is a
+    Python loop over them), which populations take."""
     name = cfg["name"]
     if cfg.get("no_decay_1d"):  # nanoGPT: decay matrices and embeddings, not gains and biases
         params = list(params)
@@ -27,10 +30,17 @@ def build_optimizer(
             momentum=cfg["momentum"],
             weight_decay=cfg["weight_decay"],
             nesterov=cfg.get("nesterov", False),
+            foreach=foreach,
         )
     elif name in ("adam", "adamw"):  # adam: L2 penalty in the gradient; adamw: decoupled decay
         adam = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        opt = adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        opt = adam(
+            params,
+            lr=cfg["lr"],
+            weight_decay=cfg["weight_decay"],
+            betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            foreach=foreach,
+        )
     else:
         raise ValueError(f"unknown optim.name={name!r}; choose 'sgd', 'adam' or 'adamw'")
     sched = cfg["scheduler"]

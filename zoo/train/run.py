@@ -16,6 +16,7 @@ from zoo.config import validate
 from zoo.lock import Locked
 from zoo.models import build
 from zoo.train.callbacks import Diverged, RunDirWriter
+from zoo.train.capture import capture_module
 from zoo.train.ids import with_identity
 from zoo.train.rundir import RunDir, checkpoint_epochs, run_dir
 from zoo.train.signals import trainer_options
@@ -103,6 +104,7 @@ def _fit(cfg: DictConfig, run: RunDir) -> None:
     data = datasets.load(cfg.data, cfg.paths.data)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model)
+    capture_module(model, cfg)
     module = build_module(model, data, cfg)
     trainer = make_trainer(cfg, [RunDirWriter(run, checkpoint_epochs(cfg))])
     resume = run.last_ckpt if run.last_ckpt.exists() else None

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from zoo.models import build
+from zoo.train.capture import captured
 from zoo.train.optim import build_optimizer
 from zoo.train.population.grouped import GroupedNet
 from zoo.train.population.vmapped import VmappedNet
@@ -67,6 +68,7 @@ class NetPopulation(pl.LightningModule):
         self.stacked = self.net.module  # registered: Lightning moves and checkpoints it
         self.register_buffer("alive", torch.ones(self.k, dtype=torch.bool))
         self.sums: torch.Tensor | None = None  # [3, K]: loss * n, correct, n over the current epoch
+        self.train_losses = captured(self._train_losses, first)  # runtime.compile (zoo.train.capture)
 
     def train_dataloader(self) -> MemberBatches:
         return MemberBatches(self.data, self.batch_size, self.seeds, epoch=lambda: self.current_epoch)
@@ -76,7 +78,7 @@ class NetPopulation(pl.LightningModule):
         # no_decay_1d tells gains from matrices by the member's shape, not the stacked one
         params = list(self.stacked.parameters())
         dims = {id(p): self.net.split(p.detach()).dim() - 1 for p in params}
-        opt, scheduler = build_optimizer(params, self.optim, steps, ndim=lambda p: dims[id(p)])
+        opt, scheduler = build_optimizer(params, self.optim, steps, ndim=lambda p: dims[id(p)], foreach=True)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def losses(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,12 +87,15 @@ class NetPopulation(pl.LightningModule):
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
         return loss.mean(1), (logits.argmax(-1) == y).sum(1)
 
+    def _train_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.losses(self.net.forward(x), y)
+
     def on_train_epoch_start(self) -> None:
         self.sums = None
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        loss, correct = self.losses(self.net.forward(x), y)
+        loss, correct = self.train_losses(x, y)
         opt, scheduler = self.optimizers(), self.lr_schedulers()
         opt.zero_grad()
         self.manual_backward(loss.sum())  # the members' losses are independent: each gets its own gradient
