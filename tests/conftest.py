@@ -45,3 +45,14 @@ def merging_zoo(tmp_path_factory, data_root):
     labels = {8: "I", 64: "IV-B"}  # model id -> phase, so figures and tables show them
     (root / "runs" / "demo" / "phases.json").write_text(json.dumps({c.id: labels[c.model.width] for c in cfgs}))
     return root, overrides, cfgs
+
+
+@pytest.fixture(scope="session")
+def net_data_root(tmp_path_factory) -> Path:
+    """Tiny CIFAR-10 and OpenWebText files in their real formats, for ResNet/ViT/GPT cells (NET_CELLS)."""
+    import zoo_files
+
+    root = tmp_path_factory.mktemp("datasets")
+    zoo_files.write_cifar10(root, per_file=8)
+    zoo_files.write_openwebtext(root)
+    return root

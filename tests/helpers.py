@@ -201,3 +201,59 @@ def records(root: Path) -> list:
 def restarts(cluster, job_id: str) -> int:
     out = cluster.run("scontrol", "-o", "show", "job", job_id).stdout
     return int(out.split("Restarts=")[1].split()[0])
+
+
+# -- network populations (ResNet, ViT, GPT) ------------------------------------------------------
+# Tiny cells on tiny files, 2 epochs of 2 steps, 2 seeds. Tiny ResNets amplify float rounding
+# (BatchNorm over few samples): they train at a gentle lr on batches of 16.
+TINY_RESNET = ["model.width=4", "data.n_train=32", "data.batch_size=16", "optim.lr=0.01"]
+NET_CELLS = {
+    "resnet18": ["zoo=cifar10_resnet18", *TINY_RESNET],
+    "resnet50": ["zoo=cifar10_resnet50", *TINY_RESNET, "data.n_train=16", "trainer.max_epochs=1"],  # one step
+    "vit": ["zoo=cifar10_vit", "model.width=12", "model.depth=2", "data.n_train=8", "data.batch_size=4"],
+    "gpt": [
+        "zoo=owt_gpt2",
+        "+smoke=on",
+        "model.width=32",
+        "model.depth=2",
+        "data.context=16",
+        "data.batch_size=2",
+        "trainer.precision=32",
+        "trainer.gradient_clip_val=null",
+    ],
+}
+
+
+def net_configs(root, data_root, name, *overrides):
+    """Two seeds of a tiny NET_CELLS cell, one population of 2 (data: conftest's net_data_root)."""
+    return cell_configs(
+        [
+            "trainer.max_epochs=2",
+            *NET_CELLS[name],
+            "seed=0,1",
+            "runtime.population=2",
+            f"paths.root={root}",
+            f"paths.data={data_root}",
+            *overrides,
+        ]
+    )
+
+
+def assert_same_training(alone, together, rtol=1e-4, atol=1e-5):
+    """Models trained two ways (one-by-one and as a population, eager and captured) end alike."""
+    for a, b in zip(alone, together, strict=True):
+        ra, rb = run_dir(a), run_dir(b)
+        assert ra.id == rb.id and ra.status() == rb.status() == ("ok", ""), (ra.status(), rb.status())
+        assert files(ra) == files(rb)
+        for epoch, path in ra.checkpoints().items():
+            wa, wb = load_file(path), load_file(rb.ckpt_path(epoch))
+            assert wa.keys() == wb.keys() and all(wa[k].shape == wb[k].shape for k in wa)
+            # weights and BatchNorm running statistics, all together within rtol (relative L2)
+            x, y = (torch.cat([w[k].float().flatten() for k in sorted(w)]) for w in (wa, wb))
+            assert (x - y).norm() <= rtol * x.norm(), (a.id, epoch, ((x - y).norm() / x.norm()).item())
+        # where rounding moves the weights by ~1%, a few argmaxes flip: compare losses only
+        acc = ("train_acc", "test_acc") if rtol >= 1e-2 else ()
+        rows_a, rows_b = strip(ra.metrics(), *acc), strip(rb.metrics(), *acc)
+        assert [r["epoch"] for r in rows_b] == list(range(a.trainer.max_epochs + 1))
+        for x, y in zip(rows_a, rows_b, strict=True):
+            assert y == pytest.approx(x, rel=rtol, abs=atol)

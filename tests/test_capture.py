@@ -6,8 +6,8 @@ agents: 13 s for torch.compile's first call in a process, 30-55 s for a tiny Res
 evaluation shapes), so these are slow tests."""
 
 import pytest
+from helpers import assert_same_training, net_configs
 from omegaconf import OmegaConf
-from test_net_population import assert_same_training, configs, data_root  # noqa: F401 - its fixture
 
 from zoo.config import ConfigError
 from zoo.train.capture import compile_options
@@ -18,27 +18,27 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
-def test_one_model_captured_trains_as_eager(data_root, tmp_path):
-    (eager,) = configs(tmp_path / "eager", data_root, "resnet18", "seed=0")
-    (compiled,) = configs(tmp_path / "compiled", data_root, "resnet18", "seed=0", "runtime.compile=aot_eager")
+def test_one_model_captured_trains_as_eager(net_data_root, tmp_path):
+    (eager,) = net_configs(tmp_path / "eager", net_data_root, "resnet18", "seed=0")
+    (compiled,) = net_configs(tmp_path / "compiled", net_data_root, "resnet18", "seed=0", "runtime.compile=aot_eager")
     assert eager.id == compiled.id, "runtime.compile is never part of a model id"
     assert train_model(eager).state == train_model(compiled).state == "ok"
     assert_same_training([eager], [compiled])
 
 
 @pytest.mark.slow
-def test_population_captured_trains_as_eager(data_root, tmp_path):
-    eager = configs(tmp_path / "eager", data_root, "resnet18")
-    compiled = configs(tmp_path / "compiled", data_root, "resnet18", "runtime.compile=aot_eager")
+def test_population_captured_trains_as_eager(net_data_root, tmp_path):
+    eager = net_configs(tmp_path / "eager", net_data_root, "resnet18")
+    compiled = net_configs(tmp_path / "compiled", net_data_root, "resnet18", "runtime.compile=aot_eager")
     assert [r.state for r in train_population(eager) + train_population(compiled)] == ["ok"] * 4
     assert_same_training(eager, compiled)
 
 
 @pytest.mark.slow
-def test_inductor_trains_as_eager(data_root, tmp_path):
-    (eager,) = configs(tmp_path / "eager", data_root, "resnet18", "seed=0", "trainer.max_epochs=1")
-    (compiled,) = configs(
-        tmp_path / "compiled", data_root, "resnet18", "seed=0", "trainer.max_epochs=1", "runtime.compile=true"
+def test_inductor_trains_as_eager(net_data_root, tmp_path):
+    (eager,) = net_configs(tmp_path / "eager", net_data_root, "resnet18", "seed=0", "trainer.max_epochs=1")
+    (compiled,) = net_configs(
+        tmp_path / "compiled", net_data_root, "resnet18", "seed=0", "trainer.max_epochs=1", "runtime.compile=true"
     )
     assert train_model(eager).state == train_model(compiled).state == "ok"
     assert_same_training([eager], [compiled])
