@@ -20,7 +20,7 @@ from zoo.data.prepare_openwebtext import EOT, write_token_files
 from zoo.models import build
 from zoo.plan import format_plan, memory_line, plan_zoo
 from zoo.sweep import cell_configs
-from zoo.train.pinn import pinn_terms
+from zoo.train.pinn_loss import pinn_terms
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
 

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from zoo.models import build
-from zoo.train.pinn import pinn_terms
+from zoo.train.pinn_loss import pinn_terms
 
 
 def size(model_key: str) -> tuple[int, int]:

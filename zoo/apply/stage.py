@@ -32,8 +32,7 @@ from zoo.pack.samples import read_json
 from zoo.phases.plots import describe, heatmap, phase_bars, phase_curves
 from zoo.phases.table import write_csv
 from zoo.stage import Item, read_result, run_stage
-from zoo.train.run import checkpoint_epochs
-from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
+from zoo.train.rundir import RunDir, checkpoint_epochs, run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
 
 APPS = ("averaging", "lmc", "soup", "prune", "transfer")

@@ -18,27 +18,7 @@ from torch import nn
 
 from zoo.data.convection import ConvectionData
 from zoo.train.optim import build_optimizer
-
-TERMS = ("residual", "initial", "boundary")
-
-
-def pinn_terms(
-    model: nn.Module,
-    beta: float,
-    collocation: torch.Tensor,
-    initial: torch.Tensor,
-    u_initial: torch.Tensor,
-    left: torch.Tensor,
-    right: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """The three mean squared loss terms; differentiable w.r.t. the model's parameters."""
-    xt = collocation.detach().requires_grad_(True)
-    du = torch.autograd.grad(model(xt).sum(), xt, create_graph=True)[0]
-    return {
-        "residual": (du[:, 1] + beta * du[:, 0]).pow(2).mean(),
-        "initial": (model(initial) - u_initial).pow(2).mean(),
-        "boundary": (model(left) - model(right)).pow(2).mean(),
-    }
+from zoo.train.pinn_loss import TERMS, pinn_terms
 
 
 class Repeat:

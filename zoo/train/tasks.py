@@ -15,9 +15,8 @@ layer on the grid points (pinn); `layer` names another module, `output` the mode
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -29,8 +28,10 @@ from zoo.config import accumulation, task_name
 from zoo.data.convection import ConvectionData, exact_solution
 from zoo.data.tokens import TokenData, Windows
 from zoo.models.outputs import features as module_output
-from zoo.train.module import Classifier
-from zoo.train.pinn import PINN, pinn_terms
+from zoo.train.pinn_loss import pinn_terms
+
+if TYPE_CHECKING:  # Lightning only where a model trains: the landscape and apply workers never import it
+    import lightning.pytorch as pl
 
 Batch = tuple[Tensor, ...]
 Net = Callable[[Tensor], Tensor]  # the network as a function of its input (a module, or a module at given weights)
@@ -44,7 +45,9 @@ class Classify:
     batchnorm = True  # merged and curve models get BatchNorm statistics recomputed
     cka_layer: str | None = None  # the logits
 
-    def module(self, model: nn.Module, data: Any, cfg: DictConfig) -> pl.LightningModule:
+    def module(self, model: nn.Module, data: Any, cfg: DictConfig) -> "pl.LightningModule":
+        from zoo.train.module import Classifier
+
         return Classifier(
             model,
             data,
@@ -139,7 +142,9 @@ class PDE:
         self.beta = beta
         self.cka_layer = f"layers.{2 * depth - 1}"  # zoo.models.MLP: the last hidden activation
 
-    def module(self, model: nn.Module, data: ConvectionData, cfg: DictConfig) -> pl.LightningModule:
+    def module(self, model: nn.Module, data: ConvectionData, cfg: DictConfig) -> "pl.LightningModule":
+        from zoo.train.pinn import PINN
+
         return PINN(model, data, cfg.optim, max_epochs=cfg.trainer.max_epochs, steps_per_epoch=cfg.data.steps_per_epoch)
 
     def split_size(self, data: ConvectionData, split: str) -> int:
@@ -205,6 +210,6 @@ def task_of(cfg: DictConfig) -> Task:
     raise ValueError(f"unknown data.task={name!r}; choose one of {list(NAMES)}")
 
 
-def build_module(model: nn.Module, data: Any, cfg: DictConfig) -> pl.LightningModule:
+def build_module(model: nn.Module, data: Any, cfg: DictConfig) -> "pl.LightningModule":
     """The LightningModule that trains `model` on `data` as `cfg` says."""
     return task_of(cfg).module(model, data, cfg)

@@ -31,7 +31,8 @@ from torch import nn
 
 from zoo import data as datasets
 from zoo.train.optim import build_optimizer
-from zoo.train.pinn import TERMS, Repeat
+from zoo.train.pinn import Repeat
+from zoo.train.pinn_loss import TERMS
 from zoo.train.population.stacked import StackedMLPs
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu}  # as nn.ReLU / nn.Tanh / nn.GELU call them
