@@ -207,7 +207,7 @@ def phase_definitions(
     """The rules of zoo.phases.rules.classify, with the thresholds the map was labelled with, the
     metric (`trained`, phases.trained_key) held against loss_threshold and the mode connectivity
     (`mc`, phases.mc_key, times `mc_scale`: 100 gives percent) held against mc_epsilon."""
-    mc_words = describe(mc) if mc_scale == 1 else describe(mc).replace("[fraction]", "[%]")
+    mc_words = describe(mc).replace("[fraction]", "[%]") if mc_scale == 100 else describe(mc)
     return (
         f"phases (Yang et al. 2021) from L = the final {describe(trained)}, mc = {mc_words} between seeds\n"
         f"(< 0: barrier) and CKA between seeds:  I: L > {loss_threshold:g}, mc < 0;  II: L > {loss_threshold:g}, "
@@ -221,8 +221,7 @@ def phase_map(
     rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "phases", thresholds: dict | None = None
 ) -> Path:
     """Categorical map of the `phase` column, a legend of the phases present and, given the
-    `thresholds` (loss_threshold, mc_epsilon, cka_threshold, and trained: the metric held against
-    loss_threshold), the phase definitions."""
+    `thresholds` (the arguments of `phase_definitions`), the phase definitions."""
     order = [*PHASES, None]
     xs, ys, grid = _grid(rows, x, y, lambda r: order.index(r.get("phase")))
     # at least the room the axis labels and the note need

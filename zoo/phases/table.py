@@ -54,7 +54,8 @@ def thresholds(cfg: DictConfig) -> dict:
 
 
 def _legend(cfg: DictConfig) -> dict:
-    """What the phase map's note states: the thresholds and the metric held against loss_threshold."""
+    """What the phase map's note states (`plots.phase_definitions`): the thresholds, the metric held
+    against loss_threshold and the mode connectivity held against mc_epsilon."""
     p = cfg.phases
     return thresholds(cfg) | {
         "trained": p.get("trained_key", "train_loss"),
