@@ -133,3 +133,23 @@ def test_plan_prints_what_the_launcher_submits(tmp_path):
     records = jobs.read_records(tmp_path / "runs" / "demo", "train")
     assert [task for r in records for task in r.tasks] == plan.submission.tasks
     assert "array tasks: 4 in 2 array(s) (MaxArraySize 3): 4 population(s) of 2..4 models" in format_plan(plan)
+
+
+def test_the_peak_follows_the_cells_precision():
+    """example_gpu: 16-bit mixed precision runs on the tensor cores' bf16/fp16 peak, twice TF32's,
+    so the FLOP term halves; the per-step overhead and the FLOPs themselves stay."""
+    grid = ["zoo=demo", "cluster=example_gpu", "runtime.population=off"]
+    fp32, bf16 = (plan_zoo([*grid, f"trainer.precision={p}"]) for p in ("32-true", "bf16-mixed"))
+    for a, b in zip(fp32.cells, bf16.cells, strict=True):
+        assert (a.flops, a.steps) == (b.flops, b.steps)
+        assert b.flops and bf16.flop_hours(b) == pytest.approx(fp32.flop_hours(a) / 2, rel=1e-12)
+        assert bf16.hours(b) - bf16.flop_hours(b) == pytest.approx(fp32.hours(a) - fp32.flop_hours(a), rel=1e-12)
+    assert "at 156 TFLOP/s for 32-true (cluster.tflops) x MFU 0.3" in format_plan(fp32)
+    assert "at 312 TFLOP/s for bf16-mixed (cluster.tflops_16bit) x MFU 0.3" in format_plan(bf16)
+
+
+def test_a_precision_without_a_peak_is_refused_naming_the_key():
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.precision=64-true.*cluster example_gpu"):
+        format_plan(plan_zoo(["zoo=demo", "cluster=example_gpu", "trainer.precision=64-true"]))
