@@ -98,4 +98,4 @@ def test_phases_hides_columns_no_cell_has(tmp_path):
         "2,8,1.9,nan,0.9,-0.3,0.5\n256,8,0.01,nan,0.02,-0.4,0.99\n"
     )
     header = run_cli(phases_main, f"metrics_csv={table}").stdout.splitlines()[0]
-    assert "test_rel_l2" in header and "test_acc" not in header
+    assert "test_rel_l2" in header and "phase" in header and "test_acc" not in header
