@@ -272,6 +272,8 @@ def last_epoch_seconds(cfgs: list) -> float:
 def resnet(args: argparse.Namespace, root: Path) -> None:
     """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
     epochs, device, force, compile_backend = args.epochs or 2, args.device, args.force, args.compile
+    if device == "gpu" and not torch.cuda.is_available():
+        sys.exit(f"--device gpu: no CUDA device here (torch {torch.__version__}); run it where a GPU is")
     zoo_files.write_cifar10(root / "data", per_file=-(-args.images // 5), n_test=N_TEST)
     base = [
         *RESNET_GRID,
