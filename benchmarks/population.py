@@ -140,6 +140,23 @@ def data_feed(x: torch.Tensor, y: torch.Tensor, k: int = 16, batch_size: int = 3
     )
 
 
+def three_sides(grid: list[str], root: Path, n: int, single: str) -> tuple[dict, dict, dict]:
+    """Train the zoo `grid` three ways (one by one, populations through Hydra, populations through
+    zoo-run's path), each under `root/<side>`: wall seconds, training seconds per width and the
+    cells' configs per side."""
+    train = ["-m", "zoo.cli.train", "-m"]
+    runs = {
+        "one_by_one": (f"one-by-one: zoo-train -m ({single}, joblib launcher)", [*train, *grid]),
+        "hydra": ("population: zoo-train -m hydra/launcher=population", [*train, *grid, "hydra/launcher=population"]),
+        "population": ("population: train_cells(cell_configs(...)) (zoo-run's path)", ["-c", TRAIN_CELLS, *grid]),
+    }
+    wall, secs = {}, {}
+    for side, (label, argv) in runs.items():
+        wall[side], secs[side] = launch([*argv, f"paths.root={root / side}"])
+        print(f"{label:74s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
+    return wall, secs, {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+
+
 PINN_GRID = [
     "zoo=convection_pinn",
     "+smoke=on",
@@ -179,22 +196,7 @@ def main() -> None:
     print(f"grouping:\n{describe(populations(zoo, workers=2))}")
     torch.set_num_threads(1)  # as each training worker
     print(data_feed(data.x_train, data.y_train))
-    train = ["-m", "zoo.cli.train", "-m"]
-    runs = {
-        "one_by_one": [*train, *grid],
-        "hydra": [*train, *grid, "hydra/launcher=population"],
-        "population": ["-c", TRAIN_CELLS, *grid],
-    }
-    labels = {
-        "one_by_one": "one-by-one: zoo-train -m (Lightning per model, joblib launcher)",
-        "hydra": "population: zoo-train -m hydra/launcher=population",
-        "population": "population: train_cells(cell_configs(...)) (zoo-run's path)",
-    }
-    wall, secs = {}, {}
-    for side, argv in runs.items():
-        wall[side], secs[side] = launch([*argv, f"paths.root={root / side}"])
-        print(f"{labels[side]:66s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
-    cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+    wall, secs, cfgs = three_sides(grid, root, n, "Lightning per model")
     print(compare(cfgs["one_by_one"], cfgs["population"]))
     finals = [
         [load_file(run_dir(cfg).ckpt_path(args.epochs)) for cfg in cfgs[side]] for side in ("hydra", "population")
@@ -223,22 +225,7 @@ def pinn(epochs: int, root: Path) -> None:
         f"{os.cpu_count()} cores; runs in {root}"
     )
     print(f"grouping:\n{describe(populations(zoo, workers=2))}")
-    train = ["-m", "zoo.cli.train", "-m"]
-    runs = {
-        "one_by_one": [*train, *grid],
-        "hydra": [*train, *grid, "hydra/launcher=population"],
-        "population": ["-c", TRAIN_CELLS, *grid],
-    }
-    labels = {
-        "one_by_one": "one-by-one: zoo-train -m (Lightning PINN module per model, joblib launcher)",
-        "hydra": "population: zoo-train -m hydra/launcher=population",
-        "population": "population: train_cells(cell_configs(...)) (zoo-run's path)",
-    }
-    wall = {}
-    for side, argv in runs.items():
-        wall[side], _ = launch([*argv, f"paths.root={root / side}"])
-        print(f"{labels[side]:74s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
-    cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+    wall, _, cfgs = three_sides(grid, root, n, "Lightning PINN module per model")
     print(compare(cfgs["one_by_one"], cfgs["population"]))
     print(
         f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
