@@ -325,7 +325,7 @@ def format_plan(plan: Plan) -> str:
             "they resume from last.ckpt when their task is requeued or resubmitted"
         )
     if plan.queue_note:
-        lines.append(f"note: SLURM's queue could not be read {plan.queue_note}: what its tasks hold counts as to submit")
+        lines.append(f"note: SLURM's queue could not be read {plan.queue_note}: queued models are planned too")
     return "\n".join([*lines, *submission_lines(plan.submission)])
 
 
