@@ -169,7 +169,8 @@ def left_out(cfgs: list[Resolved]) -> tuple[set[str], dict[str, str], str | None
     done = {cfg.id for cfg in cfgs if run_dir(cfg).is_done()}
     queue, note = live_queue(cfgs)
     held = jobs.queued(zoo_dir_of(cfgs[0]), "train", queue) if queue else {}
-    return done, {key: job for key, job in held.items() if key not in done}, note
+    open_ = {cfg.id for cfg in cfgs} - done  # an earlier launch may have held models of another sweep
+    return done, {key: job for key, job in held.items() if key in open_}, note
 
 
 def _runtime_overrides(overrides: list[str], cluster: Mapping) -> list[str]:
