@@ -180,6 +180,7 @@ def test_plan_prints_what_the_launcher_submits_and_leaves_out_what_it_leaves_out
         run_dir(cfgs[key]).mark_done()
     text = format_plan(plan_zoo(overrides))
     assert "array tasks: none (nothing left to submit)" in text and "submits nothing" in text
+    assert "device-hours: none left to spend" in text
 
 
 def test_the_peak_follows_the_cells_precision():

@@ -312,8 +312,7 @@ def format_plan(plan: Plan) -> str:
         f"max {largest.params:,} ({_prefix(largest)})",
         f"training FLOPs per model: min {min(c.flops for c in cells):.3g}, max {max(c.flops for c in cells):.3g}, "
         f"total {sum(c.flops for c in cells):.3g}",
-        f"device-hours of the {len(hours)} to submit ({device} per task at {_peaks(plan)} x MFU {cluster.mfu:g}): "
-        f"total {sum(hours):,.3g}, max per model {max(hours, default=0):,.3g}",
+        _hours_line(plan, hours, device),
         *([_population_line(plan)] if hours else []),
         f"storage: checkpoints {_bytes(ckpt_bytes)}, resume state (last.ckpt) {_bytes(resume_bytes)}, "
         f"shards ~{_bytes(ckpt_bytes + ckpts * SHARD_OVERHEAD)}",
@@ -337,6 +336,15 @@ def _todo_line(plan: Plan) -> str:
     return (
         f"to submit: {len(plan.todo)} models ({len(plan.done)} done, {len(plan.queued)} held by pending "
         f"or running SLURM tasks{held})"
+    )
+
+
+def _hours_line(plan: Plan, hours: list[float], device: str) -> str:
+    if not hours:
+        return "device-hours: none left to spend (nothing to submit)"
+    return (
+        f"device-hours of the {len(hours)} to submit ({device} per task at {_peaks(plan)} x MFU {plan.cluster.mfu:g}): "
+        f"total {sum(hours):,.3g}, max per model {max(hours):,.3g}"
     )
 
 
