@@ -96,8 +96,15 @@ def test_only_seeds_share_a_population_where_it_pays(net_data_root):
     assert population_key(micro) is None, "gradient accumulation trains alone"
 
 
+def test_gpt_zoo_cells_form_populations_on_a_gpu():
+    """owt_gpt2's recipe (bf16-mixed, gradient clipping 1.0): a cell's seeds train as one; 16-mixed stays alone."""
+    cell = ["zoo=owt_gpt2", "model.width=64", "data.batch_size=8", "seed=0,1,2", "runtime.accelerator=gpu"]
+    assert [len(g) for g in populations(cell_configs(cell), memory=40 * 2**30)] == [3]
+    fp16 = cell_configs([*cell, "trainer.precision=16-mixed"])
+    assert [len(g) for g in populations(fp16, memory=40 * 2**30)] == [1, 1, 1], "one loss scaler for all: alone"
 
-# Clip values below the tiny cells' gradient norms (GPT ~1.6, ResNet-18 above 1 on most steps). Measured
+
+# Clip values below the tiny cells' gradient norms (GPT ~1.6, ResNet-18 ~6): every step is clipped. Measured
 # here (relative L2 of the weights, relative metrics): GPT in bf16-mixed, clipped per member, matches one by
 # one to 5e-9 (weights) and 3e-7 (losses); clipped by the population's joint norm instead it is off by 4e-4
 # (Adam undoes most of a constant scale), and with a float32 forward by 3e-4. ResNet-18 (SGD) per member:
@@ -132,6 +139,7 @@ def test_clipped_members_match_one_by_one(name, net_data_root, tmp_path, monkeyp
     assert [r.state for r in train_population(together)] == ["ok", "ok"]
 
     alone_norms = torch.stack(norms["alone"]).view(2, -1)  # [member, step]: the models trained one after the other
-    assert (alone_norms > alone[0].trainer.gradient_clip_val).float().mean() > 0.5, f"clipping rarely triggers: {alone_norms}"
+    clipped = (alone_norms > alone[0].trainer.gradient_clip_val).float().mean()
+    assert clipped > 0.5, f"clipping should trigger on most steps: {alone_norms}"
     torch.testing.assert_close(torch.stack(norms["together"]).T, alone_norms, rtol=1e-2, atol=0)  # each its own norm
     assert_same_training(alone, together, **tolerance)
