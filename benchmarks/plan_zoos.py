@@ -7,7 +7,10 @@ FLOP term at MFU, each model at its trainer.precision's peak: a floor no populat
 step goes below); one by one; with populations; with populations and runtime.compile (PINNs train
 eagerly: none); one by one / the best of the two. Then the same for the 8 ResNet zoos together.
 
-    python benchmarks/plan_zoos.py [--cluster example_gpu]
+    python benchmarks/plan_zoos.py [--cluster example_gpu] [OVERRIDE ...]
+
+Overrides apply to every zoo, e.g. `trainer.precision=bf16-mixed`: what every zoo would cost trained
+at bf16 (not the reference's precision for the image zoos).
 """
 
 import argparse
@@ -28,8 +31,8 @@ def hours(h: float) -> str:
     return f"{h:,.0f}" if h >= 1000 else f"{h:.3g}"
 
 
-def figures(zoo: str, cluster: str, root: str) -> dict:
-    overrides = [f"zoo={zoo}", f"cluster={cluster}", f"paths.root={root}"]
+def figures(zoo: str, cluster: str, root: str, extra: list[str]) -> dict:
+    overrides = [f"zoo={zoo}", f"cluster={cluster}", f"paths.root={root}", *extra]
     plan = plan_zoo(overrides)
     row = {
         "models": len(plan.cells),
@@ -50,9 +53,10 @@ def figures(zoo: str, cluster: str, root: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cluster", default="example_gpu")
+    parser.add_argument("overrides", nargs="*", help="applied to every zoo, e.g. trainer.precision=bf16-mixed")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="zoo-plan-table-")
-    rows = {zoo: figures(zoo, args.cluster, root) for zoo in REFERENCE_ZOOS}
+    rows = {zoo: figures(zoo, args.cluster, root, args.overrides) for zoo in REFERENCE_ZOOS}
     print(
         "| zoo | precision | models | array tasks | FLOPs alone | device-hours one by one | with populations "
         "| + runtime.compile | one by one / best |"
