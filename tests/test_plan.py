@@ -201,3 +201,13 @@ def test_a_precision_without_a_peak_is_refused_naming_the_key():
 
     with pytest.raises(ConfigError, match="trainer.precision=64-true.*cluster example_gpu"):
         format_plan(plan_zoo(["zoo=demo", "cluster=example_gpu", "trainer.precision=64-true"]))
+
+
+def test_the_float32_peak_follows_runtime_tf32():
+    """example_gpu: with runtime.tf32=false float32 matmuls and convolutions run in IEEE fp32
+    (cluster.tflops_fp32, 19.5 on an A100) instead of TF32 (cluster.tflops, 156)."""
+    grid = ["zoo=demo", "cluster=example_gpu", "runtime.population=off"]
+    tf32, ieee = (plan_zoo([*grid, f"runtime.tf32={on}"]) for on in ("true", "false"))
+    for a, b in zip(tf32.cells, ieee.cells, strict=True):
+        assert ieee.flop_hours(b) == pytest.approx(tf32.flop_hours(a) * 156 / 19.5, rel=1e-12)
+    assert "at 19.5 TFLOP/s for 32-true (cluster.tflops_fp32) x MFU 0.3" in format_plan(ieee)

@@ -4,7 +4,8 @@ import json
 import shutil
 
 import pytest
-from helpers import FAST, assert_same_run, crash_after_epoch, zoo_train
+import torch
+from helpers import FAST, TINY, assert_same_run, crash_after_epoch, zoo_train
 from safetensors.torch import load_file
 
 from zoo.data import Batches, load
@@ -170,3 +171,15 @@ def test_bad_value_names_the_key(tmp_path):
     proc = zoo_train(tmp_path, "model.width=abc", check=False)
     assert proc.returncode != 0
     assert "model.width='abc' is not a positive integer" in proc.stderr
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_runtime_tf32_sets_the_cuda_float32_precision_training_runs_with(tmp_path, data_root, tf32):
+    """TF32 on tensor-core GPUs is a runtime choice (zoo-plan's peak follows it); CPU kernels keep IEEE fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
+    (cfg,) = cell_configs(
+        [f"paths.root={tmp_path}", f"paths.data={data_root}", "model.width=4", "seed=0", f"runtime.tf32={tf32}", *TINY]
+    )
+    assert train_model(cfg).state == "ok"
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # not torch.set_float32_matmul_precision

@@ -104,14 +104,18 @@ class Plan:
         return [c for c in self.cells if c.cfg.id not in self.done and c.cfg.id not in self.queued]
 
     def peak_key(self, cell: Cell) -> str:
-        """The cluster key of the peak TFLOP/s the cell trains at (its trainer.precision)."""
+        """The cluster key of the peak TFLOP/s the cell trains at: by its trainer.precision, and for
+        32-bit floats by runtime.tf32 (TF32 tensor cores, or IEEE fp32)."""
         precision, name = str(cell.cfg.trainer.precision), self.cluster.name
         key = PEAKS.get(precision)
         if key is None:
             raise ConfigError(
                 f"zoo-plan has no peak for trainer.precision={precision} on cluster {name}: it plans "
-                "32-true (cluster.tflops), 16-mixed and bf16-mixed (cluster.tflops_16bit)"
+                "32-true (cluster.tflops, or tflops_fp32 with runtime.tf32=false), 16-mixed and bf16-mixed "
+                "(cluster.tflops_16bit)"
             )
+        if key == "tflops" and not cell.cfg.runtime.get("tf32", True):
+            key = "tflops_fp32"
         if key not in self.cluster:
             raise ConfigError(
                 f"trainer.precision={precision} needs cluster.{key} (peak TFLOP/s at that precision) in "

@@ -100,8 +100,16 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], clip: bool = Tru
     )
 
 
-def _fit(cfg: DictConfig, run: RunDir) -> None:
+def set_torch_runtime(cfg: DictConfig) -> None:
+    """The process-wide torch settings a model (or population) trains with: its threads, and TF32
+    for float32 matmuls and convolutions on tensor-core GPUs (`runtime.tf32`). The CUDA flags only:
+    torch.set_float32_matmul_precision would also switch CPU (oneDNN) matmuls."""
     torch.set_num_threads(cfg.runtime.threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.runtime.tf32)
+
+
+def _fit(cfg: DictConfig, run: RunDir) -> None:
+    set_torch_runtime(cfg)
     data = datasets.load(cfg.data, cfg.paths.data)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model)

@@ -21,7 +21,6 @@ import traceback
 import warnings
 
 import lightning.pytorch as pl
-import torch
 from omegaconf import DictConfig
 
 from zoo import data as datasets
@@ -33,7 +32,7 @@ from zoo.train.ids import model_id, short_hash, with_identity
 from zoo.train.population.mlp import MLPPopulation
 from zoo.train.population.nets import NetPopulation
 from zoo.train.population.pinn import PINNPopulation
-from zoo.train.run import Result, checkpoint_epochs, make_trainer
+from zoo.train.run import Result, checkpoint_epochs, make_trainer, set_torch_runtime
 from zoo.train.rundir import RunDir, run_dir, zoo_dir_of
 from zoo.train.tasks import task_of
 
@@ -181,7 +180,7 @@ def build_population(cfgs: list[DictConfig]) -> pl.LightningModule:
 
 def _fit(cfgs: list[DictConfig], runs: list[RunDir], state: RunDir) -> None:
     first = cfgs[0]
-    torch.set_num_threads(first.runtime.threads)
+    set_torch_runtime(first)
     pop = build_population(cfgs)
     warnings.filterwarnings("ignore", ".*configure_optimizers.*returned `None`.*")
     # manual optimization: NetPopulation clips each member itself
