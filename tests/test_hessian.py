@@ -73,7 +73,7 @@ def test_a_basis_bound_restarts_lanczos_and_keeps_eigenvalues_and_trace_right(to
 
     out = hessian_metrics(model, Classify(), batches, top_n=top_n, max_basis_gb=gib(8, len(exact)), max_iter=300)
 
-    assert out["basis_vectors"] == 8 and out["restarts"] >= 1  # the bound bit: Lanczos took more steps
+    assert out["basis_vectors"] == 8 and out["restarts"] >= 1  # the bound binds: Lanczos took more steps
     assert out["top_eigenvalues"] == pytest.approx(exact.flip(0)[:top_n].tolist(), rel=1e-3)
     assert 0 < out["trace_std"] and abs(out["trace"] - exact.sum().item()) < 3 * out["trace_std"]
     assert sum(out["ritz_weights"]) == pytest.approx(1.0)  # the quadrature of the steps before the restart

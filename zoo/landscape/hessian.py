@@ -60,7 +60,7 @@ def hessian_metrics(
     study's PyHessian power iteration finds the largest-magnitude one); values keep their sign.
 
     `max_basis_gb` (GiB; None: no bound) bounds the Lanczos basis to m = max_basis_gb / (4 bytes x P)
-    vectors. Memory is then m + ~7 parameter-sized vectors plus the HVP's graph (measured on CPU with
+    vectors. Memory is then m + ~7 parameter-sized vectors (probe_batch 1) plus the HVP graph (on CPU with
     m = 6: 13.1; tests/test_hessian.py), where the unbounded basis takes a buffer of max_iter (the
     code before the buffer held the basis three times over: 100 vectors for 32). A full buffer
     restarts Lanczos from its m/2 top-ranked Ritz vectors (thick restart, Wu & Simon 2000): the same
