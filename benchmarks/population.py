@@ -37,10 +37,13 @@ the sides back to back in one process (`--device gpu`: on the GPU, same output).
 multiply-adds of a member step, seconds one by one and as the grouping trains it, and the ratio;
 `--force` trains every cell as a population (the figures `zoo.train.grouping.CPU_MAX_MACS` is set
 from), else the grouping decides per cell (runtime.population=auto). `--compile true` (or a backend
-name) adds a third side: the populations with runtime.compile, compile time included.
+name) adds a third side: the populations with runtime.compile, compile time included. Last, zoo-plan's
+cost model fitted per side to the cells' last epochs: the overhead of an optimizer step (zoo-plan's
+`step_ms`, which a population is assumed to pay once for its K members) and the FLOP throughput
+(`tflops` x `mfu`), measured on this device (`--images`: more steps per epoch, a tighter fit).
 
     python benchmarks/population.py [--zoo demo|convection_pinn|cifar10_resnet18] [--epochs N] [--root DIR]
-                                    [--device cpu|gpu] [--force] [--compile off|true|BACKEND]
+                                    [--device cpu|gpu] [--force] [--compile off|true|BACKEND] [--images N]
 """
 
 import argparse
@@ -137,6 +140,23 @@ def data_feed(x: torch.Tensor, y: torch.Tensor, k: int = 16, batch_size: int = 3
     )
 
 
+def three_sides(grid: list[str], root: Path, n: int, single: str) -> tuple[dict, dict, dict]:
+    """Train the zoo `grid` three ways (one by one, populations through Hydra, populations through
+    zoo-run's path), each under `root/<side>`: wall seconds, training seconds per width and the
+    cells' configs per side."""
+    train = ["-m", "zoo.cli.train", "-m"]
+    runs = {
+        "one_by_one": (f"one-by-one: zoo-train -m ({single}, joblib launcher)", [*train, *grid]),
+        "hydra": ("population: zoo-train -m hydra/launcher=population", [*train, *grid, "hydra/launcher=population"]),
+        "population": ("population: train_cells(cell_configs(...)) (zoo-run's path)", ["-c", TRAIN_CELLS, *grid]),
+    }
+    wall, secs = {}, {}
+    for side, (label, argv) in runs.items():
+        wall[side], secs[side] = launch([*argv, f"paths.root={root / side}"])
+        print(f"{label:74s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
+    return wall, secs, {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+
+
 PINN_GRID = [
     "zoo=convection_pinn",
     "+smoke=on",
@@ -158,6 +178,7 @@ def main() -> None:
     )
     parser.add_argument("--widths", default="2,4,8,16", help="cifar10_resnet18: the grid's widths")
     parser.add_argument("--batch-sizes", default="8,16,32,64", help="cifar10_resnet18: the grid's batch sizes")
+    parser.add_argument("--images", type=int, default=128, help="cifar10_resnet18: synthetic training images")
     parser.add_argument("--epochs", type=int, default=None, help="default: 100 (demo, its own), 2 (convection_pinn)")
     parser.add_argument("--root", type=Path, default=None, help="where both zoos are written (default: a temp dir)")
     args = parser.parse_args()
@@ -175,22 +196,7 @@ def main() -> None:
     print(f"grouping:\n{describe(populations(zoo, workers=2))}")
     torch.set_num_threads(1)  # as each training worker
     print(data_feed(data.x_train, data.y_train))
-    train = ["-m", "zoo.cli.train", "-m"]
-    runs = {
-        "one_by_one": [*train, *grid],
-        "hydra": [*train, *grid, "hydra/launcher=population"],
-        "population": ["-c", TRAIN_CELLS, *grid],
-    }
-    labels = {
-        "one_by_one": "one-by-one: zoo-train -m (Lightning per model, joblib launcher)",
-        "hydra": "population: zoo-train -m hydra/launcher=population",
-        "population": "population: train_cells(cell_configs(...)) (zoo-run's path)",
-    }
-    wall, secs = {}, {}
-    for side, argv in runs.items():
-        wall[side], secs[side] = launch([*argv, f"paths.root={root / side}"])
-        print(f"{labels[side]:66s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
-    cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+    wall, secs, cfgs = three_sides(grid, root, n, "Lightning per model")
     print(compare(cfgs["one_by_one"], cfgs["population"]))
     finals = [
         [load_file(run_dir(cfg).ckpt_path(args.epochs)) for cfg in cfgs[side]] for side in ("hydra", "population")
@@ -219,22 +225,7 @@ def pinn(epochs: int, root: Path) -> None:
         f"{os.cpu_count()} cores; runs in {root}"
     )
     print(f"grouping:\n{describe(populations(zoo, workers=2))}")
-    train = ["-m", "zoo.cli.train", "-m"]
-    runs = {
-        "one_by_one": [*train, *grid],
-        "hydra": [*train, *grid, "hydra/launcher=population"],
-        "population": ["-c", TRAIN_CELLS, *grid],
-    }
-    labels = {
-        "one_by_one": "one-by-one: zoo-train -m (Lightning PINN module per model, joblib launcher)",
-        "hydra": "population: zoo-train -m hydra/launcher=population",
-        "population": "population: train_cells(cell_configs(...)) (zoo-run's path)",
-    }
-    wall = {}
-    for side, argv in runs.items():
-        wall[side], _ = launch([*argv, f"paths.root={root / side}"])
-        print(f"{labels[side]:74s} {wall[side]:6.1f} s {n / wall[side] * 3600:7.0f} models/hour")
-    cfgs = {side: cell_configs([*grid, f"paths.root={root / side}"]) for side in runs}
+    wall, _, cfgs = three_sides(grid, root, n, "Lightning PINN module per model")
     print(compare(cfgs["one_by_one"], cfgs["population"]))
     print(
         f"speedup with hydra/launcher=population (Hydra composes every cell, ~0.1 s each): "
@@ -243,10 +234,10 @@ def pinn(epochs: int, root: Path) -> None:
     print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")
 
 
+N_TEST = 64  # synthetic CIFAR-10 test images of the cifar10_resnet18 comparison
 RESNET_GRID = [
     "zoo=cifar10_resnet18",
     "seed=0,1,2",
-    "data.n_train=128",
     "data.eval_batch_size=256",
 ]
 
@@ -268,10 +259,13 @@ def last_epoch_seconds(cfgs: list) -> float:
 def resnet(args: argparse.Namespace, root: Path) -> None:
     """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
     epochs, device, force, compile_backend = args.epochs or 2, args.device, args.force, args.compile
-    zoo_files.write_cifar10(root / "data", per_file=26, n_test=64)  # 130 training images, 64 test
+    if device == "gpu" and not torch.cuda.is_available():
+        sys.exit(f"--device gpu: no CUDA device here (torch {torch.__version__}); run it where a GPU is")
+    zoo_files.write_cifar10(root / "data", per_file=-(-args.images // 5), n_test=N_TEST)
     base = [
         *RESNET_GRID,
         f"trainer.max_epochs={epochs}",
+        f"data.n_train={args.images}",
         f"paths.data={root / 'data'}",
         f"runtime.accelerator={device}",
         "runtime.threads=1",
@@ -284,7 +278,7 @@ def resnet(args: argparse.Namespace, root: Path) -> None:
     cfgs = {side: cell_configs([*grid, *flags, f"paths.root={root / side}"]) for side, flags in sides.items()}
     name = torch.cuda.get_device_name() if device == "gpu" else f"{os.cpu_count()} cores, 1 thread"
     print(
-        f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, 128 synthetic "
+        f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, {args.images} synthetic "
         f"CIFAR-10 images, {device} ({name}); load average {os.getloadavg()[0]:.1f}; runs in {root}"
     )
     torch.set_num_threads(1)
@@ -327,8 +321,44 @@ def resnet(args: argparse.Namespace, root: Path) -> None:
             f"{side:10s} {wall[side]:7.1f} s {len(cfgs[side]) / wall[side] * 3600:7.0f} models/hour; "
             f"last epoch of every cell {epoch[side]:6.1f} s"
         )
+    print(cost_model(cells, last, cfgs, sides))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     print(f"speedup: {wall['one_by_one'] / wall['population']:.2f}x")
+
+
+def cost_model(cells: list, last: dict, cfgs: dict, sides: dict) -> str:
+    """zoo-plan's cost model (zoo/plan.py: a step costs step_ms + its FLOPs / (tflops x mfu), and a
+    population pays step_ms once for its K members) fitted to the last epoch of every cell: seconds
+    of an epoch = steps x overhead + FLOPs / throughput + a fixed cost per epoch (test evaluation call,
+    checkpoint, metrics line, resume state: not in zoo-plan's model), by least squares on relative
+    errors. FLOPs: 6 x the forward multiply-adds per training sample (2 per multiply-add; the backward
+    costs twice the forward) and 2 x per test image, x K members. Each side is fitted on the cells it
+    trained as populations (K = 3) or one by one (K = 1); cells of the other kind are left out."""
+    lines = [
+        "zoo-plan's cost model fitted to the last epochs (one epoch: steps x overhead + FLOPs / throughput + fixed):"
+    ]
+    for side in sides:
+        k = 1 if side == "one_by_one" else 3
+        rows, seconds = [], []
+        for width, batch in cells:
+            cfg = next(c for c in cfgs[side] if (c.model.width, c.data.batch_size) == (width, batch))
+            if (k == 3) != (population_key(cfg) is not None):
+                continue
+            n, macs = cfg.data.n_train, net_sizes(cfg)[1]
+            rows.append([-(-n // batch), k * macs * (6.0 * n + 2.0 * N_TEST), 1.0])
+            seconds.append(last[width, batch][side] / (3 // k))  # one by one: the 3 seeds' epochs are summed
+        if len(rows) < 3:
+            continue
+        a = torch.tensor(rows, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)[:, None]
+        fit = torch.linalg.lstsq(a, torch.ones(len(rows), 1, dtype=torch.float64)).solution.flatten()
+        errors = (a @ fit - 1).abs()
+        overhead, inverse, fixed = fit.tolist()
+        lines.append(
+            f"  {side:10s} K={k}: overhead {overhead * 1e3:6.2f} ms a step ({overhead * 1e3 / k:5.2f} ms a member), "
+            f"throughput {1 / inverse / 1e9:5.1f} GFLOP/s, fixed {fixed:5.2f} s an epoch; {len(rows)} cells, "
+            f"fit within {errors.median():.0%} (median), {errors.max():.0%} (max)"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,14 @@ def test_phases_relabels_a_published_table(tmp_path):
         assert [r["phase"] for r in csv.DictReader(f)] == ["I", "II", "III", "IV-A", "IV-B"]
     assert (tmp_path / "published_figures" / "phase_map.png").exists()
     assert "IV-B 1" in proc.stdout
+
+
+def test_phases_hides_columns_no_cell_has(tmp_path):
+    """A PINN zoo has no accuracy: its all-NaN test_acc column is left out of the printed table."""
+    table = tmp_path / "pinn.csv"
+    table.write_text(
+        "model.width,data.batch_size,train_loss,test_acc,test_rel_l2,mc_loss_train,cka\n"
+        "2,8,1.9,nan,0.9,-0.3,0.5\n256,8,0.01,nan,0.02,-0.4,0.99\n"
+    )
+    header = run_cli(phases_main, f"metrics_csv={table}").stdout.splitlines()[0]
+    assert "test_rel_l2" in header and "phase" in header and "test_acc" not in header

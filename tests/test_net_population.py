@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from zoo.sweep import cell_configs
 from zoo.train.grouping import population_key, populations
 from zoo.train.population import PopulationWriter, population_dir, train_population
+from zoo.train.population.nets import NetPopulation
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
 
@@ -93,3 +94,52 @@ def test_only_seeds_share_a_population_where_it_pays(net_data_root):
     assert sorted(len(g) for g in populations(on_gpu, memory=64 * 2**30)) == [3, 3, 3]
     (micro,) = cell_configs([*NET_CELLS["resnet18"], "runtime.micro_batch_size=2", "seed=0"])
     assert population_key(micro) is None, "gradient accumulation trains alone"
+
+
+def test_gpt_zoo_cells_form_populations_on_a_gpu():
+    """owt_gpt2's recipe (bf16-mixed, gradient clipping 1.0): a cell's seeds train as one; 16-mixed stays alone."""
+    cell = ["zoo=owt_gpt2", "model.width=64", "data.batch_size=8", "seed=0,1,2", "runtime.accelerator=gpu"]
+    assert [len(g) for g in populations(cell_configs(cell), memory=40 * 2**30)] == [3]
+    fp16 = cell_configs([*cell, "trainer.precision=16-mixed"])
+    assert [len(g) for g in populations(fp16, memory=40 * 2**30)] == [1, 1, 1], "one loss scaler for all: alone"
+
+
+# Clip values below the tiny cells' gradient norms (GPT ~1.6, ResNet-18 ~6): every step is clipped. Measured
+# here (relative L2 of the weights, relative metrics): GPT in bf16-mixed, clipped per member, matches one by
+# one to 5e-9 (weights) and 3e-7 (losses); clipped by the population's joint norm instead it is off by 4e-4
+# (Adam undoes most of a constant scale), and with a float32 forward by 3e-4. ResNet-18 (SGD) per member:
+# 6e-6 and 6e-5 (the channels-last test loss); by the joint norm 1e-4 and 1e-3.
+CLIPPED = {
+    "gpt": (["trainer.precision=bf16-mixed", "trainer.gradient_clip_val=0.5"], {"rtol": 1e-5, "atol": 1e-5}),
+    "resnet18": (["trainer.gradient_clip_val=1.0"], {"rtol": 3e-4, "atol": 1e-4}),
+}
+
+
+@pytest.mark.parametrize("name", CLIPPED)
+def test_clipped_members_match_one_by_one(name, net_data_root, tmp_path, monkeypatch, one_thread):
+    """Each member's gradient is clipped by its own norm, as Lightning clips it alone (GPT: under bf16-mixed)."""
+    overrides, tolerance = CLIPPED[name]
+    alone = net_configs(tmp_path / "alone", net_data_root, name, *overrides)
+    together = net_configs(tmp_path / "together", net_data_root, name, *overrides)
+    norms = {"alone": [], "together": []}
+
+    def recording(where, fn):
+        def record(*args, **kwargs):
+            norms[where].append(fn(*args, **kwargs))  # the total norm before clipping
+            return norms[where][-1]
+
+        return record
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording("alone", torch.nn.utils.clip_grad_norm_))
+    for cfg in alone:
+        assert train_model(cfg).state == "ok"
+    clip_members = recording("together", NetPopulation.clip_member_gradients)
+    monkeypatch.setattr(NetPopulation, "clip_member_gradients", clip_members)
+    assert population_key(together[0]) is not None
+    assert [r.state for r in train_population(together)] == ["ok", "ok"]
+
+    alone_norms = torch.stack(norms["alone"]).view(2, -1)  # [member, step]: the models trained one after the other
+    clipped = (alone_norms > alone[0].trainer.gradient_clip_val).float().mean()
+    assert clipped > 0.5, f"clipping should trigger on most steps: {alone_norms}"
+    torch.testing.assert_close(torch.stack(norms["together"]).T, alone_norms, rtol=1e-2, atol=0)  # each its own norm
+    assert_same_training(alone, together, **tolerance)

@@ -103,33 +103,101 @@ def stand_in(bin_dir, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def test_plan_prints_what_the_launcher_submits(tmp_path):
-    """The same array tasks, arrays and sbatch scripts: `zoo-train -m ... hydra/launcher=slurm` runs
-    against a stand-in `sbatch` that keeps the scripts it is given."""
-    grid = ["zoo=demo", "model.width=2,4,64", "data.batch_size=32,128", f"paths.root={tmp_path}"]
-    overrides = [*grid, "cluster.max_array_size=3"]
-    plan = plan_zoo(overrides)
-    bin_dir, scripts = tmp_path / "bin", tmp_path / "scripts"
-    bin_dir.mkdir(), scripts.mkdir()
-    stand_in(bin_dir, "squeue", "exit 0")
+def slurm_grid(root) -> list[str]:
+    """A small demo sweep whose populations fill two arrays of at most 3 tasks."""
+    return [
+        "zoo=demo",
+        "model.width=2,4,64",
+        "data.batch_size=32,128",
+        f"paths.root={root}",
+        "cluster.max_array_size=3",
+    ]
+
+
+def launch(plan, root) -> tuple[list[str], list[list[str]]]:
+    """`zoo-train -m <plan's overrides> hydra/launcher=slurm` against stand-ins for SLURM's commands:
+    `sbatch` keeps the scripts it is given (job ids 0, 1, ...), `squeue` prints root/queue.txt.
+    Returns the scripts and array tasks (model ids, from the launcher's records) of this launch."""
+    from zoo.slurm import jobs
+
+    bin_dir, scripts = root / "bin", root / "scripts"
+    bin_dir.mkdir(exist_ok=True), scripts.mkdir(exist_ok=True)
+    stand_in(bin_dir, "squeue", f'cat "{root}/queue.txt" 2>/dev/null; exit 0')
     stand_in(bin_dir, "srun", "exit 0")
     stand_in(bin_dir, "scontrol", 'echo "MaxArraySize            = 1001"')
     stand_in(bin_dir, "sbatch", f'n=$(ls "{scripts}" | wc -l); cp "$1" "{scripts}/$n"; echo "Submitted batch job $n"')
-    command = [c for c in plan.submission.overrides if c not in overrides] + ["hydra.launcher.wait=false"]
+    before = len(list(scripts.iterdir()))
     run(
         sys.executable,
         "-m",
         "zoo.cli.train",
         "-m",
-        *overrides,
+        *plan.submission.overrides,
         "hydra/launcher=slurm",
-        *command,
+        "hydra.launcher.wait=false",
         PATH=f"{bin_dir}:{os.environ['PATH']}",
     )
-    submitted = [(scripts / str(i)).read_text() for i in range(len(list(scripts.iterdir())))]
-    assert submitted == plan.submission.scripts and len(submitted) == 2  # an array of 3 tasks, one job
-    from zoo.slurm import jobs
+    submitted = [(scripts / str(i)).read_text() for i in range(before, len(list(scripts.iterdir())))]
+    records = [r for r in jobs.read_records(root / "runs" / "demo", "train") if int(r.job_id) >= before]
+    return submitted, [task for r in records for task in r.tasks]
 
-    records = jobs.read_records(tmp_path / "runs" / "demo", "train")
-    assert [task for r in records for task in r.tasks] == plan.submission.tasks
-    assert "array tasks: 4 in 2 array(s) (MaxArraySize 3): 4 population(s) of 2..4 models" in format_plan(plan)
+
+def test_plan_prints_what_the_launcher_submits_and_leaves_out_what_it_leaves_out(tmp_path, monkeypatch):
+    """The same array tasks, arrays and sbatch scripts as `zoo-train -m ... hydra/launcher=slurm`; on a
+    relaunch, after some models are DONE (in their run dirs) and one task of the first array is still
+    pending, neither zoo-plan nor the launcher counts those, and the rest is regrouped alike."""
+    from zoo.train.rundir import run_dir
+
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")  # zoo-plan asks the stand-in squeue
+    overrides = slurm_grid(tmp_path)
+    fresh = plan_zoo(overrides)
+    assert not fresh.done and not fresh.queued and fresh.queue_note is None
+    submitted, tasks = launch(fresh, tmp_path)
+    assert submitted == fresh.submission.scripts and len(submitted) == 2  # an array of 3 tasks, one job
+    assert tasks == fresh.submission.tasks
+    text = format_plan(fresh)
+    assert "array tasks: 4 in 2 array(s) (MaxArraySize 3): 4 population(s) of 2..4 models" in text
+    assert "to submit: 12 models (0 done, 0 held by pending or running SLURM tasks)" in text
+
+    cfgs = {c.cfg.id: c.cfg for c in fresh.cells}
+    done = [*fresh.submission.tasks[0], fresh.submission.tasks[1][0]]  # a population and one member of another
+    for key in done:
+        run = run_dir(cfgs[key])
+        run.write_status("ok")
+        run.mark_done()
+    (tmp_path / "queue.txt").write_text("0|1|COMPLETED|None\n0|2|PENDING|Priority\n")  # job 0: tasks 0-2
+    plan = plan_zoo(overrides)
+    assert plan.done == set(done) and plan.queued == dict.fromkeys(fresh.submission.tasks[2], "0")
+    todo = set(cfgs) - set(done) - set(plan.queued)
+    assert todo and sorted(key for task in plan.submission.tasks for key in task) == sorted(todo)
+    text = format_plan(plan)
+    assert f"to submit: {len(todo)} models ({len(done)} done, {len(plan.queued)} held by pending" in text
+    assert f"device-hours of the {len(todo)} to submit" in text
+    submitted, tasks = launch(plan, tmp_path)
+    assert (submitted, tasks) == (plan.submission.scripts, plan.submission.tasks)
+
+    for key in todo | set(plan.queued):  # all trained: nothing is left to submit
+        run_dir(cfgs[key]).mark_done()
+    text = format_plan(plan_zoo(overrides))
+    assert "array tasks: none (nothing left to submit)" in text and "submits nothing" in text
+    assert "device-hours: none left to spend" in text
+
+
+def test_the_peak_follows_the_cells_precision():
+    """example_gpu: 16-bit mixed precision runs on the tensor cores' bf16/fp16 peak, twice TF32's,
+    so the FLOP term halves; the per-step overhead and the FLOPs themselves stay."""
+    grid = ["zoo=demo", "cluster=example_gpu", "runtime.population=off"]
+    fp32, bf16 = (plan_zoo([*grid, f"trainer.precision={p}"]) for p in ("32-true", "bf16-mixed"))
+    for a, b in zip(fp32.cells, bf16.cells, strict=True):
+        assert (a.flops, a.steps) == (b.flops, b.steps)
+        assert b.flops and bf16.flop_hours(b) == pytest.approx(fp32.flop_hours(a) / 2, rel=1e-12)
+        assert bf16.hours(b) - bf16.flop_hours(b) == pytest.approx(fp32.hours(a) - fp32.flop_hours(a), rel=1e-12)
+    assert "at 156 TFLOP/s for 32-true (cluster.tflops) x MFU 0.3" in format_plan(fp32)
+    assert "at 312 TFLOP/s for bf16-mixed (cluster.tflops_16bit) x MFU 0.3" in format_plan(bf16)
+
+
+def test_a_precision_without_a_peak_is_refused_naming_the_key():
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.precision=64-true.*cluster example_gpu"):
+        format_plan(plan_zoo(["zoo=demo", "cluster=example_gpu", "trainer.precision=64-true"]))

@@ -4,14 +4,17 @@ for it, before anything runs.
 Counts models and checkpoints; per architecture, parameters and checkpoint bytes, and the FLOPs and
 activation bytes of one forward/backward step per input shape (zoo.plan_costs: a shipped table,
 measured with torch on the meta device by zoo.plan_measure for what it lacks), scaled to a
-training run; turns FLOPs into device-hours with the cluster profile (`conf/cluster/`: `tflops` x
-`mfu` per array task, plus `step_ms` per optimizer step, which bounds small models at small batches).
+training run; turns FLOPs into device-hours with the cluster profile (`conf/cluster/`: the peak
+TFLOP/s of the model's `trainer.precision` x `mfu` per array task, plus `step_ms` per optimizer step,
+which bounds small models at small batches).
 
 The array tasks are the launcher's own (`zoo-train -m ... hydra/launcher=slurm`): its settings
 (conf/hydra/launcher/slurm.yaml), its grouping into tasks (zoo.slurm.launcher.array_tasks: one
-task per population), its split into arrays and submitit's sbatch script (zoo.slurm.submit), so
-what is printed is what it submits for a zoo with nothing trained yet, and the device-hours
-follow the same populations. Neither torch nor Lightning is imported for the shipped zoos.
+task per population), its split into arrays and submitit's sbatch script (zoo.slurm.submit), for
+the models it would submit now: by its rules, not those whose run dir is DONE, nor those a pending
+or running task of an earlier launch holds (its record under runs/<zoo>/slurm/arrays/ and squeue).
+So what is printed is what it submits, and the device-hours are those still to spend, with the
+same populations. Neither torch nor Lightning is imported for the shipped zoos.
 """
 
 import json
@@ -25,16 +28,27 @@ from omegaconf import OmegaConf
 
 from zoo import plan_costs
 from zoo.atomic import write_json
-from zoo.config import accumulation, task_memory, task_name
+from zoo.config import ConfigError, accumulation, task_memory, task_name
 from zoo.sizes import PINN_SMOKE, SMOKE_SAMPLES, SMOKE_WINDOWS, SPLIT_SIZES
+from zoo.slurm import jobs
 from zoo.slurm.launcher import SlurmLauncher, array_tasks
+from zoo.slurm.status import live_queue
 from zoo.slurm.submit import groups_of, job_name, make_executor, sbatch_script
 from zoo.sweep import Resolved, compose_config, fixed_overrides, sweep_cells, views
 from zoo.train import grouping
-from zoo.train.rundir import checkpoint_epochs
+from zoo.train.rundir import checkpoint_epochs, run_dir, zoo_dir_of
 
 SHARD_OVERHEAD = 4096  # bytes per shard sample beyond its weights: meta.json and tar headers
 OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # state tensors per parameter in last.ckpt
+# trainer.precision (Lightning's names and short forms) -> the cluster key of the devices' peak TFLOP/s
+PEAKS = {
+    "32-true": "tflops",
+    "32": "tflops",
+    "16-mixed": "tflops_16bit",
+    "16": "tflops_16bit",
+    "bf16-mixed": "tflops_16bit",
+    "bf16": "tflops_16bit",
+}
 
 
 @dataclass
@@ -70,13 +84,44 @@ class Submission:
 
 @dataclass
 class Plan:
+    """`cells`: every model of the sweep; `done`: the ids whose run dir is DONE; `queued`: id -> job
+    id, for those a pending or running SLURM task holds; `queue_note`: why squeue was not asked.
+    The submission holds the rest (`todo`)."""
+
     overrides: list[str]
     cells: list[Cell]
     submission: Submission
+    done: set[str]
+    queued: dict[str, str]
+    queue_note: str | None = None
 
     @property
     def cluster(self) -> Mapping:
         return self.cells[0].cfg.cluster
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [c for c in self.cells if c.cfg.id not in self.done and c.cfg.id not in self.queued]
+
+    def peak_key(self, cell: Cell) -> str:
+        """The cluster key of the peak TFLOP/s the cell trains at (its trainer.precision)."""
+        precision, name = str(cell.cfg.trainer.precision), self.cluster.name
+        key = PEAKS.get(precision)
+        if key is None:
+            raise ConfigError(
+                f"zoo-plan has no peak for trainer.precision={precision} on cluster {name}: it plans "
+                "32-true (cluster.tflops), 16-mixed and bf16-mixed (cluster.tflops_16bit)"
+            )
+        if key not in self.cluster:
+            raise ConfigError(
+                f"trainer.precision={precision} needs cluster.{key} (peak TFLOP/s at that precision) in "
+                f"cluster {name}: add it to conf/cluster/{name}.yaml (see conf/cluster/example_gpu.yaml)"
+            )
+        return key
+
+    def flop_hours(self, cell: Cell) -> float:
+        """The FLOPs of one cell's training run at MFU `mfu` of its precision's peak, in hours."""
+        return cell.flops / (self.cluster[self.peak_key(cell)] * 1e12 * self.cluster.mfu) / 3600
 
     def hours(self, cell: Cell, population: bool = True) -> float:
         """Device-hours of one cell's training run on one array task of the cluster. A population
@@ -85,7 +130,7 @@ class Plan:
         cluster, k = self.cluster, cell.population if population else 1
         captured = population and cell.cfg.runtime.get("compile")
         step_ms = cluster.get("captured_step_ms", cluster.step_ms) if captured else cluster.step_ms
-        return (cell.flops / (cluster.tflops * 1e12 * cluster.mfu) + cell.steps * step_ms / 1e3 / k) / 3600
+        return self.flop_hours(cell) + cell.steps * step_ms / 1e3 / k / 3600
 
 
 @dataclass
@@ -108,9 +153,24 @@ def plan_zoo(overrides: list[str]) -> Plan:
     launcher = compose_config([*fixed_overrides(overrides), "hydra/launcher=slurm"], hydra=True)
     launch = [*overrides, *_runtime_overrides(overrides, launcher.cluster)]
     cfgs = views(sweep_cells(launcher.hydra.sweeper.params, launch))
-    submission = submit_plan(launch, cfgs, OmegaConf.to_container(launcher.hydra.launcher, resolve=True))
+    done, queued, note = left_out(cfgs)
+    todo = [cfg for cfg in cfgs if cfg.id not in done and cfg.id not in queued]
+    settings = OmegaConf.to_container(launcher.hydra.launcher, resolve=True)
+    submission = submit_plan(launch, todo, settings, task_memory(cfgs[0]), cfgs[0].zoo.name)
     k = {key: len(task) if pop else 1 for task, pop in zip(submission.tasks, submission.population) for key in task}
-    return Plan(list(overrides), [_cell(cfg, k[cfg.id]) for cfg in cfgs], submission)
+    return Plan(list(overrides), [_cell(cfg, k.get(cfg.id, 1)) for cfg in cfgs], submission, done, queued, note)
+
+
+def left_out(cfgs: list[Resolved]) -> tuple[set[str], dict[str, str], str | None]:
+    """What the SLURM launcher leaves out of its submission, by its own rules: the models whose run
+    dir is DONE (SlurmLauncher.launch), then those a pending or running task of an earlier launch
+    holds (submit_and_wait: jobs.queued), id -> job id. squeue is asked only for a zoo that was
+    submitted before (as zoo-status does); the note says why it could not be."""
+    done = {cfg.id for cfg in cfgs if run_dir(cfg).is_done()}
+    queue, note = live_queue(cfgs)
+    held = jobs.queued(zoo_dir_of(cfgs[0]), "train", queue) if queue else {}
+    open_ = {cfg.id for cfg in cfgs} - done  # an earlier launch may have held models of another sweep
+    return done, {key: job for key, job in held.items() if key in open_}, note
 
 
 def _runtime_overrides(overrides: list[str], cluster: Mapping) -> list[str]:
@@ -124,14 +184,14 @@ def _runtime_overrides(overrides: list[str], cluster: Mapping) -> list[str]:
     return [f"{key}={value}" for key, value in runtime.items() if key not in given]
 
 
-def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict) -> Submission:
+def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict, memory: int | None, zoo: str) -> Submission:
     """What the SLURM launcher (`launcher`: the `hydra.launcher` node of hydra/launcher=slurm)
-    submits for the cells `cfgs` of the sweep `overrides` when none is trained yet: its own
-    settings, array tasks, array split and submitit executor."""
+    submits for the cells `cfgs` of the sweep `overrides` (those it would not leave out), planned
+    for `memory` bytes per task: its own settings, array tasks, array split and submitit executor."""
     settings = SlurmLauncher(**{k: v for k, v in launcher.items() if k != "_target_"}).settings
     work = [(cfg.id, (cfg, [], i)) for i, cfg in enumerate(cfgs)]
-    tasks = array_tasks(work, settings["group_size"], task_memory(cfgs[0]))
-    executor = make_executor(settings, job_name(cfgs[0].zoo.name))
+    tasks = array_tasks(work, settings["group_size"], memory) if work else []
+    executor = make_executor(settings, job_name(zoo))
     arrays = groups_of(tasks, settings["max_array_size"])
     return Submission(
         overrides,
@@ -234,7 +294,7 @@ def _key(model_cfg: Mapping) -> str:
 def format_plan(plan: Plan) -> str:
     cells, cluster = plan.cells, plan.cluster
     first = cells[0].cfg
-    hours = [plan.hours(c) for c in cells]
+    hours = [plan.hours(c) for c in plan.todo]
     smallest, largest = min(cells, key=lambda c: c.params), max(cells, key=lambda c: c.params)
     ckpts = sum(c.checkpoints for c in cells)
     ckpt_bytes = sum(c.checkpoints * c.weight_bytes for c in cells)
@@ -245,15 +305,15 @@ def format_plan(plan: Plan) -> str:
         f"zoo: {first.zoo.name} (cluster: {cluster.name})",
         f"grid: {_grid(plan)}",
         f"models: {len(cells)}",
+        _todo_line(plan),
         f"checkpoints: {ckpts} ({'/'.join(map(str, per_model))} per model)",
         _tasks_line(plan.submission),
         f"parameters per cell: min {smallest.params:,} ({_prefix(smallest)}), "
         f"max {largest.params:,} ({_prefix(largest)})",
         f"training FLOPs per model: min {min(c.flops for c in cells):.3g}, max {max(c.flops for c in cells):.3g}, "
         f"total {sum(c.flops for c in cells):.3g}",
-        f"device-hours ({device} per task at {cluster.tflops:g} TFLOP/s x MFU {cluster.mfu:g}): "
-        f"total {sum(hours):,.3g}, max per model {max(hours):,.3g}",
-        _population_line(plan),
+        _hours_line(plan, hours, device),
+        *([_population_line(plan)] if hours else []),
         f"storage: checkpoints {_bytes(ckpt_bytes)}, resume state (last.ckpt) {_bytes(resume_bytes)}, "
         f"shards ~{_bytes(ckpt_bytes + ckpts * SHARD_OVERHEAD)}",
         memory_line(plan),
@@ -264,10 +324,39 @@ def format_plan(plan: Plan) -> str:
             f"note: {slow} model(s) take longer than timeout_min={cluster.timeout_min} (estimated): "
             "they resume from last.ckpt when their task is requeued or resubmitted"
         )
+    if plan.queue_note:
+        lines.append(f"note: SLURM's queue could not be read {plan.queue_note}: queued models are planned too")
     return "\n".join([*lines, *submission_lines(plan.submission)])
 
 
+def _todo_line(plan: Plan) -> str:
+    """What the launcher would submit, and what it leaves out."""
+    job_ids = sorted(set(plan.queued.values()), key=int)
+    held = f" (job(s) {', '.join(job_ids)})" if job_ids else ""
+    return (
+        f"to submit: {len(plan.todo)} models ({len(plan.done)} done, {len(plan.queued)} held by pending "
+        f"or running SLURM tasks{held})"
+    )
+
+
+def _hours_line(plan: Plan, hours: list[float], device: str) -> str:
+    if not hours:
+        return "device-hours: none left to spend (nothing to submit)"
+    return (
+        f"device-hours of the {len(hours)} to submit ({device} per task at {_peaks(plan)} x MFU {plan.cluster.mfu:g}): "
+        f"total {sum(hours):,.3g}, max per model {max(hours):,.3g}"
+    )
+
+
+def _peaks(plan: Plan) -> str:
+    """The peak each precision of the models to submit trains at, and its cluster key."""
+    used = sorted({(str(c.cfg.trainer.precision), plan.peak_key(c)) for c in plan.todo})
+    return ", ".join(f"{plan.cluster[key]:g} TFLOP/s for {precision} (cluster.{key})" for precision, key in used)
+
+
 def _tasks_line(submission: Submission) -> str:
+    if not submission.tasks:
+        return "array tasks: none (nothing left to submit)"
     sizes = [len(t) for t, pop in zip(submission.tasks, submission.population) if pop]
     kinds = [f"{len(sizes)} population(s) of {_span(sorted(set(sizes)))} models"] if sizes else []
     alone = len(submission.tasks) - len(sizes)
@@ -281,6 +370,8 @@ def _tasks_line(submission: Submission) -> str:
 def submission_lines(submission: Submission, shown: int = 8) -> list[str]:
     """The launch command, what its first `shown` array tasks train, and each array's sbatch script."""
     command = shlex.join(["zoo-train", "-m", *submission.overrides, "hydra/launcher=slurm"])
+    if not submission.tasks:
+        return [f"SLURM: `{command}` submits nothing: every model is done or held by a pending or running task"]
     lines = [f"SLURM: `{command}` submits (zoo/slurm/launcher.py; each task runs its models through submitit):"]
     for i, (task, pop) in enumerate(zip(submission.tasks[:shown], submission.population)):
         ids = ", ".join(task[:4]) + (f", ... ({len(task) - 4} more)" if len(task) > 4 else "")
@@ -295,13 +386,14 @@ def submission_lines(submission: Submission, shown: int = 8) -> list[str]:
 
 
 def _population_line(plan: Plan) -> str:
-    groups = sum(1 / c.population for c in plan.cells)
-    alone = sum(plan.hours(c, population=False) for c in plan.cells)
-    if round(groups) == len(plan.cells):
+    todo = plan.todo
+    groups = sum(1 / c.population for c in todo)
+    alone = sum(plan.hours(c, population=False) for c in todo)
+    if round(groups) == len(todo):
         return "populations: none (every model trains alone; runtime.population or its architecture)"
     return (
-        f"populations: {len(plan.cells)} models in {round(groups)} populations "
-        f"(runtime.population={plan.cells[0].cfg.runtime.population}); one by one: {alone:,.3g} device-hours"
+        f"populations: {len(todo)} models in {round(groups)} populations "
+        f"(runtime.population={todo[0].cfg.runtime.population}); one by one: {alone:,.3g} device-hours"
     )
 
 

@@ -19,7 +19,6 @@ SHOWN = (
     "hessian_trace",
     "cka",
     "mc_loss_train",
-    "phase",
 )
 
 
@@ -41,10 +40,15 @@ def run(args: list[str]) -> None:
         cfgs = cell_configs(overrides)
         out, rows = write_phases(cfgs)
         axes = list(cfgs[0].zoo.axes)
-    columns = [*axes, *(c for c in SHOWN if c in rows[0])]
+    columns = [*axes, *(c for c in SHOWN if any(_known(r.get(c)) for r in rows)), "phase"]
     print(format_table(columns, [[r[c] if r[c] is not None else "-" for c in columns] for r in rows]))
     print("\nphase counts: " + ", ".join(f"{p} {sum(r['phase'] == p for r in rows)}" for p in (*PHASES, None)))
     print(f"phase table: {out}\nfigures: {out.parent / 'figures' if not csv else out.parent}")
+
+
+def _known(value) -> bool:
+    """A measured value: not missing, not NaN (a PINN zoo has no accuracy to show)."""
+    return value is not None and value == value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,9 +5,10 @@ from zoo.cli import front
 SCRIPT = front.Script(
     "zoo-plan",
     "zoo=NAME [cluster=PROFILE] [key=value ...]",
-    "The dry run of a zoo, before anything trains: models, parameters, checkpoint bytes, FLOPs,\n"
-    "device-hours on the cluster profile (conf/cluster/), memory per task, and what\n"
-    "`zoo-train -m ... hydra/launcher=slurm` submits: its array tasks and sbatch scripts.",
+    "The dry run of a zoo (before a launch or a relaunch): models, parameters, checkpoint bytes, FLOPs,\n"
+    "device-hours on the cluster profile (conf/cluster/; the peak of each trainer.precision), memory\n"
+    "per task, and what `zoo-train -m ... hydra/launcher=slurm` submits now: the models not DONE nor\n"
+    "held by a pending or running SLURM task, its array tasks and sbatch scripts.",
     ["zoo-plan zoo=demo", "zoo-plan zoo=cifar10_resnet18 cluster=example_gpu model.width=16,64"],
 )
 

@@ -96,7 +96,7 @@ def resubmit_command(cfg: DictConfig, overrides: Sequence[str]) -> str:
 
 def report(cfgs: Sequence[DictConfig], overrides: Sequence[str], all_failed: bool = False) -> str:
     """The zoo-status text: table, totals, failed models (all of them with `all_failed`)."""
-    queue, note = _queue(cfgs)
+    queue, note = live_queue(cfgs)
     states = model_states(cfgs, queue)
     out = [
         f"zoo {cfgs[0].zoo.name}: {len(cfgs)} models in {zoo_dir_of(cfgs[0]) / 'models'}",
@@ -123,7 +123,7 @@ def report(cfgs: Sequence[DictConfig], overrides: Sequence[str], all_failed: boo
     return "\n".join(line for line in out if line is not None)
 
 
-def _queue(cfgs: Sequence[DictConfig]) -> tuple[jobs.Queue | None, str | None]:
+def live_queue(cfgs: Sequence[DictConfig]) -> tuple[jobs.Queue | None, str | None]:
     """The zoo's queued tasks, if it was ever submitted to SLURM and squeue answers."""
     if not jobs.records_dir(zoo_dir_of(cfgs[0])).exists():
         return None, None

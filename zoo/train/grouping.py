@@ -65,6 +65,7 @@ CACHE_PARAMS = 2**20  # on a CPU, at most this many parameters per population (4
 MEMORY_FRACTION = 0.5  # of the free memory, for all populations training at once
 STEP_COST = 2**17  # a step's fixed cost in multiply-adds (~0.2 ms here), for ordering work
 NETS = ("resnet", "vit", "gpt")  # trained by zoo.train.population.nets
+NET_PRECISIONS = ("32", "32-true", "bf16-mixed")  # of zoo.train.population.nets (see its module doc)
 # On a CPU, ResNet populations (a cell's seeds, K = 3) pay up to this width (first-stage channels), and
 # beyond it while a member's step is at most CPU_MAX_MACS multiply-adds. Measured with `benchmarks/
 # population.py --zoo cifar10_resnet18 --force` and three runs without it (one thread, grouped
@@ -149,11 +150,11 @@ def net_population_pays(cfg: DictConfig) -> bool:
 
 
 def _net_key(cfg: DictConfig) -> str | None:
-    """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only."""
+    """ResNet / ViT / GPT cells (zoo.train.population.nets): members differ in seed only. Gradient
+    clipping (per member) and bf16-mixed are supported; 16-mixed is not (one loss scaler for all)."""
     if (
         task_name(cfg) not in ("classify", "lm")
-        or cfg.trainer.gradient_clip_val is not None
-        or str(cfg.trainer.precision) not in ("32", "32-true")
+        or str(cfg.trainer.precision) not in NET_PRECISIONS
         or accumulation(cfg) > 1
         or not net_population_pays(cfg)
     ):

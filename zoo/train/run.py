@@ -74,15 +74,16 @@ def _train_locked(cfg: DictConfig, run: RunDir) -> Result:
     return Result(cfg.id, state, reason, seconds, run.path)
 
 
-def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The Lightning Trainer every model (or population) of a zoo is fitted with."""
+def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], clip: bool = True) -> pl.Trainer:
+    """The Lightning Trainer every model (or population) of a zoo is fitted with. `clip=False`: the
+    module clips its gradients itself (Lightning clips in automatic optimization only)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     for noise in (".*does not have many workers.*", ".*`srun` command is available.*", ".*LeafSpec.*"):
         warnings.filterwarnings("ignore", noise)
     slurm = trainer_options()
     return pl.Trainer(
         max_epochs=cfg.trainer.max_epochs,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        gradient_clip_val=cfg.trainer.gradient_clip_val if clip else None,
         accumulate_grad_batches=accumulation(cfg),
         precision=cfg.trainer.precision,
         accelerator=cfg.runtime.accelerator,

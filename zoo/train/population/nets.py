@@ -15,6 +15,13 @@ members match one-by-one training to float tolerance, not bitwise (tests/test_ne
 One Lightning step is one optimizer step of every member (manual optimization: the loss of the
 population is the sum of the members' losses, whose gradient is each member's own gradient).
 A diverged member is frozen at zero weights, buffers and optimizer state, its gradient masked.
+
+`trainer.gradient_clip_val` clips each member's gradient by its own norm, where and as Lightning
+clips a model trained alone (`on_before_optimizer_step`). `trainer.precision=bf16-mixed` needs
+nothing here: Lightning autocasts `training_step` (the forward; autograd runs the backward in the
+forward's dtypes, as it does for a model alone) and neither evaluation, which runs from callbacks
+in float32 both ways. Not 16-mixed: one GradScaler would skip every member's step when one
+member's gradient overflows (zoo.train.grouping keeps such cells alone).
 """
 
 from collections.abc import Iterator
@@ -59,7 +66,7 @@ class NetPopulation(pl.LightningModule):
         first = cfgs[0]
         self.k, self.seeds, self.data, self.optim = len(cfgs), [cfg.seed for cfg in cfgs], data, first.optim
         self.batch_size, self.eval_batch_size = first.data.batch_size, first.data.eval_batch_size
-        self.max_epochs = first.trainer.max_epochs
+        self.max_epochs, self.clip = first.trainer.max_epochs, first.trainer.gradient_clip_val or 0.0
         self.members = []  # each member as its own module, as train_model builds it (kept on the CPU)
         for cfg in cfgs:
             torch.manual_seed(cfg.seed)
@@ -106,6 +113,25 @@ class NetPopulation(pl.LightningModule):
         n = torch.full_like(loss, y[0].numel())
         step = torch.stack([loss.detach() * n, correct.to(loss.dtype), n])
         self.sums = step if self.sums is None else self.sums + step
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside opt.step(), before the update: where it clips a model trained alone.
+        if self.clip > 0:
+            self.clip_member_gradients(self.clip)
+
+    @torch.no_grad()
+    def clip_member_gradients(self, max_norm: float) -> torch.Tensor:
+        """`torch.nn.utils.clip_grad_norm_(member.parameters(), max_norm)` for every member at once:
+        each member's gradients scaled by max_norm / (norm + 1e-6), clamped to 1, where norm is the
+        2-norm of all its gradients (the norm of its per-tensor norms, as torch computes it).
+        Returns the members' norms [K]."""
+        grads = [self.net.split(p.grad) for p in self.stacked.parameters() if p.grad is not None]  # [K, ...]
+        norms = torch.stack([torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))) for g in grads])
+        total = torch.linalg.vector_norm(norms, dim=0)
+        scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
+        return total
 
     def epoch_train_metrics(self) -> list[dict[str, float]]:
         loss_sum, correct, n = self.sums.tolist()

@@ -184,7 +184,8 @@ def _fit(cfgs: list[DictConfig], runs: list[RunDir], state: RunDir) -> None:
     torch.set_num_threads(first.runtime.threads)
     pop = build_population(cfgs)
     warnings.filterwarnings("ignore", ".*configure_optimizers.*returned `None`.*")
-    trainer = make_trainer(first, [PopulationWriter(runs, checkpoint_epochs(first), state)])
+    # manual optimization: NetPopulation clips each member itself
+    trainer = make_trainer(first, [PopulationWriter(runs, checkpoint_epochs(first), state)], clip=False)
     resume = state.last_ckpt if state.last_ckpt.exists() else None
     if resume:
         log.info("population of %d: resuming from %s", len(cfgs), resume)
