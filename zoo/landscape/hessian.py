@@ -67,11 +67,12 @@ def hessian_metrics(
     residual test, so the same `tol` guarantee, at more HVPs when the top eigenvalues need more than m
     steps; Lanczos still runs until its basis holds min(deflate, m) vectors, which then deflate the
     trace: still unbiased, but fewer deflated directions leave a larger variance, so more probes.
-    Measured (benchmarks/hessian.py --basis; 2 cores shared with other agents, load 3.6-6: times
-    +-30%): on an MLP and a ResNet-18 the top eigenvalue converged within 8-16 steps, so with m = 8
-    (or 16) its error was that of the full basis (1e-7 to 2e-6) after 0-2 restarts; the trace took
-    83-100 probes instead of 22-46 (at m = 16: 37-74) and the whole 1.2-2.3x the time of the full
-    basis (geometric mean 1.67x; m = 16: 0.7-2.0x). With m >= the steps taken nothing changes, bit for bit.
+    Measured (benchmarks/hessian.py --basis, 1 thread): on an MLP and a ResNet-18 the top eigenvalue
+    converged within 8-16 steps, so with m = 8 its error was that of the full basis (1e-7 to 2e-6)
+    after 0-2 restarts; the trace took 83-100 probes instead of 22-46: 99-108 HVPs in all instead of
+    54-78 (m = 16: 53-90), 1.15-1.93x the time of the full basis (geometric mean 1.58x; 2 cores shared
+    with other agents at load 0.9-2.7; 1.67x at load 3.6-6). With m >= the steps taken nothing
+    changes, bit for bit.
 
     Returns top_eigenvalues (descending by that rank), trace, trace_std (its standard error), n_hvp
     (lanczos_steps + trace probes), basis_vectors (the deflation basis), restarts, and ritz_values /
