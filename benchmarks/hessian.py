@@ -16,6 +16,10 @@ of 5 runs for the MLPs and of 1 for the ResNet (the whole run takes ~8 min). The
 is the geometric mean over the problems of (PyHessian eigenvalue + trace time) / (our time).
 
 Run: python benchmarks/hessian.py
+
+`--basis` instead compares our full Lanczos basis with bases bounded by `max_basis_gb` to 32, 16 and
+8 parameter vectors (thick restart; deflation by the kept vectors) on the same problems: Lanczos
+HVPs, trace probes, eigenvalue error against the converged reference, trace and time (~3 min).
 """
 
 import math
@@ -132,7 +136,36 @@ def compare(name: str, model: nn.Module, data, repeats: int) -> float:
     return ratio
 
 
-if __name__ == "__main__":
+def compare_basis(name: str, model: nn.Module, data, repeats: int, bounds=(32, 16, 8)) -> float:
+    """The full Lanczos basis against `max_basis_gb` bounds of `bounds` parameter vectors."""
+    batches, n_params = [data], sum(p.numel() for p in model.parameters())
+    reference = hessian_metrics(model, Classify(), batches, tol=1e-9, trace_tol=1.0, seed=1)["top_eigenvalues"][0]
+    print(f"\n== {name}: {n_params:,} parameters (top eigenvalue {reference:.6f}, Lanczos to 1e-9)")
+    print(f"{'basis bound':>12}{'kept':>6}{'restarts':>10}{'Lanczos':>9}{'probes':>8}{'eig rel err':>13}", end="")
+    print(f"{'trace':>11}{'std':>8}{'seconds':>9}{'time / full':>13}")
+    times = {}
+    for bound in (None, *bounds):
+        gb = bound and (bound + 0.5) * n_params * 4 / 2**30
+        out, times[bound] = timed(lambda gb=gb: hessian_metrics(model, Classify(), batches, max_basis_gb=gb), repeats)
+        steps = out["lanczos_steps"]
+        print(
+            f"{bound or 'none':>12}{out['basis_vectors']:>6}{out['restarts']:>10}{steps:>9}{out['n_hvp'] - steps:>8}",
+            end="",
+        )
+        print(f"{abs(out['top_eigenvalues'][0] - reference) / reference:>13.1e}{out['trace']:>11.3f}", end="")
+        print(f"{out['trace_std']:>8.3f}{times[bound]:>9.2f}{times[bound] / times[None]:>13.2f}")
+    return times[bounds[-1]] / times[None]
+
+
+if __name__ == "__main__" and "--basis" in sys.argv:
+    torch.set_num_threads(1)
+    ratios = [
+        compare_basis(f"MLP on mnist1d, {steps} Adam steps", *mlp_problem(steps), repeats=3) for steps in (300, 1000)
+    ]
+    ratios.append(compare_basis("ResNet-18 w4 on random images", *resnet_problem(), repeats=1))
+    mean = math.exp(np.mean(np.log(ratios)))
+    print(f"\ntime with a bound of 8 vectors / time with the full basis, geometric mean: {mean:.2f}x")
+elif __name__ == "__main__":
     torch.set_num_threads(1)  # fair and reproducible: both libraries on one core
     ratios = [compare(f"MLP on mnist1d, {steps} Adam steps", *mlp_problem(steps), repeats=5) for steps in (300, 1000)]
     ratios.append(compare("ResNet-18 w4 on random images", *resnet_problem(), repeats=1))

@@ -1,4 +1,5 @@
 import copy
+import weakref
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ from mnist1d.data import get_dataset_args, make_dataset
 from pyhessian import hessian
 from torch import nn
 from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from zoo.data.tokens import TokenData
 from zoo.landscape.hessian import hessian_metrics
@@ -50,6 +53,73 @@ def test_matches_the_exact_hessian_of_a_tiny_model(probe_batch):
     assert 0 < out["trace_std"] and abs(out["trace"] - exact.sum().item()) < 3 * out["trace_std"]
     assert sum(out["ritz_weights"]) == pytest.approx(1.0)
     assert out["n_hvp"] < len(exact)  # cheaper than forming the Hessian
+
+
+def gib(vectors: float, n_params: int) -> float:
+    """`max_basis_gb` that holds this many float32 parameter vectors (half a vector more: no rounding down)."""
+    return (vectors + 0.5) * n_params * 4 / 2**30
+
+
+@pytest.mark.parametrize("top_n", [1, 3])
+def test_a_basis_bound_restarts_lanczos_and_keeps_eigenvalues_and_trace_right(top_n):
+    """max_basis_gb smaller than Lanczos needs: thick restarts, a deflation basis of the bound, the same
+    answers (eigenvalues within tol, trace within its standard error) as the exact Hessian's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Linear(12, 4))
+    x, y = torch.randn(100, 10), torch.randint(0, 4, (100,))
+    model(x)
+    batches = [(x[:37], y[:37]), (x[37:], y[37:])]
+    exact = torch.linalg.eigvalsh(dense_hessian(model, batches))
+
+    out = hessian_metrics(model, Classify(), batches, top_n=top_n, max_basis_gb=gib(8, len(exact)), max_iter=300)
+
+    assert out["basis_vectors"] == 8 and out["restarts"] >= 1  # the bound binds: Lanczos took more steps
+    assert out["top_eigenvalues"] == pytest.approx(exact.flip(0)[:top_n].tolist(), rel=1e-3)
+    assert 0 < out["trace_std"] and abs(out["trace"] - exact.sum().item()) < 3 * out["trace_std"]
+    assert sum(out["ritz_weights"]) == pytest.approx(1.0)  # the quadrature of the steps before the restart
+    with pytest.raises(ValueError, match="max_basis_gb=.* holds 2 vectors of 208 parameters"):
+        hessian_metrics(model, Classify(), batches, top_n=top_n, max_basis_gb=gib(2, len(exact)))
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages created inside the mode and alive at the same time
+    (a storage lives while any view of it does; storages made before the mode are not counted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.seen = 0, 0, set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for storage in (t.untyped_storage() for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+            if id(storage) not in self.seen:  # not an in-place op's or a view's
+                self.seen.add(id(storage))
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self.free, id(storage), storage.nbytes())
+        return out
+
+    def free(self, key: int, nbytes: int) -> None:
+        self.seen.discard(key)
+        self.live -= nbytes
+
+
+def test_a_basis_bound_bounds_the_parameter_sized_vectors_held():
+    """A model whose parameters dwarf its activations, so that memory is counted in parameter vectors:
+    unbounded, the basis buffer takes max_iter = 40 (47 vectors in all); with room for 6, at most 6 + 8."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(200, 500), nn.Tanh(), nn.Linear(500, 3))
+    batches = [(torch.randn(8, 200), torch.randint(0, 3, (8,)))]
+    n_params = sum(p.numel() for p in model.parameters())
+    runs = {}
+    for bound in (None, 6):
+        with LiveBytes() as memory:
+            out = hessian_metrics(model, Classify(), batches, max_iter=40, max_basis_gb=bound and gib(bound, n_params))
+        runs[bound] = out, memory.peak / (4 * n_params)
+    (full, full_peak), (bounded, bounded_peak) = runs[None], runs[6]
+    assert full["basis_vectors"] == 32 and bounded["basis_vectors"] == 6
+    assert bounded_peak <= 6 + 8 < full_peak
+    assert bounded["top_eigenvalues"][0] == pytest.approx(full["top_eigenvalues"][0], rel=1e-3)
 
 
 @pytest.fixture(scope="module")

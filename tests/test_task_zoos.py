@@ -53,6 +53,8 @@ def test_zoo_run_measures_phases_and_merges_the_smoke_zoo(name, tmp_path):
     for cfg in cfgs:
         landscape = json.loads((run_dir(cfg).path / "landscape.json").read_text())["1"]
         assert landscape["hessian_top"] > 0 and landscape["hessian_n_hvp"] > 0
+        if name == "owt_gpt2":  # its max_basis_gb (16 GiB) holds the whole basis at width 32: no restart
+            assert 0 < landscape["hessian_basis_vectors"] <= 4 and landscape["hessian_restarts"] == 0
     pairs = sorted((zoo / "pairs").iterdir())
     assert len(pairs) == 2 and all(-1 <= json.loads(p.read_text())["1"]["cka"] <= 1 + 1e-6 for p in pairs)
     with open(zoo / "phases.csv") as f:

@@ -117,16 +117,19 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
         trace_tol=h.trace_tol,
         which=h.get("which", "algebraic"),
         retain_graph=h.get("retain_graph", True),
+        max_basis_gb=h.get("max_basis_gb"),
         seed=h.seed,
     )
-    return {
+    result = {
         "hessian_top": m["top_eigenvalues"][0],
         "hessian_top_eigenvalues": m["top_eigenvalues"],
         "hessian_trace": m["trace"],
         "hessian_trace_std": m["trace_std"],
         "hessian_n_hvp": m["n_hvp"],
-        "seconds": round(time.perf_counter() - start, 3),
     }
+    if h.get("max_basis_gb") is not None:  # which Lanczos ran (unbounded zoos keep their results' keys)
+        result |= {"hessian_basis_vectors": m["basis_vectors"], "hessian_restarts": m["restarts"]}
+    return result | {"seconds": round(time.perf_counter() - start, 3)}
 
 
 def _pair_metrics(
