@@ -116,8 +116,8 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
         tol=h.tol,
         trace_tol=h.trace_tol,
         which=h.get("which", "algebraic"),
-        retain_graph=h.get("retain_graph", True),
-        max_basis_gb=h.get("max_basis_gb"),
+        retain_graph=h.retain_graph,
+        max_basis_gb=h.max_basis_gb,
         seed=h.seed,
     )
     result = {
@@ -127,7 +127,7 @@ def _model_metrics(run: RunDir, cfg: DictConfig, epoch: int, data, land: DictCon
         "hessian_trace_std": m["trace_std"],
         "hessian_n_hvp": m["n_hvp"],
     }
-    if h.get("max_basis_gb") is not None:  # which Lanczos ran (unbounded zoos keep their results' keys)
+    if h.max_basis_gb is not None:  # which Lanczos ran (unbounded zoos keep their results' keys)
         result |= {"hessian_basis_vectors": m["basis_vectors"], "hessian_restarts": m["restarts"]}
     return result | {"seconds": round(time.perf_counter() - start, 3)}
 
