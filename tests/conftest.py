@@ -1,12 +1,26 @@
 """Fixtures shared by the test modules (helpers they share: helpers.py)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from helpers import MERGING_GRID
 
 pytest_plugins = ["slurm_cluster"]  # the one-node SLURM test cluster fixtures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zoo_root(tmp_path_factory):
+    """paths.root's default (ZOO_ROOT) is a temp folder: a zoo the user trained in the checkout
+    (runs/, shards/) can change no test's outcome, and no test writes there."""
+    previous = os.environ.get("ZOO_ROOT")
+    os.environ["ZOO_ROOT"] = str(tmp_path_factory.mktemp("zoo_root"))
+    yield
+    if previous is None:
+        del os.environ["ZOO_ROOT"]
+    else:
+        os.environ["ZOO_ROOT"] = previous
 
 
 @pytest.fixture(scope="module")
