@@ -231,3 +231,16 @@ def test_plan_counts_populations_in_device_hours():
     assert sum(map(shared.hours, shared.cells)) < sum(map(alone.hours, alone.cells))
     assert "populations: 6 models in 1 populations" in format_plan(shared)
     assert "populations: none" in format_plan(alone)
+
+
+def test_a_population_of_one_trains_alone(tmp_path, data_root, caplog):
+    """A cell that could share but is left alone (memory, an odd count) trains as train_model trains
+    it: no stacked module for one member, and no population resume state."""
+    from zoo.train.grouping import train_group
+
+    (cfg,) = configs(tmp_path, data_root, "model.width=16", "seed=0")
+    assert population_key(cfg) is not None
+    with caplog.at_level("INFO"):
+        (result,) = train_group([cfg])
+    assert result.state == "ok" and "population of" not in caplog.text
+    assert not (tmp_path / "runs" / "demo" / "populations").exists()

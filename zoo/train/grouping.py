@@ -309,13 +309,13 @@ def cost(group: list[DictConfig]) -> float:
 
 
 def train_group(cfgs: list[DictConfig]) -> list["Result"]:
-    """Train one group of `populations`: as a population, or alone if the cell cannot share."""
+    """Train one group of `populations`: as a population, or alone if it holds one cell."""
     if not logging.getLogger().handlers:  # a fresh worker process: log like zoo-train does
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     from zoo.train.population import train_population
     from zoo.train.run import train_model
 
-    if len(cfgs) == 1 and population_key(cfgs[0]) is None:
+    if len(cfgs) == 1:  # nothing to stack: a population of one trains as the model alone
         return [train_model(cfgs[0])]
     return train_population(cfgs)
 
