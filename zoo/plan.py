@@ -200,7 +200,7 @@ def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict, memo
     return Submission(
         overrides,
         [[key for key, _ in task] for task in tasks],
-        [isinstance(task[0][1], Mapping) for task in tasks],
+        [len(task) > 1 and isinstance(task[0][1], Mapping) for task in tasks],  # one member trains alone
         settings["max_array_size"],
         [sbatch_script(executor, len(array)) for array in arrays],
     )
