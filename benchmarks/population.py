@@ -33,7 +33,9 @@ project's one-by-one path (`train_model` per model: Lightning, as zoo-run trains
 not share) on the small-width, small-batch corner of the zoo: widths {2, 4, 8, 16} x batch sizes
 {8, 16, 32, 64} x seeds {0, 1, 2} (a population is a cell's 3 seeds), on synthetic data in the
 CIFAR-10 binary format (128 training images, 2 epochs by default), one thread, cell by cell with
-the sides back to back in one process (`--device gpu`: on the GPU, same output). Prints per cell the
+the sides back to back in one process (`--device gpu`: on the GPU, same output). `--zoo cifar10_vit`
+runs the same comparison on ViTs (zoo/train/population/vmapped.py), widths {12, 24, 48} x batch sizes
+{16, 32, 64} by default (the zoo's smallest; its conf/recipe/vit.yaml otherwise). Prints per cell the
 multiply-adds of a member step, seconds one by one and as the grouping trains it, and the ratio;
 `--force` trains every cell as a population (the figures `zoo.train.grouping.CPU_MAX_MACS` is set
 from), else the grouping decides per cell (runtime.population=auto). `--compile true` (or a backend
@@ -42,8 +44,9 @@ cost model fitted per side to the cells' last epochs: the overhead of an optimiz
 `step_ms`, which a population is assumed to pay once for its K members) and the FLOP throughput
 (`tflops` x `mfu`), measured on this device (`--images`: more steps per epoch, a tighter fit).
 
-    python benchmarks/population.py [--zoo demo|convection_pinn|cifar10_resnet18] [--epochs N] [--root DIR]
-                                    [--device cpu|gpu] [--force] [--compile off|true|BACKEND] [--images N]
+    python benchmarks/population.py [--zoo demo|convection_pinn|cifar10_resnet18|cifar10_vit] [--epochs N]
+                                    [--root DIR] [--device cpu|gpu] [--force] [--compile off|true|BACKEND]
+                                    [--images N] [--widths W,..] [--batch-sizes B,..]
 """
 
 import argparse
@@ -168,25 +171,25 @@ PINN_GRID = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zoo", choices=("demo", "convection_pinn", "cifar10_resnet18"), default="demo")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cifar10_resnet18 only")
-    parser.add_argument("--force", action="store_true", help="cifar10_resnet18: every cell as a population")
+    parser.add_argument("--zoo", choices=("demo", "convection_pinn", *NET_GRIDS), default="demo")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cifar10_resnet18 / vit only")
+    parser.add_argument("--force", action="store_true", help="cifar10_resnet18 / vit: every cell as a population")
     parser.add_argument(
         "--compile",
         default="off",
-        help="cifar10_resnet18: also train the populations with runtime.compile=<this> (true: inductor)",
+        help="cifar10_resnet18 / vit: also train the populations with runtime.compile=<this> (true: inductor)",
     )
-    parser.add_argument("--widths", default="2,4,8,16", help="cifar10_resnet18: the grid's widths")
-    parser.add_argument("--batch-sizes", default="8,16,32,64", help="cifar10_resnet18: the grid's batch sizes")
-    parser.add_argument("--images", type=int, default=128, help="cifar10_resnet18: synthetic training images")
+    parser.add_argument("--widths", default=None, help="cifar10_resnet18 / vit: the grid's widths (NET_GRIDS)")
+    parser.add_argument("--batch-sizes", default=None, help="cifar10_resnet18 / vit: the grid's batch sizes")
+    parser.add_argument("--images", type=int, default=128, help="cifar10_resnet18 / vit: synthetic training images")
     parser.add_argument("--epochs", type=int, default=None, help="default: 100 (demo, its own), 2 (convection_pinn)")
     parser.add_argument("--root", type=Path, default=None, help="where both zoos are written (default: a temp dir)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="zoo-population-"))
     if args.zoo == "convection_pinn":
         return pinn(args.epochs or 2, root)
-    if args.zoo == "cifar10_resnet18":
-        return resnet(args, root)
+    if args.zoo in NET_GRIDS:
+        return nets(args, root)
     args.epochs = args.epochs or 100
     grid = ["zoo=demo", f"trainer.max_epochs={args.epochs}", f"paths.data={root / 'data'}"]
     zoo = cell_configs([*grid, f"paths.root={root / 'population'}"])
@@ -234,12 +237,9 @@ def pinn(epochs: int, root: Path) -> None:
     print(f"speedup: {wall['one_by_one'] / wall['population']:.1f}x")
 
 
-N_TEST = 64  # synthetic CIFAR-10 test images of the cifar10_resnet18 comparison
-RESNET_GRID = [
-    "zoo=cifar10_resnet18",
-    "seed=0,1,2",
-    "data.eval_batch_size=256",
-]
+N_TEST = 64  # synthetic CIFAR-10 test images of the cifar10_resnet18 / vit comparison
+NET_GRID = ["seed=0,1,2", "data.eval_batch_size=256"]
+NET_GRIDS = {"cifar10_resnet18": ("2,4,8,16", "8,16,32,64"), "cifar10_vit": ("12,24,48", "16,32,64")}  # widths, batches
 
 
 def train_side(cfgs: list) -> float:
@@ -256,21 +256,23 @@ def last_epoch_seconds(cfgs: list) -> float:
     return sum({run_dir(c).metrics()[-1]["seconds"] for c in cfgs})
 
 
-def resnet(args: argparse.Namespace, root: Path) -> None:
-    """ResNet-18 populations vs one by one on the small cells (see the module doc)."""
+def nets(args: argparse.Namespace, root: Path) -> None:
+    """ResNet-18 or ViT populations vs one by one on the small cells (see the module doc)."""
     epochs, device, force, compile_backend = args.epochs or 2, args.device, args.force, args.compile
     if device == "gpu" and not torch.cuda.is_available():
         sys.exit(f"--device gpu: no CUDA device here (torch {torch.__version__}); run it where a GPU is")
     zoo_files.write_cifar10(root / "data", per_file=-(-args.images // 5), n_test=N_TEST)
     base = [
-        *RESNET_GRID,
+        f"zoo={args.zoo}",
+        *NET_GRID,
         f"trainer.max_epochs={epochs}",
         f"data.n_train={args.images}",
         f"paths.data={root / 'data'}",
         f"runtime.accelerator={device}",
         "runtime.threads=1",
     ]
-    grid = [*base, f"model.width={args.widths}", f"data.batch_size={args.batch_sizes}"]
+    widths, batch_sizes = args.widths or NET_GRIDS[args.zoo][0], args.batch_sizes or NET_GRIDS[args.zoo][1]
+    grid = [*base, f"model.width={widths}", f"data.batch_size={batch_sizes}"]
     population = f"runtime.population={3 if force else 'auto'}"
     sides = {"one_by_one": ["runtime.population=off"], "population": [population]}
     if compile_backend != "off":
@@ -278,7 +280,7 @@ def resnet(args: argparse.Namespace, root: Path) -> None:
     cfgs = {side: cell_configs([*grid, *flags, f"paths.root={root / side}"]) for side, flags in sides.items()}
     name = torch.cuda.get_device_name() if device == "gpu" else f"{os.cpu_count()} cores, 1 thread"
     print(
-        f"cifar10_resnet18 small cells: {len(cfgs['population'])} models, {epochs} epochs, {args.images} synthetic "
+        f"{args.zoo} small cells: {len(cfgs['population'])} models, {epochs} epochs, {args.images} synthetic "
         f"CIFAR-10 images, {device} ({name}); load average {os.getloadavg()[0]:.1f}; runs in {root}"
     )
     torch.set_num_threads(1)
@@ -286,7 +288,13 @@ def resnet(args: argparse.Namespace, root: Path) -> None:
     for side in ("one_by_one", "population"):
         train_side(
             cell_configs(
-                [*base, *sides[side], "model.width=2", "data.batch_size=64", f"paths.root={root / 'warm-up' / side}"]
+                [
+                    *base,
+                    *sides[side],
+                    f"model.width={widths.split(',')[0]}",
+                    "data.batch_size=64",
+                    f"paths.root={root / 'warm-up' / side}",
+                ]
             )
         )
     # Cell by cell, the sides back to back in this process: load from other processes then weighs on

@@ -3,10 +3,12 @@ training leaves it, to float tolerance (grouped convolutions and vmap sum in ano
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import NET_CELLS, assert_same_training, net_configs, strip
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from zoo.models.transformer import attention
 from zoo.sweep import cell_configs
 from zoo.train.grouping import population_key, populations
 from zoo.train.population import PopulationWriter, population_dir, train_population
@@ -31,6 +33,20 @@ def test_members_match_one_by_one(name, net_data_root, tmp_path, one_thread):
     assert [len(g) for g in populations(together, memory=8 * 2**30)] == [2], "the two seeds form one population"
     assert [r.state for r in train_population(together)] == ["ok", "ok"]
     assert_same_training(alone, together, **TOLERANCE.get(name, {}))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_vmapped_attention_batches_the_members(causal, recwarn):
+    """Under vmap the members' attention runs as one batch (no per-member fallback loop, which torch
+    announces with a warning), with each member's SDPA result and gradient."""
+    q, k, v = (torch.randn(3, 4, 2, 9, 8, requires_grad=True) for _ in range(3))  # [K, b, heads, t, head_dim]
+    together = torch.func.vmap(attention, in_dims=(0, 0, 0, None))(q, k, v, causal)
+    grads = torch.autograd.grad(together.square().sum(), (q, k, v))
+    assert not [w for w in recwarn if "batching rule" in str(w.message)]
+    alone = torch.stack([F.scaled_dot_product_attention(*m, is_causal=causal) for m in zip(q, k, v)])
+    torch.testing.assert_close(together, alone)
+    for got, want in zip(grads, torch.autograd.grad(alone.square().sum(), (q, k, v))):
+        torch.testing.assert_close(got, want)
 
 
 def test_divergence_freezes_only_that_member(net_data_root, tmp_path, one_thread):

@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._C import _functorch
 
 
 def head_count(width: int, head_dim: int) -> int:
@@ -11,6 +12,19 @@ def head_count(width: int, head_dim: int) -> int:
     if width % heads:
         raise ValueError(f"width={width} does not split into {heads} heads of head_dim={head_dim}")
     return heads
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` of (b, heads, t, head_dim) tensors. Inside `vmap` (a population,
+    zoo.train.population.vmapped) the members are folded into the batch: torch has no batching rule for
+    SDPA's CPU kernel and would run it member by member (measured: up to 1.1x faster populations on a CPU).
+    A model alone always takes the plain call, so its results are untouched."""
+    if not _functorch.is_batchedtensor(q) or torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    level = _functorch.maybe_get_level(q)  # the member dim is vmap's: [K, b, ...] underneath
+    q, k, v = (_functorch.get_unwrapped(z).movedim(_functorch.maybe_get_bdim(z), 0) for z in (q, k, v))
+    y = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), is_causal=causal)
+    return _functorch._add_batch_dim(y.unflatten(0, q.shape[:2]), 0, level)
 
 
 class SelfAttention(nn.Module):
@@ -23,7 +37,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in self.qkv(x).split(c, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        y = attention(q, k, v, self.causal)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
