@@ -16,9 +16,10 @@ def head_count(width: int, head_dim: int) -> int:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
     """`F.scaled_dot_product_attention` of (b, heads, t, head_dim) tensors. Inside `vmap` (a population,
-    zoo.train.population.vmapped) the members are folded into the batch: torch has no batching rule for
-    SDPA's CPU kernel and would run it member by member (measured: up to 1.1x faster populations on a CPU).
-    A model alone always takes the plain call, so its results are untouched."""
+    zoo.train.population.vmapped) the members are folded into SDPA's batch: torch has no batching rule
+    for its CPU kernel and would run it member by member (measured on one thread: population steps
+    1.0-1.3x faster). A model alone takes the plain call, so its results are untouched; so does a
+    compiled step (runtime.compile), which torch.compile could not trace through the unwrapping."""
     if not _functorch.is_batchedtensor(q) or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     level = _functorch.maybe_get_level(q)  # the member dim is vmap's: [K, b, ...] underneath

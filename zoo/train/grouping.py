@@ -74,10 +74,15 @@ NET_PRECISIONS = ("32", "32-true", "bf16-mixed")  # of zoo.train.population.nets
 # (280 M multiply-adds a member step), 0.9-1.0x at width 16 / batches 16-64 (grouped convolutions
 # of many channels lose to separate ones). Padding narrower
 # members into a wider population (K = 6-9) was slower than one population per width here (CPU
-# convolutions are compute-bound at every width): not done. ViT and GPT populations are untested for
-# speed on a CPU (vmap runs attention member by member there): one by one.
+# convolutions are compute-bound at every width): not done.
+# ViT and GPT populations (vmap; attention folded into one batch, zoo.models.transformer.attention) pay
+# on a CPU while a member's step is at most 32 M multiply-adds (of the linear layers; attention's
+# products are not counted). Measured with `benchmarks/population.py --zoo cifar10_vit --force` (one
+# thread, load 2-4 on 2 cores): 1.1-1.3x at width 12 / batches 16-64 (7-26 M) and width 24 / batch 16
+# (25 M), 0.9-1.0x at 50-100 M (width 24 / batches 32-64, width 48 / batch 16), 0.8-0.9x beyond. GPT
+# cells start far above it (width 32 / batch 8: 144 M, and its 50k-token head): one by one.
 CPU_MAX_WIDTH = {"resnet": 8}
-CPU_MAX_MACS = 300 * 2**20
+CPU_MAX_MACS = {"resnet": 300 * 2**20, "vit": 32 * 2**20, "gpt": 32 * 2**20}
 TENSOR_DATA = ("mnist1d",)  # data sets held as plain tensors (no per-batch transform)
 
 
@@ -140,13 +145,12 @@ def _pinn_key(cfg: DictConfig) -> str | None:
 def net_population_pays(cfg: DictConfig) -> bool:
     """Whether a ResNet / ViT / GPT cell trains faster as a population than one by one. On a GPU a
     small model's step is launch-bound, so a population pays. On a CPU, as measured per cell by
-    `benchmarks/population.py --zoo cifar10_resnet18 --force` (see CPU_MAX_WIDTH).
+    `benchmarks/population.py --zoo cifar10_resnet18|cifar10_vit --force` (see CPU_MAX_MACS).
     `runtime.population=<K>` asks for populations wherever they are possible."""
     if cfg.runtime.accelerator in ("gpu", "cuda") or cfg.runtime.population != "auto":
         return True
-    if cfg.model.name not in CPU_MAX_WIDTH:
-        return False
-    return cfg.model.width <= CPU_MAX_WIDTH[cfg.model.name] or net_sizes(cfg)[1] * cfg.data.batch_size <= CPU_MAX_MACS
+    name, step_macs = cfg.model.name, net_sizes(cfg)[1] * cfg.data.batch_size
+    return cfg.model.width <= CPU_MAX_WIDTH.get(name, 0) or step_macs <= CPU_MAX_MACS[name]
 
 
 def _net_key(cfg: DictConfig) -> str | None:
