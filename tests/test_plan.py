@@ -8,6 +8,7 @@ import random
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,18 +115,24 @@ def slurm_grid(root) -> list[str]:
     ]
 
 
-def launch(plan, root) -> tuple[list[str], list[list[str]]]:
-    """`zoo-train -m <plan's overrides> hydra/launcher=slurm` against stand-ins for SLURM's commands:
-    `sbatch` keeps the scripts it is given (job ids 0, 1, ...), `squeue` prints root/queue.txt.
-    Returns the scripts and array tasks (model ids, from the launcher's records) of this launch."""
-    from zoo.slurm import jobs
-
+def stand_ins(root, max_array_size: int = 1001) -> Path:
+    """Stand-ins for SLURM's commands in root/bin: `sbatch` keeps the scripts it is given in
+    root/scripts (job ids 0, 1, ...), `squeue` prints root/queue.txt, `scontrol` a MaxArraySize."""
     bin_dir, scripts = root / "bin", root / "scripts"
     bin_dir.mkdir(exist_ok=True), scripts.mkdir(exist_ok=True)
     stand_in(bin_dir, "squeue", f'cat "{root}/queue.txt" 2>/dev/null; exit 0')
     stand_in(bin_dir, "srun", "exit 0")
-    stand_in(bin_dir, "scontrol", 'echo "MaxArraySize            = 1001"')
+    stand_in(bin_dir, "scontrol", f'echo "MaxArraySize            = {max_array_size}"')
     stand_in(bin_dir, "sbatch", f'n=$(ls "{scripts}" | wc -l); cp "$1" "{scripts}/$n"; echo "Submitted batch job $n"')
+    return bin_dir
+
+
+def launch(plan, root, max_array_size: int = 1001) -> tuple[list[str], list[list[str]]]:
+    """`zoo-train -m <plan's overrides> hydra/launcher=slurm` against `stand_ins`. Returns the scripts
+    and array tasks (model ids, from the launcher's records) of this launch."""
+    from zoo.slurm import jobs
+
+    bin_dir, scripts = stand_ins(root, max_array_size), root / "scripts"
     before = len(list(scripts.iterdir()))
     run(
         sys.executable,
@@ -211,3 +218,11 @@ def test_the_float32_peak_follows_runtime_tf32():
     for a, b in zip(tf32.cells, ieee.cells, strict=True):
         assert ieee.flop_hours(b) == pytest.approx(tf32.flop_hours(a) * 156 / 19.5, rel=1e-12)
     assert "at 19.5 TFLOP/s for 32-true (cluster.tflops_fp32) x MFU 0.3" in format_plan(ieee)
+
+
+def test_plan_splits_arrays_below_the_clusters_max_array_size(tmp_path, monkeypatch):
+    """The cluster's MaxArraySize (scontrol) caps the arrays below the profile's, for zoo-plan as for the launcher."""
+    monkeypatch.setenv("PATH", f"{stand_ins(tmp_path, max_array_size=3)}:{os.environ['PATH']}")
+    plan = plan_zoo([o for o in slurm_grid(tmp_path) if not o.startswith("cluster.max_array_size")])
+    assert "array tasks: 4 in 2 array(s) (MaxArraySize 3)" in format_plan(plan)
+    assert launch(plan, tmp_path, max_array_size=3) == (plan.submission.scripts, plan.submission.tasks)

@@ -20,6 +20,7 @@ same populations. Neither torch nor Lightning is imported for the shipped zoos.
 import json
 import math
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -196,14 +197,24 @@ def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict, memo
     work = [(cfg.id, (cfg, [], i)) for i, cfg in enumerate(cfgs)]
     tasks = array_tasks(work, settings["group_size"], memory) if work else []
     executor = make_executor(settings, job_name(zoo))
-    arrays = groups_of(tasks, settings["max_array_size"])
+    size = min(settings["max_array_size"], _cluster_max_array_size(settings["max_array_size"]))
+    arrays = groups_of(tasks, size)
     return Submission(
         overrides,
         [[key for key, _ in task] for task in tasks],
         [len(task) > 1 and isinstance(task[0][1], Mapping) for task in tasks],  # one member trains alone
-        settings["max_array_size"],
+        size,
         [sbatch_script(executor, len(array)) for array in arrays],
     )
+
+
+def _cluster_max_array_size(default: int) -> int:
+    """The cluster's MaxArraySize, as the launcher reads it (scontrol); `default` where this machine
+    has no SLURM commands (a dry run on a laptop plans with the profile's figure)."""
+    try:
+        return jobs.max_array_size()
+    except (jobs.SlurmError, subprocess.TimeoutExpired):
+        return default
 
 
 def _cell(cfg: Resolved, population: int) -> Cell:
