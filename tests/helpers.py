@@ -257,3 +257,23 @@ def assert_same_training(alone, together, rtol=1e-4, atol=1e-5):
         assert [r["epoch"] for r in rows_b] == list(range(a.trainer.max_epochs + 1))
         for x, y in zip(rows_a, rows_b, strict=True):
             assert y == pytest.approx(x, rel=rtol, abs=atol)
+
+
+def preempt_then_resume(cfgs, monkeypatch) -> None:
+    """Train the population `cfgs` until it is preempted (an exception) right after its first epoch's
+    resume state is written, check it failed and kept that state, then train it again to the end."""
+    from zoo.train.population import PopulationWriter, population_dir, train_population
+
+    end_epoch = PopulationWriter.on_train_epoch_end
+
+    def crash_after_first_epoch(self, trainer, pop):
+        end_epoch(self, trainer, pop)
+        if trainer.current_epoch == 0:
+            raise RuntimeError("simulated preemption")
+
+    monkeypatch.setattr(PopulationWriter, "on_train_epoch_end", crash_after_first_epoch)
+    assert {r.state for r in train_population(cfgs)} == {"failed"}
+    assert population_dir(cfgs).last_ckpt.exists()
+    assert [r["epoch"] for r in run_dir(cfgs[0]).metrics()] == [0, 1]
+    monkeypatch.setattr(PopulationWriter, "on_train_epoch_end", end_epoch)
+    assert {r.state for r in train_population(cfgs)} == {"ok"}

@@ -4,14 +4,14 @@ training leaves it, to float tolerance (grouped convolutions and vmap sum in ano
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import NET_CELLS, assert_same_training, net_configs, strip
+from helpers import NET_CELLS, assert_same_training, net_configs, preempt_then_resume, strip
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from zoo.models.transformer import attention
 from zoo.sweep import cell_configs
 from zoo.train.grouping import population_key, populations
-from zoo.train.population import PopulationWriter, population_dir, train_population
+from zoo.train.population import population_dir, train_population
 from zoo.train.population.nets import NetPopulation
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
@@ -78,18 +78,7 @@ def test_interrupted_population_resumes(net_data_root, tmp_path, monkeypatch, on
     straight = net_configs(tmp_path / "straight", net_data_root, "resnet18")
     train_population(straight)
     cfgs = net_configs(tmp_path / "resumed", net_data_root, "resnet18")
-    end_epoch = PopulationWriter.on_train_epoch_end
-
-    def crash_after_first_epoch(self, trainer, pop):
-        end_epoch(self, trainer, pop)
-        if trainer.current_epoch == 0:
-            raise RuntimeError("simulated preemption")
-
-    monkeypatch.setattr(PopulationWriter, "on_train_epoch_end", crash_after_first_epoch)
-    assert {r.state for r in train_population(cfgs)} == {"failed"}
-    assert population_dir(cfgs).last_ckpt.exists()
-    monkeypatch.setattr(PopulationWriter, "on_train_epoch_end", end_epoch)
-    assert {r.state for r in train_population(cfgs)} == {"ok"}
+    preempt_then_resume(cfgs, monkeypatch)
     for a, b in zip(cfgs, straight):  # the same kernels both ways: bitwise
         assert strip(run_dir(a).metrics()) == strip(run_dir(b).metrics())
         wa, wb = load_file(run_dir(a).ckpt_path(2)), load_file(run_dir(b).ckpt_path(2))

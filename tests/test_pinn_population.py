@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from helpers import BITWISE, files, strip
+from helpers import BITWISE, files, preempt_then_resume, strip
 from safetensors.torch import load_file
 
 from zoo.sweep import cell_configs
 from zoo.train.grouping import describe, population_key, populations, train_cells
-from zoo.train.population import PopulationWriter, population_dir, train_population
+from zoo.train.population import population_dir, train_population
 from zoo.train.run import train_model
 from zoo.train.rundir import run_dir
 
@@ -119,19 +119,7 @@ def test_divergence_freezes_only_that_member(pair, tmp_path, one_thread):
 def test_interrupted_population_resumes(pair, tmp_path, monkeypatch, one_thread):
     _, together, _ = pair
     cfgs = configs(tmp_path, *GRID)
-    end_epoch = PopulationWriter.on_train_epoch_end
-
-    def crash_after_first_epoch(self, trainer, pop):
-        end_epoch(self, trainer, pop)
-        if trainer.current_epoch == 0:
-            raise RuntimeError("simulated preemption")
-
-    monkeypatch.setattr(PopulationWriter, "on_train_epoch_end", crash_after_first_epoch)
-    assert {r.state for r in train_population(cfgs)} == {"failed"}
-    assert population_dir(cfgs).last_ckpt.exists()
-    assert [r["epoch"] for r in run_dir(cfgs[0]).metrics()] == [0, 1]
-    monkeypatch.setattr(PopulationWriter, "on_train_epoch_end", end_epoch)
-    assert {r.state for r in train_population(cfgs)} == {"ok"}
+    preempt_then_resume(cfgs, monkeypatch)
     for a, b in zip(cfgs, together):
         assert a.id == b.id
         rows = run_dir(a).metrics()
