@@ -301,18 +301,18 @@ def nets(args: argparse.Namespace, root: Path) -> None:
     # all sides alike, and no side pays for starting worker processes.
     seconds = defaultdict(dict)  # (width, batch) -> side -> wall seconds of training the cell's seeds
     last = defaultdict(dict)  # the same for the last epoch only
-    cells = sorted({(c.model.width, c.data.batch_size) for c in cfgs["population"]})
+    by_cell = {side: _by_cell(cfgs[side]) for side in sides}
+    cells = sorted(by_cell["population"])
     for cell in cells:
         for side in sides:
-            todo = [c for c in cfgs[side] if (c.model.width, c.data.batch_size) == cell]
+            todo = by_cell[side][cell]
             seconds[cell][side], last[cell][side] = train_side(todo), last_epoch_seconds(todo)
     print(
         "cell (width, batch): MACs of a member step, seconds one by one / population = ratio [trained as]"
         + (f"; compiled population ({compile_backend}, compile time included) = ratio" if "compiled" in sides else "")
     )
     for width, batch in cells:
-        (cfg,) = [c for c in cfgs["population"] if (c.model.width, c.data.batch_size, c.seed) == (width, batch, 0)]
-        t = seconds[width, batch]
+        cfg, t = by_cell["population"][width, batch][0], seconds[width, batch]
         kind = "population K=3" if population_key(cfg) is not None else "one by one"
         line = (
             f"  w{width:<3d} b{batch:<3d} {net_sizes(cfg)[1] * batch / 2**20:8.1f} MMACs  "
@@ -329,33 +329,36 @@ def nets(args: argparse.Namespace, root: Path) -> None:
             f"{side:10s} {wall[side]:7.1f} s {len(cfgs[side]) / wall[side] * 3600:7.0f} models/hour; "
             f"last epoch of every cell {epoch[side]:6.1f} s"
         )
-    print(cost_model(cells, last, cfgs, sides))
+    print(cost_model(last, by_cell))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     print(f"speedup: {wall['one_by_one'] / wall['population']:.2f}x")
 
 
-def cost_model(cells: list, last: dict, cfgs: dict, sides: dict) -> str:
+def cost_model(last: dict, by_cell: dict) -> str:
     """zoo-plan's cost model (zoo/plan.py: a step costs step_ms + its FLOPs / (tflops x mfu), and a
     population pays step_ms once for its K members) fitted to the last epoch of every cell: seconds
     of an epoch = steps x overhead + FLOPs / throughput + a fixed cost per epoch (test evaluation call,
     checkpoint, metrics line, resume state: not in zoo-plan's model), by least squares on relative
     errors. FLOPs: 6 x the forward multiply-adds per training sample (2 per multiply-add; the backward
     costs twice the forward) and 2 x per test image, x K members. Each side is fitted on the cells it
-    trained as populations (K = 3) or one by one (K = 1); cells of the other kind are left out. Last,
-    both fits predict these cells' epochs on the whole data set (CIFAR-10: 50,000 + 10,000 images),
-    where the fixed costs this benchmark's small epochs carry weigh nothing."""
+    trained as populations (K = the cell's seeds) or one by one (K = 1); cells of the other kind are left
+    out. Last, both fits predict these cells' epochs on the whole data set (CIFAR-10: 50,000 + 10,000
+    images), where the fixed costs this benchmark's small epochs carry weigh nothing.
+    `last`: (width, batch) -> side -> seconds of the last epoch (a population's counted once);
+    `by_cell`: side -> (width, batch) -> the cell's configs, one per seed."""
     lines = [
         "zoo-plan's cost model fitted to the last epochs (one epoch: steps x overhead + FLOPs / throughput + fixed):"
     ]
     fits = {}
-    for side in sides:
-        k = 1 if side == "one_by_one" else 3
-        rows, seconds = [], []
-        for cfg in _cell_cfgs(cells, cfgs[side]):
-            if (k == 3) != (population_key(cfg) is not None):
+    for side, cells in by_cell.items():
+        rows, seconds, k = [], [], 1
+        for cell, cfgs in cells.items():
+            shared = population_key(cfgs[0]) is not None
+            if (side != "one_by_one") != shared:
                 continue
-            rows.append(_epoch_terms(cfg, cfg.data.n_train, N_TEST, k))
-            seconds.append(last[cfg.model.width, cfg.data.batch_size][side] / (3 // k))  # one by one: 3 seeds summed
+            k = len(cfgs) if shared else 1
+            rows.append(_epoch_terms(cfgs[0], cfgs[0].data.n_train, N_TEST, k))
+            seconds.append(last[cell][side] * k / len(cfgs))  # one by one: the seeds' epochs are summed
         if len(rows) < 3:
             continue
         a = torch.tensor(rows, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)[:, None]
@@ -369,10 +372,11 @@ def cost_model(cells: list, last: dict, cfgs: dict, sides: dict) -> str:
         )
     if {"one_by_one", "population"} <= set(fits):
         alone = together = 0.0
-        for cfg in _cell_cfgs(cells, cfgs["population"]):
-            one = 3 * _predict(fits["one_by_one"], cfg, 1)
+        for cfgs in by_cell["population"].values():
+            one = len(cfgs) * _predict(fits["one_by_one"], cfgs[0], 1)
             alone += one
-            together += _predict(fits["population"], cfg, 3) if population_key(cfg) is not None else one
+            shared = population_key(cfgs[0]) is not None
+            together += _predict(fits["population"], cfgs[0], len(cfgs)) if shared else one
         images = " + ".join(f"{n:,}" for n in FULL_CIFAR10)
         lines.append(f"  the fits at full epochs ({images} images), one by one / population: {alone / together:.2f}x")
     return "\n".join(lines)
@@ -381,9 +385,12 @@ def cost_model(cells: list, last: dict, cfgs: dict, sides: dict) -> str:
 FULL_CIFAR10 = (50_000, 10_000)  # training and test images
 
 
-def _cell_cfgs(cells: list, cfgs: list) -> list:
-    """Seed 0's config of every (width, batch) cell."""
-    return [next(c for c in cfgs if (c.model.width, c.data.batch_size) == cell) for cell in cells]
+def _by_cell(cfgs: list) -> dict:
+    """(width, batch) -> the cell's configs, in seed order."""
+    cells = defaultdict(list)
+    for cfg in sorted(cfgs, key=lambda c: c.seed):
+        cells[cfg.model.width, cfg.data.batch_size].append(cfg)
+    return dict(cells)
 
 
 def _predict(fit: torch.Tensor, cfg, k: int) -> float:
