@@ -34,7 +34,7 @@ from zoo.sizes import PINN_SMOKE, SMOKE_SAMPLES, SMOKE_WINDOWS, SPLIT_SIZES
 from zoo.slurm import jobs
 from zoo.slurm.launcher import SlurmLauncher, array_tasks
 from zoo.slurm.status import live_queue
-from zoo.slurm.submit import groups_of, job_name, make_executor, sbatch_script
+from zoo.slurm.submit import array_size, groups_of, job_name, make_executor, sbatch_script
 from zoo.sweep import Resolved, compose_config, fixed_overrides, sweep_cells, views
 from zoo.train import grouping
 from zoo.train.rundir import checkpoint_epochs, run_dir, zoo_dir_of
@@ -197,7 +197,10 @@ def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict, memo
     work = [(cfg.id, (cfg, [], i)) for i, cfg in enumerate(cfgs)]
     tasks = array_tasks(work, settings["group_size"], memory) if work else []
     executor = make_executor(settings, job_name(zoo))
-    size = min(settings["max_array_size"], _cluster_max_array_size(settings["max_array_size"]))
+    try:
+        size = array_size(settings["max_array_size"])
+    except (jobs.SlurmError, subprocess.TimeoutExpired):  # no SLURM here (a laptop): the profile's figure
+        size = settings["max_array_size"]
     arrays = groups_of(tasks, size)
     return Submission(
         overrides,
@@ -206,15 +209,6 @@ def submit_plan(overrides: list[str], cfgs: list[Resolved], launcher: dict, memo
         size,
         [sbatch_script(executor, len(array)) for array in arrays],
     )
-
-
-def _cluster_max_array_size(default: int) -> int:
-    """The cluster's MaxArraySize, as the launcher reads it (scontrol); `default` where this machine
-    has no SLURM commands (a dry run on a laptop plans with the profile's figure)."""
-    try:
-        return jobs.max_array_size()
-    except (jobs.SlurmError, subprocess.TimeoutExpired):
-        return default
 
 
 def _cell(cfg: Resolved, population: int) -> Cell:

@@ -109,6 +109,11 @@ def wait(job_ids: Collection[str], name: str, progress: Callable[[jobs.Queue], s
 Tasks = Callable[[list[tuple[str, Any]]], list[list[tuple[str, Any]]]]  # work -> the work of each array task
 
 
+def array_size(max_array_size: int) -> int:
+    """Tasks per array: the profile's `max_array_size`, or the cluster's MaxArraySize (scontrol) if smaller."""
+    return min(max_array_size, jobs.max_array_size())
+
+
 def submit_and_wait(
     settings: Mapping,
     *,
@@ -128,7 +133,7 @@ def submit_and_wait(
     new = [(key, item) for key, item in work if key not in held]
     job_ids = []
     if new:
-        size = min(settings["max_array_size"], jobs.max_array_size())
+        size = array_size(settings["max_array_size"])
         groups = tasks(new) if tasks else groups_of(new, settings["group_size"])
         job_ids = submit_arrays(
             make_executor(settings, name), fn, groups, max_array_size=size, stage=stage, zoo_dir=zoo_dir
