@@ -1,6 +1,7 @@
 """Training a zoo through the real `zoo-train` entry point: Hydra multirun, resume, skip, divergence."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -183,3 +184,17 @@ def test_runtime_tf32_sets_the_cuda_float32_precision_training_runs_with(tmp_pat
     assert train_model(cfg).state == "ok"
     assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
     assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # not torch.set_float32_matmul_precision
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("runtime.tf32=maybe", "runtime.tf32='maybe' is not true or false"),
+        ("landscape.hessian.max_basis_gb=-1", "landscape.hessian.max_basis_gb=-1 is not a positive number"),
+    ],
+)
+def test_bad_runtime_and_hessian_values_name_the_key(override, message):
+    from zoo.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=re.escape(message)):  # cell_configs validates as it composes
+        validate(cell_configs(["model.width=4", "data.batch_size=32", "seed=0", override])[0])

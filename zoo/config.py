@@ -60,7 +60,8 @@ POSITIVE_INTS = (
     "apply.transfer.epochs",
     "apply.transfer.batch_size",
 )
-POSITIVE_FLOATS = ("optim.lr",)
+POSITIVE_FLOATS = ("optim.lr", "landscape.hessian.max_basis_gb")
+BOOLEANS = ("runtime.tf32",)
 FRACTIONS = ("apply.val_fraction", "apply.prune.margin")  # strictly between 0 and 1
 AT_LEAST_TWO = ("apply.n_points",)  # points on a path, both ends included
 
@@ -108,6 +109,10 @@ def validate(cfg: DictConfig | Mapping) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
             expected = "a positive integer" if key in POSITIVE_INTS else "a positive number"
             raise ConfigError(f"{key}={value!r} is not {expected}: fix the override or its conf/ file")
+    for key in BOOLEANS:
+        value = _select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not true or false: fix the override or its conf/ file")
     for key in FRACTIONS + AT_LEAST_TWO:
         value = _select(cfg, key)
         fraction = key in FRACTIONS
